@@ -1,0 +1,48 @@
+# ARA Voicemail: `make run` starts the demo server, `make test` runs the whole suite.
+# Both start with `make setup`, which installs only what is missing.
+
+APT_PACKAGES := unixodbc odbc-postgresql odbc-mariadb libsqliteodbc sip-tester ffmpeg \
+                espeak-ng sox asterisk-core-sounds-en-wav
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO := voicemail/demo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup apt venv run test lint bench
+
+setup: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@# psqlODBC's CommLog writes a log file per process; only the driver section turns it off.
+	@if grep -q '^CommLog=1' /etc/odbcinst.ini 2>/dev/null; then \
+	  $(SUDO) sed -i 's/^CommLog=1/CommLog=0/' /etc/odbcinst.ini; fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+run: setup
+	@mkdir -p var
+	$(VENV)/bin/voicemail db init -C $(DEMO)
+	exec $(VENV)/bin/voicemail serve -C $(DEMO)
+
+test: setup
+	bash tests/services.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .

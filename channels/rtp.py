@@ -1,0 +1,146 @@
+"""RTP packets, G.711 and RFC 4733 DTMF: the pure parts of the media path.
+
+Audio inside the server is always 8 kHz, 16-bit signed little-endian mono PCM ("slin"),
+20 ms (160 samples, 320 bytes) a frame. Codecs only exist at the edge.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+SAMPLE_RATE = 8000
+FRAME_SAMPLES = 160
+FRAME_BYTES = FRAME_SAMPLES * 2
+SILENCE_FRAME = b"\x00" * FRAME_BYTES
+
+DTMF_EVENTS = "0123456789*#ABCD"
+
+
+class RtpError(ValueError):
+    """Not an RTP packet we can use."""
+
+
+@dataclass
+class RtpPacket:
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+    marker: bool = False
+
+    @classmethod
+    def parse(cls, data: bytes) -> RtpPacket:
+        if len(data) < 12:
+            raise RtpError("short packet")
+        first, second, sequence, timestamp, ssrc = struct.unpack_from("!BBHII", data)
+        if first >> 6 != 2:
+            raise RtpError("not RTP version 2")
+        offset = 12 + 4 * (first & 0x0F)
+        if first & 0x10:  # header extension
+            if len(data) < offset + 4:
+                raise RtpError("truncated extension")
+            (length,) = struct.unpack_from("!H", data, offset + 2)
+            offset += 4 + 4 * length
+        end = len(data)
+        if first & 0x20:  # padding
+            end -= data[-1]
+        if offset > end:
+            raise RtpError("truncated packet")
+        return cls(
+            payload_type=second & 0x7F,
+            sequence=sequence,
+            timestamp=timestamp,
+            ssrc=ssrc,
+            payload=data[offset:end],
+            marker=bool(second & 0x80),
+        )
+
+    def __bytes__(self) -> bytes:
+        second = (0x80 if self.marker else 0) | (self.payload_type & 0x7F)
+        header = struct.pack(
+            "!BBHII", 0x80, second, self.sequence & 0xFFFF, self.timestamp & 0xFFFFFFFF, self.ssrc
+        )
+        return header + self.payload
+
+
+def is_rtcp(data: bytes) -> bool:
+    """RTCP multiplexed on the RTP port (RFC 5761): payload types 192-223 in the 2nd byte."""
+    return len(data) >= 2 and 192 <= data[1] <= 223
+
+
+class G711:
+    """One G.711 law; encode/decode whole buffers at C speed with audioop."""
+
+    def __init__(self, codec: str) -> None:
+        if codec == "PCMU":
+            self._encode, self._decode = audioop.lin2ulaw, audioop.ulaw2lin
+        elif codec == "PCMA":
+            self._encode, self._decode = audioop.lin2alaw, audioop.alaw2lin
+        else:
+            raise ValueError(f"unsupported codec {codec}")
+        self.codec = codec
+
+    def encode(self, pcm: bytes) -> bytes:
+        return self._encode(pcm, 2)
+
+    def decode(self, payload: bytes) -> bytes:
+        return self._decode(payload, 2)
+
+
+class DtmfReceiver:
+    """RFC 4733 telephone-event receive with de-duplication.
+
+    One key press arrives as several packets sharing an RTP timestamp (updates and three
+    end packets). A digit is reported once, at its first packet, so that a prompt stops as
+    soon as the caller presses; later packets with the same timestamp are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._last_timestamp: int | None = None
+
+    def receive(self, packet: RtpPacket) -> str | None:
+        if len(packet.payload) < 4:
+            return None
+        event = packet.payload[0]
+        if event >= len(DTMF_EVENTS):
+            return None  # tones other than DTMF (flash, fax) are ignored
+        if packet.timestamp == self._last_timestamp:
+            return None
+        self._last_timestamp = packet.timestamp
+        return DTMF_EVENTS[event]
+
+
+class ReceiveBuffer:
+    """Turns received audio packets into a gap-free PCM stream.
+
+    Packets are placed by RTP timestamp: a late duplicate or one older than what was
+    already delivered is dropped, and a gap (lost packets) is filled with silence, so the
+    recording has the length of the audio that was sent. A new SSRC restarts the timeline.
+    """
+
+    MAX_GAP_SAMPLES = SAMPLE_RATE * 2  # a larger jump is a new talk spurt, not loss
+
+    def __init__(self) -> None:
+        self._ssrc: int | None = None
+        self._next_timestamp: int | None = None
+
+    def place(self, packet: RtpPacket, samples: int) -> int:
+        """How many silence samples to insert before this packet; -1 to drop it."""
+        if packet.ssrc != self._ssrc or self._next_timestamp is None:
+            self._ssrc = packet.ssrc
+            self._next_timestamp = (packet.timestamp + samples) & 0xFFFFFFFF
+            return 0
+        delta = (packet.timestamp - self._next_timestamp) & 0xFFFFFFFF
+        if delta >= 0x80000000:  # behind what we delivered: duplicate or too late
+            return -1
+        self._next_timestamp = (packet.timestamp + samples) & 0xFFFFFFFF
+        if delta > self.MAX_GAP_SAMPLES:
+            return 0
+        return delta

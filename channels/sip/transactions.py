@@ -1,0 +1,430 @@
+"""RFC 3261 transactions as a sans-I/O state machine.
+
+`TransactionLayer` takes datagrams and the current time and gives back datagrams to send,
+events for the user agent and the next timer deadline, in the manner of aioquic's
+`QuicConnection`. Nothing here touches a socket or a clock, so every retransmission
+timer is tested with a fake time.
+
+Server transactions absorb retransmitted requests (resending the last response), an INVITE
+answered with 2xx stays "accepted" (RFC 6026) and retransmits its 2xx until the ACK arrives,
+and non-2xx INVITE answers are retransmitted until their ACK (timers G/H/I). Client
+transactions are non-INVITE only (BYE, NOTIFY, OPTIONS): timers E/F/K.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from sipmessage import Message, Request, Response
+
+from .messages import (
+    MessageError,
+    cseq_of,
+    make_response,
+    parse_message,
+    response_address,
+    serialize,
+    stamp_received,
+    tag_of,
+    top_via,
+)
+
+log = logging.getLogger(__name__)
+
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+
+Addr = tuple[str, int]
+
+
+class ServerState(enum.Enum):
+    TRYING = "trying"  # non-INVITE, no response yet
+    PROCEEDING = "proceeding"  # provisional sent (INVITE from the start)
+    ACCEPTED = "accepted"  # INVITE answered 2xx, retransmitting until ACK (RFC 6026)
+    COMPLETED = "completed"  # final sent; absorbing retransmissions
+    CONFIRMED = "confirmed"  # INVITE non-2xx final acknowledged
+    TERMINATED = "terminated"
+
+
+class ClientState(enum.Enum):
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    TERMINATED = "terminated"
+
+
+@dataclass(eq=False)
+class ServerTransaction:
+    key: tuple[str, str, str]
+    request: Request
+    source: Addr
+    reply_to: Addr
+    state: ServerState
+    last_response: bytes | None = None
+    final_code: int = 0
+    retransmit_interval: float = T1
+    dialog_key: tuple[str, int, str] | None = None  # (Call-ID, CSeq, From tag) for 2xx ACK matching
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+
+@dataclass(eq=False)
+class ClientTransaction:
+    key: tuple[str, str]
+    request: Request
+    destination: Addr
+    data: bytes
+    state: ClientState = ClientState.TRYING
+    retransmit_interval: float = T1
+    response: Response | None = None
+
+
+# Events handed to the user agent.
+@dataclass
+class RequestReceived:
+    """A new request (not a retransmission) that needs an answer through `respond`."""
+
+    request: Request
+    transaction: ServerTransaction
+
+
+@dataclass
+class CancelReceived:
+    """A CANCEL matched an INVITE still in progress; the CANCEL itself was answered 200."""
+
+    invite: ServerTransaction
+
+
+@dataclass
+class AckReceived:
+    """The ACK for a 2xx: it confirms the dialog."""
+
+    request: Request
+    invite: ServerTransaction
+
+
+@dataclass
+class AckTimeout:
+    """A 2xx to an INVITE was never acknowledged (timer L/H): the call must end."""
+
+    invite: ServerTransaction
+
+
+@dataclass
+class ResponseReceived:
+    response: Response
+    transaction: ClientTransaction
+
+
+@dataclass
+class ClientTimeout:
+    """A request of ours got no final response within 64*T1 (timer F)."""
+
+    transaction: ClientTransaction
+
+
+Event = (
+    RequestReceived | CancelReceived | AckReceived | AckTimeout | ResponseReceived | ClientTimeout
+)
+
+
+@dataclass(order=True)
+class _Timer:
+    when: float
+    seq: int
+    kind: str = field(compare=False)
+    target: object = field(compare=False)
+    generation: int = field(compare=False, default=0)
+
+
+class TransactionLayer:
+    """All transactions of one UDP endpoint."""
+
+    def __init__(self) -> None:
+        self._server: dict[tuple[str, str, str], ServerTransaction] = {}
+        self._accepted: dict[tuple[str, int, str], ServerTransaction] = {}
+        self._client: dict[tuple[str, str], ClientTransaction] = {}
+        self._outgoing: list[tuple[bytes, Addr]] = []
+        self._events: deque[Event] = deque()
+        self._timers: list[_Timer] = []
+        self._seq = itertools.count()
+        self.malformed_count = 0
+
+    # -- input -------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, source: Addr, now: float) -> None:
+        """Feed one datagram. Malformed input is answered 400 where possible, else dropped."""
+        if not data.strip(b"\r\n"):
+            return  # keep-alive (RFC 5626 CRLF)
+        try:
+            message = parse_message(data)
+        except MessageError as exc:
+            self.malformed_count += 1
+            log.info("dropping malformed message from %s:%s: %s", *source, exc)
+            self._answer_malformed(data, source, str(exc))
+            return
+        if isinstance(message, Request):
+            self._receive_request(message, source, now)
+        else:
+            self._receive_response(message, now)
+
+    def _answer_malformed(self, data: bytes, source: Addr, reason: str) -> None:
+        """Send 400 to a request we can still route a response for; drop anything else."""
+        if not data[:1].isalpha() or data.startswith(b"SIP/"):
+            return
+        try:
+            request = Message.parse(data)
+        except Exception:  # noqa: BLE001 - hostile input; nothing to answer
+            return
+        if not isinstance(request, Request) or request.method == "ACK":
+            return
+        try:
+            response = make_response(request, 400, f"Bad Request ({reason})"[:120])
+            self._outgoing.append((serialize(response), response_address(request, source)))
+        except Exception:  # noqa: BLE001 - missing Via/From/...: nothing routable
+            return
+
+    def _receive_request(self, request: Request, source: Addr, now: float) -> None:
+        stamp_received(request, source)
+        via = top_via(request)
+        branch = str(via.parameters.get("branch") or "")
+        sent_by = f"{via.host}:{via.port or 5060}"
+        if request.method == "ACK":
+            self._receive_ack(request, branch, sent_by, now)
+            return
+        if not branch.startswith("z9hG4bK"):
+            # RFC 2543 peers: fall back to a key built from the request itself.
+            branch = "2543:" + request.headers["Call-ID"] + ":" + str(cseq_of(request).sequence)
+        key = (branch, sent_by, request.method)
+        existing = self._server.get(key)
+        if existing is not None:
+            self._retransmitted_request(existing)
+            return
+        if request.method == "CANCEL":
+            self._receive_cancel(request, source, branch, sent_by, now)
+            return
+        is_invite = request.method == "INVITE"
+        tx = ServerTransaction(
+            key=key,
+            request=request,
+            source=source,
+            reply_to=response_address(request, source),
+            state=ServerState.PROCEEDING if is_invite else ServerState.TRYING,
+        )
+        self._server[key] = tx
+        if is_invite:
+            # Answer at once so the caller stops retransmitting while the application runs.
+            self.respond(tx, make_response(request, 100), now)
+        self._events.append(RequestReceived(request, tx))
+
+    def _retransmitted_request(self, tx: ServerTransaction) -> None:
+        if tx.last_response is not None and tx.state in (
+            ServerState.PROCEEDING,
+            ServerState.ACCEPTED,
+            ServerState.COMPLETED,
+        ):
+            self._outgoing.append((tx.last_response, tx.reply_to))
+
+    def _receive_cancel(
+        self, request: Request, source: Addr, branch: str, sent_by: str, now: float
+    ) -> None:
+        invite = self._server.get((branch, sent_by, "INVITE"))
+        reply_to = response_address(request, source)
+        if invite is None:
+            response = make_response(request, 481)
+            self._outgoing.append((serialize(response), reply_to))
+            return
+        # The CANCEL gets its own transaction so that its retransmissions are absorbed.
+        cancel_tx = ServerTransaction(
+            key=(branch, sent_by, "CANCEL"),
+            request=request,
+            source=source,
+            reply_to=reply_to,
+            state=ServerState.TRYING,
+        )
+        self._server[cancel_tx.key] = cancel_tx
+        to_tag = tag_of(invite.request.headers["To"])
+        self._send_final_non_invite(cancel_tx, make_response(request, 200, to_tag=to_tag))
+        self._schedule(now + 64 * T1, "J", cancel_tx)
+        if invite.state == ServerState.PROCEEDING:
+            self._events.append(CancelReceived(invite))
+
+    def _receive_ack(self, request: Request, branch: str, sent_by: str, now: float) -> None:
+        invite = self._server.get((branch, sent_by, "INVITE"))
+        if invite is not None and invite.state == ServerState.COMPLETED:
+            invite.state = ServerState.CONFIRMED
+            self._schedule(now + T4, "I", invite)  # timer I: absorb further ACKs, then forget
+            return
+        if invite is not None:
+            return  # ACK retransmission in CONFIRMED
+        dialog_key = (
+            request.headers["Call-ID"],
+            cseq_of(request).sequence,
+            tag_of(request.headers["From"]) or "",
+        )
+        accepted = self._accepted.pop(dialog_key, None)
+        if accepted is None:
+            return  # stray or retransmitted 2xx ACK
+        self._events.append(AckReceived(request, accepted))
+
+    def _receive_response(self, response: Response, now: float) -> None:
+        via = top_via(response)
+        key = (str(via.parameters.get("branch") or ""), cseq_of(response).method)
+        tx = self._client.get(key)
+        if tx is None or tx.state in (ClientState.COMPLETED, ClientState.TERMINATED):
+            return
+        if response.code < 200:
+            tx.state = ClientState.PROCEEDING
+            return
+        tx.state = ClientState.COMPLETED
+        tx.response = response
+        self._schedule(now + T4, "K", tx)
+        self._events.append(ResponseReceived(response, tx))
+
+    # -- commands from the user agent --------------------------------------------------
+
+    def respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
+        """Send a response within a server transaction and move it along its states."""
+        if tx.state in (ServerState.COMPLETED, ServerState.CONFIRMED, ServerState.TERMINATED):
+            log.debug("late response %s on finished transaction dropped", response.code)
+            return
+        if tx.state == ServerState.ACCEPTED:
+            return
+        if not tx.is_invite:
+            if response.code < 200:
+                tx.state = ServerState.PROCEEDING
+                tx.last_response = serialize(response)
+                self._outgoing.append((tx.last_response, tx.reply_to))
+            else:
+                self._send_final_non_invite(tx, response)
+                self._schedule(now + 64 * T1, "J", tx)
+            return
+        data = serialize(response)
+        tx.last_response = data
+        self._outgoing.append((data, tx.reply_to))
+        if response.code < 200:
+            return
+        tx.final_code = response.code
+        tx.retransmit_interval = T1
+        if response.code < 300:
+            tx.state = ServerState.ACCEPTED
+            tx.dialog_key = (
+                tx.request.headers["Call-ID"],
+                cseq_of(tx.request).sequence,
+                tag_of(tx.request.headers["From"]) or "",
+            )
+            self._accepted[tx.dialog_key] = tx
+        else:
+            tx.state = ServerState.COMPLETED
+        self._schedule(now + T1, "G", tx)  # retransmit 2xx or non-2xx final
+        self._schedule(now + 64 * T1, "H", tx)  # give up waiting for the ACK
+
+    def _send_final_non_invite(self, tx: ServerTransaction, response: Response) -> None:
+        tx.state = ServerState.COMPLETED
+        tx.final_code = response.code
+        tx.last_response = serialize(response)
+        self._outgoing.append((tx.last_response, tx.reply_to))
+
+    def send_request(self, request: Request, destination: Addr, now: float) -> ClientTransaction:
+        """Start a non-INVITE client transaction (the Via branch must be set by the caller)."""
+        via = top_via(request)
+        key = (str(via.parameters.get("branch") or ""), request.method)
+        data = serialize(request)
+        tx = ClientTransaction(key=key, request=request, destination=destination, data=data)
+        self._client[key] = tx
+        self._outgoing.append((data, destination))
+        self._schedule(now + T1, "E", tx)
+        self._schedule(now + 64 * T1, "F", tx)
+        return tx
+
+    def send_raw(self, data: bytes, destination: Addr) -> None:
+        """Send outside any transaction (an ACK for a 2xx we received, for instance)."""
+        self._outgoing.append((data, destination))
+
+    # -- output ------------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        return self._timers[0].when if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        while self._timers and self._timers[0].when <= now:
+            timer = heapq.heappop(self._timers)
+            self._fire(timer, now)
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._server) + len(self._client)
+
+    # -- timers ------------------------------------------------------------------------
+
+    def _schedule(self, when: float, kind: str, target: object) -> None:
+        heapq.heappush(self._timers, _Timer(when, next(self._seq), kind, target))
+
+    def _fire(self, timer: _Timer, now: float) -> None:
+        target = timer.target
+        if isinstance(target, ServerTransaction):
+            self._fire_server(timer.kind, target, now)
+        elif isinstance(target, ClientTransaction):
+            self._fire_client(timer.kind, target, now)
+
+    def _fire_server(self, kind: str, tx: ServerTransaction, now: float) -> None:
+        if tx.state == ServerState.TERMINATED:
+            return
+        acknowledged = tx.state == ServerState.ACCEPTED and tx.dialog_key not in self._accepted
+        if (
+            kind == "G"
+            and not acknowledged
+            and tx.state in (ServerState.ACCEPTED, ServerState.COMPLETED)
+        ):
+            assert tx.last_response is not None
+            self._outgoing.append((tx.last_response, tx.reply_to))
+            tx.retransmit_interval = min(tx.retransmit_interval * 2, T2)
+            self._schedule(now + tx.retransmit_interval, "G", tx)
+        elif kind == "H":
+            if tx.state == ServerState.ACCEPTED and tx.dialog_key in self._accepted:
+                del self._accepted[tx.dialog_key]
+                self._events.append(AckTimeout(tx))
+            elif tx.state == ServerState.COMPLETED:
+                self._events.append(AckTimeout(tx))
+            self._terminate_server(tx)
+        elif kind in ("I", "J"):
+            self._terminate_server(tx)
+
+    def _terminate_server(self, tx: ServerTransaction) -> None:
+        tx.state = ServerState.TERMINATED
+        self._server.pop(tx.key, None)
+        if tx.dialog_key is not None:
+            self._accepted.pop(tx.dialog_key, None)
+
+    def _fire_client(self, kind: str, tx: ClientTransaction, now: float) -> None:
+        if tx.state == ClientState.TERMINATED:
+            return
+        if kind == "E" and tx.state in (ClientState.TRYING, ClientState.PROCEEDING):
+            self._outgoing.append((tx.data, tx.destination))
+            if tx.state == ClientState.TRYING:
+                tx.retransmit_interval = min(tx.retransmit_interval * 2, T2)
+            else:
+                tx.retransmit_interval = T2
+            self._schedule(now + tx.retransmit_interval, "E", tx)
+        elif kind == "F" and tx.state in (ClientState.TRYING, ClientState.PROCEEDING):
+            tx.state = ClientState.TERMINATED
+            self._client.pop(tx.key, None)
+            self._events.append(ClientTimeout(tx))
+        elif kind == "K":
+            tx.state = ClientState.TERMINATED
+            self._client.pop(tx.key, None)

@@ -1,0 +1,3 @@
+"""Fixtures shared by every test module."""
+
+from .dbbackends import backend, server_backend  # noqa: F401 - pytest fixtures

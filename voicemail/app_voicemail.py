@@ -1,0 +1,249 @@
+"""VoiceMail(mailbox[@context][&mailbox2...][,options]): leave a message.
+
+Follows app_voicemail's leave_voicemail (fact sheet 5.1): greeting (temp, then busy or
+unavailable, else "the person at extension N is unavailable"), vm-intro, the full-mailbox
+check, beep, record until #, hang-up or maxsecs, then store. The message is stored before
+this coroutine returns, which is what lets the SIP side answer the caller's BYE only
+after the row is committed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import wave
+from dataclasses import dataclass
+
+from channels.channel import Channel, ChannelHungUp, StopReason
+from storage.messages import MessageStore, new_msg_id
+from storage.odbc import DatabaseError
+
+from .mailboxes import Mailbox, MailboxDirectory
+from .sounds import SoundLibrary, SoundNotFound
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 8000
+
+
+@dataclass
+class VoiceMailArgs:
+    recipients: list[tuple[str, str]]  # (mailbox, context)
+    options: str
+
+
+def parse_args(args: str) -> VoiceMailArgs:
+    """`1000@default&1001,us` -> recipients and option letters (arguments in parens dropped)."""
+    boxes, _, options = args.partition(",")
+    recipients = []
+    for item in boxes.split("&"):
+        item = item.strip()
+        if not item:
+            continue
+        mailbox, _, context = item.partition("@")
+        recipients.append((mailbox.strip(), context.strip() or "default"))
+    flat = ""
+    depth = 0
+    for c in options:
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth = max(0, depth - 1)
+        elif depth == 0 and not c.isspace() and c != ",":
+            flat += c
+    return VoiceMailArgs(recipients, flat)
+
+
+def caller_id_string(name: str, number: str) -> str:
+    """Asterisk's ast_callerid_merge: `"Name" <num>`, name, num or Unknown."""
+    if name and number:
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}" <{number}>'
+    return name or number or "Unknown"
+
+
+def wav_bytes(pcm: bytes) -> bytes:
+    """8 kHz 16-bit mono PCM WAV, Asterisk's `wav` format."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(SAMPLE_RATE)
+        writer.writeframes(pcm)
+    return buffer.getvalue()
+
+
+def wav_pcm(data: bytes) -> bytes:
+    """The PCM frames of an 8 kHz 16-bit mono WAV greeting; others are refused."""
+    with wave.open(io.BytesIO(data), "rb") as reader:
+        if (reader.getframerate(), reader.getsampwidth(), reader.getnchannels()) != (8000, 2, 1):
+            raise ValueError("greeting is not 8 kHz 16-bit mono WAV")
+        return reader.readframes(reader.getnframes())
+
+
+class VoiceMailApp:
+    def __init__(
+        self,
+        store: MessageStore,
+        mailboxes: MailboxDirectory,
+        sounds: SoundLibrary,
+        formats: list[str],
+    ) -> None:
+        self.store = store
+        self.mailboxes = mailboxes
+        self.sounds = sounds
+        self.formats = formats
+        self._in_process: dict[tuple[str, str], int] = {}
+
+    async def _play_prompts(self, channel: Channel, names: list[str], escape: str) -> str | None:
+        for name in names:
+            try:
+                pcm = self.sounds.load_pcm(name)
+            except SoundNotFound:
+                log.warning("prompt %s not found", name)
+                continue
+            digit = await channel.play(pcm, escape)
+            if digit is not None:
+                return digit
+        return None
+
+    async def _greeting(self, channel: Channel, box: Mailbox, options: str) -> list[bytes | str]:
+        """What to play before the intro: stored greeting audio or prompt names."""
+        wanted = "busy" if "b" in options else "unavail" if "u" in options else None
+        for kind in ["temp", wanted] if wanted else ["temp"]:
+            message = await self.store.retrieve_greeting(box.context, box.mailbox, kind)
+            if message is not None:
+                try:
+                    return [wav_pcm(message.recording)]
+                except (ValueError, EOFError, wave.Error) as exc:
+                    log.warning("mailbox %s: %s greeting unusable: %s", box.mailbox, kind, exc)
+        if wanted is None:
+            return []
+        name_greeting = await self.store.retrieve_greeting(box.context, box.mailbox, "greet")
+        parts: list[bytes | str] = []
+        if name_greeting is not None:
+            try:
+                parts.append(wav_pcm(name_greeting.recording))
+            except (ValueError, EOFError, wave.Error):
+                name_greeting = None
+        if name_greeting is None:
+            parts.append("vm-theperson")
+            parts.extend(f"digits/{d}" for d in box.mailbox if d.isdigit())
+        parts.append("vm-isonphone" if wanted == "busy" else "vm-isunavail")
+        return parts
+
+    async def run(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
+        """Returns False when the dial plan should stop (the caller hung up)."""
+        parsed = parse_args(args)
+        if not parsed.recipients:
+            log.warning("VoiceMail() needs a mailbox")
+            variables["VMSTATUS"] = "FAILED"
+            return True
+        mailbox, context = parsed.recipients[0]
+        box = await self.mailboxes.find(mailbox, context)
+        if box is None:
+            log.warning("No entry in voicemail config file for '%s@%s'", mailbox, context)
+            variables["VMSTATUS"] = "FAILED"
+            return True
+        try:
+            status = await self._leave_message(channel, box, parsed, variables)
+        except ChannelHungUp:
+            status = "FAILED"
+        variables["VMSTATUS"] = status
+        return not channel.hung_up
+
+    async def _leave_message(
+        self, channel: Channel, box: Mailbox, parsed: VoiceMailArgs, variables: dict[str, str]
+    ) -> str:
+        options = parsed.options
+        await channel.answer()
+        greeting = await self._greeting(channel, box, options)
+        skipped = False
+        for part in greeting:
+            if isinstance(part, bytes):
+                digit = await channel.play(part, "#")
+            else:
+                digit = await self._play_prompts(channel, [part], "#")
+            if digit == "#":
+                skipped = True
+                break
+        if not skipped and "s" not in options and not ("S" in options and greeting):
+            await self._play_prompts(channel, ["vm-intro"], "#")
+        key = (box.context, box.mailbox)
+        maxmsg = box.int_option("maxmsg")
+        folder = "Urgent" if "U" in options else "INBOX"
+        count = await self.store.count(box.context, box.mailbox, folder)
+        if maxmsg > 0 and count >= maxmsg - self._in_process.get(key, 0):
+            log.info("mailbox %s@%s is full (%d messages)", box.mailbox, box.context, count)
+            await self._play_prompts(channel, ["vm-mailboxfull"], "")
+            return "FAILED"
+        if maxmsg == 0:
+            return "SUCCESS"  # greetings only
+        self._in_process[key] = self._in_process.get(key, 0) + 1
+        try:
+            return await self._record_and_store(channel, box, folder, options, variables)
+        finally:
+            self._in_process[key] -= 1
+            if not self._in_process[key]:
+                del self._in_process[key]
+
+    async def _record_and_store(
+        self,
+        channel: Channel,
+        box: Mailbox,
+        folder: str,
+        options: str,
+        variables: dict[str, str],
+    ) -> str:
+        await self._play_prompts(channel, ["beep"], "")
+        origtime = int(time.time())
+        maxsecs = box.int_option("maxsecs")
+        recording = await channel.record(maxsecs or None, "#")
+        seconds = recording.seconds
+        if seconds < max(box.int_option("minsecs"), 0.02):
+            log.info(
+                "recording for %s@%s was %.2f s, shorter than minsecs; discarded",
+                box.mailbox,
+                box.context,
+                seconds,
+            )
+            return "FAILED"
+        flag = "Urgent" if "U" in options else "PRIORITY" if "P" in options else ""
+        msg_id = new_msg_id()
+        try:
+            msgnum = await self.store.store(
+                context=box.context,
+                mailbox=box.mailbox,
+                folder=folder,
+                recording=wav_bytes(recording.pcm),
+                callerid=caller_id_string(channel.info.caller_id_name, channel.info.caller_id_num),
+                origtime=origtime,
+                duration=int(round(seconds)),
+                caller_context=channel.info.context,
+                flag=flag,
+                category=variables.get("VM_CATEGORY") or None,
+                msg_id=msg_id,
+            )
+        except DatabaseError as exc:
+            log.error(
+                "Failed to store voicemail for %s@%s (msg_id %s): %s",
+                box.mailbox,
+                box.context,
+                msg_id,
+                exc,
+            )
+            return "FAILED"
+        log.info(
+            "message %s stored in %s@%s %s as msgnum %d (%.2f s, stopped by %s)",
+            msg_id,
+            box.mailbox,
+            box.context,
+            folder,
+            msgnum,
+            seconds,
+            recording.reason.value,
+        )
+        if recording.reason != StopReason.HANGUP and not channel.hung_up:
+            await self._play_prompts(channel, ["auth-thankyou"], "")
+        return "SUCCESS"

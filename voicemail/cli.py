@@ -1,0 +1,114 @@
+"""The `voicemail` command: serve, and database set-up.
+
+Errors an operator can fix (a wrong config line, a dead database, a busy port) are printed
+as one line and exit 1; they are not tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from storage.conffile import ConfigError
+
+from .config import load_server_config
+from .server import StartupError, VoicemailServer, serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicemail", description="ARA Voicemail server")
+    parser.add_argument(
+        "-C",
+        "--config-dir",
+        type=Path,
+        default=Path("/etc/asterisk"),
+        help="directory with voicemail.conf, sip.conf, ... (default /etc/asterisk)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the server in the foreground")
+    serve_cmd.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    db = commands.add_parser("db", help="database set-up")
+    db.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    init = db_commands.add_parser("init", help="create missing tables")
+    init.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    return parser
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _announce(server: VoicemailServer) -> None:
+    assert server.endpoint is not None
+    host, port = server.endpoint.contact_host.rsplit(":", 1)
+    print(f"ARA Voicemail listening on {host}:{port} (UDP)", flush=True)
+    print(
+        f"  leave a message:  sipp -sn uac -s 1000 {host}:{port} -m 1   (or a softphone: "
+        f"sip:1000@{host}:{port})",
+        flush=True,
+    )
+    print(
+        f"  messages are stored in [{server.config.voicemail.odbcstorage}] "
+        f"table {server.config.voicemail.odbctable}; Ctrl-C stops",
+        flush=True,
+    )
+
+
+async def _run_serve(config_dir: Path) -> None:
+    config = load_server_config(config_dir)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await serve(config, _announce)
+    except asyncio.CancelledError:
+        pass
+
+
+async def _run_db_init(config_dir: Path) -> None:
+    server = VoicemailServer(load_server_config(config_dir))
+    try:
+        for line in await server.init_database():
+            print(f"table ready: {line}")
+    finally:
+        for pool in server.pools.values():
+            await pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config_dir = getattr(args, "config_dir_sub", None) or args.config_dir
+    _configure_logging(args.verbose)
+    try:
+        if args.command == "serve":
+            try:
+                import uvloop
+
+                uvloop.run(_run_serve(config_dir))
+            except ImportError:
+                asyncio.run(_run_serve(config_dir))
+        elif args.command == "db":
+            asyncio.run(_run_db_init(config_dir))
+    except (ConfigError, StartupError) as exc:
+        print(f"voicemail: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The voicemail server: configuration, database pools, the SIP endpoint and the dial plan.
+
+Data flows one way: SIP/RTP -> Channel -> dial plan application -> storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from channels.channel import CallerInfo, Channel, ChannelHungUp
+from channels.sip.endpoint import CallHandler, EndpointConfig, SipEndpoint
+from storage.messages import MessageStore
+from storage.odbc import DatabaseError, OdbcPool
+from storage.realtime import Realtime
+from storage.schema import create_tables, messages_table, voicemail_table
+
+from .app_voicemail import VoiceMailApp
+from .config import ServerConfig
+from .dialplan import Dialplan, Step, substitute
+from .mailboxes import MailboxDirectory
+from .sounds import SoundLibrary, SoundNotFound
+
+log = logging.getLogger(__name__)
+
+# A dial plan application: returns False to stop the dial plan.
+Application = Callable[[Channel, str, dict[str, str]], Awaitable[bool]]
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is for the operator, no traceback needed."""
+
+
+class VoicemailServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.pools: dict[str, OdbcPool] = {}
+        self.dialplan = Dialplan.from_config(config.extensions)
+        self.sounds = SoundLibrary([config.sounds_dir], PROMPTS_DIR, config.language)
+        self.endpoint: SipEndpoint | None = None
+        self.store: MessageStore | None = None
+        self.applications: dict[str, Application] = {}
+
+    def _pool(self, class_name: str) -> OdbcPool:
+        pool = self.pools.get(class_name)
+        if pool is None:
+            connection_class = self.config.connection_classes.get(class_name)
+            if connection_class is None:
+                raise StartupError(f"res_odbc.conf has no enabled connection class [{class_name}]")
+            pool = OdbcPool(connection_class)
+            self.pools[class_name] = pool
+        return pool
+
+    async def open_storage(self) -> None:
+        """Connect every class we use; a dead database stops start-up with its message."""
+        storage_pool = self._pool(self.config.voicemail.odbcstorage)
+        for mapping in self.config.realtime:
+            if mapping.driver == "odbc":
+                self._pool(mapping.database)
+        for pool in self.pools.values():
+            try:
+                await pool.start()
+            except DatabaseError as exc:
+                raise StartupError(f"cannot connect to the database: {exc}") from exc
+        self.store = MessageStore(
+            storage_pool, self.config.voicemail.odbctable, self.config.spool_prefix
+        )
+        self.realtime = Realtime(self.config.realtime, self.pools)
+
+    async def init_database(self) -> list[str]:
+        """`voicemail db init`: create the message table and mapped realtime tables."""
+        await self.open_storage()
+        created = []
+        storage_pool = self._pool(self.config.voicemail.odbcstorage)
+        await create_tables(storage_pool, [messages_table(self.config.voicemail.odbctable)])
+        created.append(f"{self.config.voicemail.odbctable} on [{storage_pool.name}]")
+        for mapping in self.config.realtime:
+            if mapping.family == "voicemail" and mapping.driver == "odbc":
+                await create_tables(
+                    self._pool(mapping.database), [voicemail_table(name=mapping.table)]
+                )
+                created.append(f"{mapping.table} on [{mapping.database}]")
+        return created
+
+    async def start(self) -> None:
+        await self.open_storage()
+        assert self.store is not None
+        mailboxes = MailboxDirectory(self.config.voicemail, self.realtime)
+        voicemail = VoiceMailApp(self.store, mailboxes, self.sounds, self.config.voicemail.formats)
+        self.applications = {
+            "voicemail": voicemail.run,
+            "answer": self._app_answer,
+            "ringing": self._app_ringing,
+            "wait": self._app_wait,
+            "playback": self._app_playback,
+            "hangup": self._app_hangup,
+            "noop": self._app_noop,
+        }
+        sip = self.config.sip
+        self.endpoint = SipEndpoint(
+            EndpointConfig(
+                host=sip.bindaddr,
+                port=sip.bindport,
+                rtp_ports=(sip.rtpstart, sip.rtpend),
+                default_context=sip.context,
+            ),
+            self.route,
+        )
+        try:
+            await self.endpoint.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {sip.bindaddr}:{sip.bindport}: {exc}") from exc
+
+    async def stop(self) -> None:
+        if self.endpoint is not None:
+            await self.endpoint.stop()
+        for pool in self.pools.values():
+            await pool.close()
+
+    # -- dial plan ----------------------------------------------------------------------
+
+    def route(self, info: CallerInfo) -> CallHandler | None:
+        extension = self.dialplan.match(info.context, info.exten)
+        if extension is None:
+            return None
+        steps = extension.steps
+
+        async def run(channel: Channel) -> None:
+            await self.execute(channel, steps)
+
+        return run
+
+    async def execute(self, channel: Channel, steps: list[Step]) -> None:
+        info = channel.info
+        variables = {
+            "EXTEN": info.exten,
+            "CONTEXT": info.context,
+            "CALLERID(num)": info.caller_id_num,
+            "CALLERID(name)": info.caller_id_name,
+            "CHANNEL": info.channel_name,
+        }
+        for step in steps:
+            app = self.applications.get(step.app.lower())
+            if app is None:
+                log.warning(
+                    "%s:%d: application %s is not supported; ending the call",
+                    step.filename,
+                    step.line,
+                    step.app,
+                )
+                return
+            args = substitute(step.args, variables)
+            try:
+                keep_going = await app(channel, args, variables)
+            except ChannelHungUp:
+                return
+            if not keep_going:
+                return
+
+    async def _app_answer(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
+        await channel.answer()
+        return True
+
+    async def _app_ringing(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
+        await channel.ring()
+        return True
+
+    async def _app_wait(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
+        try:
+            seconds = float(args or "0")
+        except ValueError:
+            log.warning("Wait(%s): not a number", args)
+            return True
+        await channel.wait(seconds)
+        return True
+
+    async def _app_playback(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
+        names, _, options = args.partition(",")
+        if "noanswer" not in options:
+            await channel.answer()
+        for name in names.split("&"):
+            try:
+                await channel.play(self.sounds.load_pcm(name.strip()))
+            except SoundNotFound:
+                log.warning("Playback: %s not found", name)
+        return True
+
+    async def _app_hangup(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
+        code = {"17": 486, "1": 404, "21": 403}.get(args.strip())
+        channel.hangup(code, f"Hangup({args})")
+        return False
+
+    async def _app_noop(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
+        return True
+
+
+async def serve(
+    config: ServerConfig, ready: Callable[[VoicemailServer], None] | None = None
+) -> None:
+    """Run until cancelled (Ctrl-C / SIGTERM), then stop cleanly."""
+    server = VoicemailServer(config)
+    await server.start()
+    try:
+        if ready is not None:
+            ready(server)
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
