@@ -11,6 +11,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyodbc
@@ -352,3 +353,45 @@ def test_invite_retransmitted_after_the_200_gets_the_same_200_again(
     finally:
         sock.close()
     assert len(re.findall(r"INFO channels\.sip\.endpoint: call ", server.log())) == 1
+
+
+def test_two_servers_on_one_postgresql_database_number_40_deposits_without_collision(
+    tmp_path: Path,
+) -> None:
+    with fresh_database("postgresql", tmp_path) as db:
+        servers = [start_server(write_config(tmp_path / f"etc{i}", db)) for i in range(2)]
+        try:
+            pcap = DATA / "signal3s_pcmu.pcap"
+            xml = deposit_scenario(
+                "1000", pcap, [0, 101], [sipp.pause(3200), sipp.bye("1000"), sipp.recv(200)]
+            )
+            with ThreadPoolExecutor(2) as pool:
+                results = list(
+                    pool.map(
+                        lambda s: sipp.run_sipp(
+                            tmp_path / f"sipp-{s.port}",
+                            xml,
+                            s.target,
+                            calls=20,
+                            rate=40,
+                            concurrency=20,
+                            timeout=90,
+                        ),
+                        servers,
+                    )
+                )
+            for result in results:
+                result.check()
+            stored = rows(db)
+            assert [int(r["msgnum"]) for r in stored] == list(range(40))
+            assert {r["dir"] for r in stored} == {
+                "/var/spool/asterisk/voicemail/default/1000/INBOX"
+            }
+            assert len({r["msg_id"] for r in stored}) == 40
+            for row in stored:
+                assert_recording_is(row, pcap, 3.0)
+        finally:
+            for server in servers:
+                assert server.stop() == 0, server.log()
+        for server in servers:
+            assert "Failed to store" not in server.log()

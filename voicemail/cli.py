@@ -54,10 +54,11 @@ def _announce(server: VoicemailServer) -> None:
     host, port = server.endpoint.contact_host.rsplit(":", 1)
     print(f"ARA Voicemail listening on {host}:{port} (UDP)", flush=True)
     print(
-        f"  leave a message:  sipp -sn uac -s 1000 {host}:{port} -m 1   (or a softphone: "
-        f"sip:1000@{host}:{port})",
+        f"  leave a message: sipp -sf voicemail/demo/leave-message.xml -s 1000 {host}:{port} "
+        "-m 1 -i 127.0.0.1 -mi 127.0.0.1",
         flush=True,
     )
+    print(f"  or call sip:1000@{host}:{port} from a softphone", flush=True)
     print(
         f"  messages are stored in [{server.config.voicemail.odbcstorage}] "
         f"table {server.config.voicemail.odbctable}; Ctrl-C stops",
