@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True)
     init = db_commands.add_parser("init", help="create missing tables")
     init.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    check = db_commands.add_parser("check", help="compare the database with the expected schema")
+    check.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
     return parser
 
 
@@ -89,6 +91,20 @@ async def _run_db_init(config_dir: Path) -> None:
             await pool.close()
 
 
+async def _run_db_check(config_dir: Path) -> int:
+    server = VoicemailServer(load_server_config(config_dir))
+    try:
+        findings = await server.check_database()
+    finally:
+        for pool in server.pools.values():
+            await pool.close()
+    for finding in findings:
+        print(finding)
+    errors = sum(1 for f in findings if f.severity == "error")
+    print(f"schema check: {errors} error(s), {len(findings) - errors} note(s)")
+    return 1 if errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config_dir = getattr(args, "config_dir_sub", None) or args.config_dir
@@ -101,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 uvloop.run(_run_serve(config_dir))
             except ImportError:
                 asyncio.run(_run_serve(config_dir))
+        elif args.command == "db" and args.db_command == "check":
+            return asyncio.run(_run_db_check(config_dir))
         elif args.command == "db":
             asyncio.run(_run_db_init(config_dir))
     except (ConfigError, StartupError) as exc:

@@ -16,6 +16,7 @@ from storage.messages import MessageStore
 from storage.odbc import DatabaseError, OdbcPool
 from storage.realtime import Realtime
 from storage.schema import create_tables, messages_table, voicemail_table
+from storage.schemacheck import Finding, check_table
 
 from .app_voicemail import VoiceMailApp
 from .config import ServerConfig
@@ -85,6 +86,18 @@ class VoicemailServer:
                 )
                 created.append(f"{mapping.table} on [{mapping.database}]")
         return created
+
+    async def check_database(self) -> list[Finding]:
+        """`voicemail db check`: differences between the database and the expected tables."""
+        await self.open_storage()
+        storage_pool = self._pool(self.config.voicemail.odbcstorage)
+        table = messages_table(self.config.voicemail.odbctable)
+        findings = await check_table(storage_pool, table, "voicemessages")
+        for mapping in self.config.realtime:
+            if mapping.family == "voicemail" and mapping.driver == "odbc":
+                table = voicemail_table(name=mapping.table)
+                findings += await check_table(self._pool(mapping.database), table, "voicemail")
+        return findings
 
     async def start(self) -> None:
         await self.open_storage()
