@@ -54,6 +54,9 @@ class CallerInfo:
     caller_id_num: str = ""
     call_id: str = ""
     channel_name: str = ""
+    # Set when a PBX forwarded the call (Diversion / History-Info): whose call it was and why.
+    redirecting_from: str = ""
+    redirect_reason: str = ""
     headers: dict[str, str] = field(default_factory=dict)
 
 

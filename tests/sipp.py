@@ -8,12 +8,14 @@ prompt set in use).
 from __future__ import annotations
 
 import itertools
+import random
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-_PORTS = itertools.count(0)
+# Start at a random offset so that two test runs on one machine rarely pick the same ports.
+_PORTS = itertools.count(random.randrange(500))
 
 SDP_OFFER = """v=0
 o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
@@ -53,15 +55,19 @@ def offer(formats: list[int]) -> str:
 
 
 def _message(
-    start_line: str, user: str, cseq: str, branch: str, body: str = "", to_tag: bool = False
+    start_line: str,
+    user: str,
+    cseq: str,
+    branch: str,
+    body: str = "",
+    to_tag: bool = False,
+    extra_headers: tuple[str, ...] = (),
 ) -> str:
-    text = (
-        start_line
-        + "\n"
-        + HEADERS.format(
-            branch=branch, user=user, cseq=cseq, to_tag="[peer_tag_param]" if to_tag else ""
-        )
+    text = start_line + "\n"
+    text += HEADERS.format(
+        branch=branch, user=user, cseq=cseq, to_tag="[peer_tag_param]" if to_tag else ""
     )
+    text += "".join(header + "\n" for header in extra_headers)
     if body:
         text += "Content-Type: application/sdp\nContent-Length: [len]\n\n" + body
     else:
@@ -79,7 +85,7 @@ def send_once(step: str) -> str:
     return step.replace(' retrans="500"', "", 1)
 
 
-def invite(user: str, formats: list[int]) -> str:
+def invite(user: str, formats: list[int], extra_headers: tuple[str, ...] = ()) -> str:
     return send(
         _message(
             f"INVITE sip:{user}@[remote_ip]:[remote_port] SIP/2.0",
@@ -87,6 +93,7 @@ def invite(user: str, formats: list[int]) -> str:
             "1 INVITE",
             INVITE_BRANCH,
             offer(formats),
+            extra_headers=extra_headers,
         )
     )
 

@@ -20,7 +20,13 @@ import pytest
 from . import sipp
 from .audio import best_correlation, pcap_pcm, wav_pcm
 from .dbbackends import Backend, fresh_database
-from .server import RunningServer, start_server, unavailable_greeting_seconds, write_config
+from .server import (
+    RunningServer,
+    prompt_seconds,
+    start_server,
+    unavailable_greeting_seconds,
+    write_config,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 POUND = Path("/usr/share/sip-tester/dtmf_2833_pound.pcap")
@@ -50,11 +56,20 @@ def server(backend: Backend, tmp_path: Path) -> Iterator[RunningServer]:
     assert running.stop() == 0, running.log()
 
 
-def deposit_scenario(user: str, pcap: Path, formats: list[int], then: list[str]) -> str:
-    wait_ms = unavailable_greeting_seconds(user) * 1000 + MARGIN_MS
+def deposit_scenario(
+    user: str,
+    pcap: Path,
+    formats: list[int],
+    then: list[str],
+    extra_headers: tuple[str, ...] = (),
+    wait_seconds: float | None = None,
+) -> str:
+    if wait_seconds is None:
+        wait_seconds = unavailable_greeting_seconds(user)
+    wait_ms = wait_seconds * 1000 + MARGIN_MS
     return sipp.scenario(
         "deposit",
-        sipp.invite(user, formats),
+        sipp.invite(user, formats, extra_headers),
         sipp.recv(100, optional=True),
         sipp.recv(180, optional=True),
         sipp.recv(200),
@@ -395,3 +410,24 @@ def test_two_servers_on_one_postgresql_database_number_40_deposits_without_colli
                 assert server.stop() == 0, server.log()
         for server in servers:
             assert "Failed to store" not in server.log()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_call_forwarded_on_busy_with_diversion_gets_the_busy_greeting_of_that_mailbox(
+    server: RunningServer, backend: Backend, tmp_path: Path
+) -> None:
+    pcap = DATA / "signal3s_pcmu.pcap"
+    names = ["vm-theperson", "digits/1", "digits/0", "digits/0", "digits/0", "vm-isonphone"]
+    xml = deposit_scenario(
+        "vm",
+        pcap,
+        [0, 101],
+        [sipp.pause(3200), sipp.bye("vm"), sipp.recv(200)],
+        extra_headers=("Diversion: <sip:1000@pbx.example.com>;reason=user-busy;counter=1",),
+        wait_seconds=prompt_seconds(*names, "vm-intro", "beep"),
+    )
+    sipp.run_sipp(tmp_path / "sipp", xml, server.target, timeout=60).check()
+    stored = rows(backend)
+    assert [r["dir"] for r in stored] == ["/var/spool/asterisk/voicemail/default/1000/INBOX"]
+    assert_recording_is(stored[0], pcap, 3.0)
+    assert "for 1000@default: greeting " + " ".join(names) in server.log()

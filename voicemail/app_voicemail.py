@@ -111,6 +111,10 @@ class VoiceMailApp:
     async def _greeting(self, channel: Channel, box: Mailbox, options: str) -> list[bytes | str]:
         """What to play before the intro: stored greeting audio or prompt names."""
         wanted = "busy" if "b" in options else "unavail" if "u" in options else None
+        reason = channel.info.redirect_reason
+        if reason:
+            # A PBX forwarded the call and said why: that picks the greeting.
+            wanted = "busy" if reason == "user-busy" else "unavail"
         for kind in ["temp", wanted] if wanted else ["temp"]:
             message = await self.store.retrieve_greeting(box.context, box.mailbox, kind)
             if message is not None:
@@ -159,6 +163,14 @@ class VoiceMailApp:
         options = parsed.options
         await channel.answer()
         greeting = await self._greeting(channel, box, options)
+        log.info(
+            "call %s for %s@%s: greeting %s",
+            channel.info.call_id,
+            box.mailbox,
+            box.context,
+            " ".join(p if isinstance(p, str) else f"<recorded {len(p)} bytes>" for p in greeting)
+            or "none",
+        )
         skipped = False
         for part in greeting:
             if isinstance(part, bytes):

@@ -155,6 +155,8 @@ class VoicemailServer:
             "CALLERID(num)": info.caller_id_num,
             "CALLERID(name)": info.caller_id_name,
             "CHANNEL": info.channel_name,
+            "REDIRECTING(from-num)": info.redirecting_from,
+            "REDIRECTING(reason)": info.redirect_reason,
         }
         for step in steps:
             app = self.applications.get(step.app.lower())

@@ -27,6 +27,7 @@ from .messages import (
     new_tag,
     tag_of,
 )
+from .redirect import redirect_of
 from .transactions import (
     AckReceived,
     AckTimeout,
@@ -390,6 +391,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
             self._flush()
 
     def _caller_info(self, request: Request) -> CallerInfo:
+        """Who calls and for whom; a forwarded call is routed by the diverting number."""
         exten = request.uri.user or "s"
         name, number = "", ""
         try:
@@ -398,14 +400,17 @@ class SipEndpoint(asyncio.DatagramProtocol):
             number = caller.uri.user or ""
         except ValueError:
             pass
+        redirect = redirect_of(request)
         return CallerInfo(
-            exten=exten,
+            exten=redirect.number if redirect else exten,
             context=self.config.default_context,
             caller_id_name=name,
             caller_id_num=number,
             call_id=request.headers["Call-ID"],
             channel_name=f"SIP/{number or 'unknown'}-{random.getrandbits(32):08x}",
-            headers={k.lower(): v for k in request.headers.keys() for v in [request.headers[k]]},
+            redirecting_from=redirect.number if redirect else "",
+            redirect_reason=redirect.reason if redirect else "",
+            headers={key.lower(): request.headers[key] for key in request.headers.keys()},
         )
 
     def _on_bye(self, request: Request, tx: ServerTransaction) -> None:
