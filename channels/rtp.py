@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import warnings
+from collections import deque
 from dataclasses import dataclass
 
 with warnings.catch_warnings():
@@ -49,7 +50,9 @@ class RtpPacket:
             (length,) = struct.unpack_from("!H", data, offset + 2)
             offset += 4 + 4 * length
         end = len(data)
-        if first & 0x20:  # padding
+        if first & 0x20:  # padding; the count includes itself, so 0 is malformed
+            if data[-1] == 0:
+                raise RtpError("bad padding count")
             end -= data[-1]
         if offset > end:
             raise RtpError("truncated packet")
@@ -72,7 +75,7 @@ class RtpPacket:
 
 def is_rtcp(data: bytes) -> bool:
     """RTCP multiplexed on the RTP port (RFC 5761): payload types 192-223 in the 2nd byte."""
-    return len(data) >= 2 and 192 <= data[1] <= 223
+    return len(data) >= 2 and data[0] >> 6 == 2 and 192 <= data[1] <= 223
 
 
 class G711:
@@ -99,11 +102,15 @@ class DtmfReceiver:
 
     One key press arrives as several packets sharing an RTP timestamp (updates and three
     end packets). A digit is reported once, at its first packet, so that a prompt stops as
-    soon as the caller presses; later packets with the same timestamp are ignored.
+    soon as the caller presses; later packets with the same timestamp are ignored. A few
+    recent events are remembered, so an end packet that arrives after the next key's first
+    packet (reordering) is not taken for a new press.
     """
 
+    REMEMBERED_EVENTS = 8
+
     def __init__(self) -> None:
-        self._last_timestamp: int | None = None
+        self._recent: deque[tuple[int, int]] = deque(maxlen=self.REMEMBERED_EVENTS)
 
     def receive(self, packet: RtpPacket) -> str | None:
         if len(packet.payload) < 4:
@@ -111,9 +118,10 @@ class DtmfReceiver:
         event = packet.payload[0]
         if event >= len(DTMF_EVENTS):
             return None  # tones other than DTMF (flash, fax) are ignored
-        if packet.timestamp == self._last_timestamp:
+        key = (packet.ssrc, packet.timestamp)
+        if key in self._recent:
             return None
-        self._last_timestamp = packet.timestamp
+        self._recent.append(key)
         return DTMF_EVENTS[event]
 
 
@@ -122,7 +130,8 @@ class ReceiveBuffer:
 
     Packets are placed by RTP timestamp: a late duplicate or one older than what was
     already delivered is dropped, and a gap (lost packets) is filled with silence, so the
-    recording has the length of the audio that was sent. A new SSRC restarts the timeline.
+    recording has the length of the audio that was sent. A new SSRC, or a jump back further
+    than any late packet could be (a sender that restarted its clock), restarts the timeline.
     """
 
     MAX_GAP_SAMPLES = SAMPLE_RATE * 2  # a larger jump is a new talk spurt, not loss
@@ -138,8 +147,11 @@ class ReceiveBuffer:
             self._next_timestamp = (packet.timestamp + samples) & 0xFFFFFFFF
             return 0
         delta = (packet.timestamp - self._next_timestamp) & 0xFFFFFFFF
-        if delta >= 0x80000000:  # behind what we delivered: duplicate or too late
-            return -1
+        if delta >= 0x80000000:  # behind what we delivered
+            if 0x100000000 - delta <= self.MAX_GAP_SAMPLES:
+                return -1  # duplicate or too late
+            self._next_timestamp = (packet.timestamp + samples) & 0xFFFFFFFF
+            return 0
         self._next_timestamp = (packet.timestamp + samples) & 0xFFFFFFFF
         if delta > self.MAX_GAP_SAMPLES:
             return 0

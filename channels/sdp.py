@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 # Static payload types (RFC 3551) we can speak, by encoding name.
 STATIC_PAYLOAD_TYPES = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 SUPPORTED_CODECS = ("PCMU", "PCMA")
+# Plain RTP only: answering RTP/AVP to an SRTP (RTP/SAVP) offer would be a wrong answer.
+SUPPORTED_PROTOCOLS = ("RTP/AVP",)
+# RFC 3264 6.1: the answer's direction mirrors the offer's.
+ANSWER_DIRECTION = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
 
 
 class SdpError(ValueError):
@@ -27,7 +36,8 @@ class MediaDescription:
     fmtp: dict[int, str] = field(default_factory=dict)
     connection: str | None = None
     ptime: int | None = None
-    direction: str = "sendrecv"
+    direction: str | None = None  # None: inherit the session-level direction
+    format_tokens: list[str] = field(default_factory=list)  # as written, for a rejecting answer
 
 
 @dataclass
@@ -53,7 +63,10 @@ class NegotiatedAudio:
     codec: str  # "PCMU" or "PCMA"
     telephone_event: int | None
     ptime: int
-    direction: str
+    direction: str  # the offer's direction for the chosen stream
+    # RFC 3264 6: the answer has one m= line per offered one, unused ones with port 0.
+    stream_index: int = 0
+    offered_streams: tuple[tuple[str, str, str], ...] = ()  # (media, protocol, first format)
 
 
 def parse_sdp(body: bytes) -> SessionDescription:
@@ -72,12 +85,13 @@ def parse_sdp(body: bytes) -> SessionDescription:
             parts = value.split()
             if len(parts) < 4:
                 raise SdpError(f"bad media line: {value!r}")
-            try:
-                port = int(parts[1].split("/")[0])
-                formats = [int(p) for p in parts[3:] if p.isdigit()]
-            except ValueError as exc:
-                raise SdpError(f"bad media line: {value!r}") from exc
-            current = MediaDescription(parts[0], port, parts[2], formats)
+            port_text = parts[1].split("/")[0]
+            if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+                raise SdpError(f"bad media line: {value!r}")
+            formats = [int(p) for p in parts[3:] if p.isascii() and p.isdigit()]
+            current = MediaDescription(
+                parts[0], int(port_text), parts[2], formats, format_tokens=parts[3:]
+            )
             session.media.append(current)
         elif kind == "c":
             parts = value.split()
@@ -106,8 +120,8 @@ def _parse_attribute(
     if current is None:
         return
     if name == "rtpmap":
-        pt_text, _, encoding = rest.partition(" ")
-        bits = encoding.split("/")
+        pt_text, _, encoding = rest.strip().partition(" ")
+        bits = encoding.strip().split("/")
         if pt_text.isdigit() and len(bits) >= 2 and bits[1].isdigit():
             current.rtpmap[int(pt_text)] = (bits[0], int(bits[1]))
     elif name == "fmtp":
@@ -126,13 +140,42 @@ def encoding_of(media: MediaDescription, payload_type: int) -> tuple[str, int] |
 
 
 def negotiate(offer: SessionDescription) -> NegotiatedAudio:
-    """Pick the first offered G.711 codec; raise SdpError when there is none (-> 488)."""
-    audio = offer.audio()
-    if audio is None:
+    """Take the first usable audio stream and its first G.711 codec; SdpError (-> 488) if none.
+
+    A stream is usable when its port is not 0, it is plain RTP/AVP and offers PCMU or PCMA.
+    """
+    if offer.audio() is None:
         raise SdpError("no audio stream offered")
-    address = audio.connection or offer.connection
-    if not address:
-        raise SdpError("no connection address")
+    for index, audio in enumerate(offer.media):
+        if audio.media != "audio" or audio.port == 0:
+            continue
+        if audio.protocol.upper() not in SUPPORTED_PROTOCOLS:
+            continue
+        chosen, telephone_event = _choose_formats(audio)
+        if chosen is None:
+            continue
+        address = audio.connection or offer.connection
+        if not address:
+            raise SdpError("no connection address")
+        return NegotiatedAudio(
+            remote_address=address,
+            remote_port=audio.port,
+            payload_type=chosen[0],
+            codec=chosen[1],
+            telephone_event=telephone_event,
+            ptime=audio.ptime or 20,
+            direction=audio.direction or offer.direction,
+            stream_index=index,
+            offered_streams=tuple(
+                (m.media, m.protocol, m.format_tokens[0] if m.format_tokens else "0")
+                for m in offer.media
+            ),
+        )
+    raise SdpError("no common codec (we speak PCMU and PCMA over RTP/AVP)")
+
+
+def _choose_formats(audio: MediaDescription) -> tuple[tuple[int, str] | None, int | None]:
+    """The first offered G.711 payload type and the telephone-event one, in offer order."""
     chosen: tuple[int, str] | None = None
     telephone_event: int | None = None
     for pt in audio.formats:
@@ -144,18 +187,7 @@ def negotiate(offer: SessionDescription) -> NegotiatedAudio:
             chosen = (pt, name)
         elif name == "TELEPHONE-EVENT" and rate == 8000 and telephone_event is None:
             telephone_event = pt
-    if chosen is None:
-        raise SdpError("no common codec (we speak PCMU and PCMA)")
-    direction = audio.direction if audio.direction != "sendrecv" else offer.direction
-    return NegotiatedAudio(
-        remote_address=address,
-        remote_port=audio.port,
-        payload_type=chosen[0],
-        codec=chosen[1],
-        telephone_event=telephone_event,
-        ptime=audio.ptime or 20,
-        direction=direction,
-    )
+    return chosen, telephone_event
 
 
 def build_answer(
@@ -165,7 +197,7 @@ def build_answer(
     session_id: int,
     version: int = 1,
 ) -> bytes:
-    formats = [negotiated.payload_type]
+    """The SDP answer: our audio stream in the chosen stream's place, the others refused."""
     lines = [
         "v=0",
         f"o=- {session_id} {version} IN IP4 {local_address}",
@@ -173,13 +205,26 @@ def build_answer(
         f"c=IN IP4 {local_address}",
         "t=0 0",
     ]
+    streams = negotiated.offered_streams or (("audio", "RTP/AVP", "0"),)
+    for index, (media, protocol, first_format) in enumerate(streams):
+        if index == negotiated.stream_index:
+            lines.extend(_audio_answer(negotiated, local_port))
+        else:
+            lines.append(f"m={media} 0 {protocol} {first_format}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _audio_answer(negotiated: NegotiatedAudio, local_port: int) -> list[str]:
+    formats = [negotiated.payload_type]
     if negotiated.telephone_event is not None:
         formats.append(negotiated.telephone_event)
-    lines.append(f"m=audio {local_port} RTP/AVP {' '.join(str(f) for f in formats)}")
-    lines.append(f"a=rtpmap:{negotiated.payload_type} {negotiated.codec}/8000")
+    lines = [
+        f"m=audio {local_port} RTP/AVP {' '.join(str(f) for f in formats)}",
+        f"a=rtpmap:{negotiated.payload_type} {negotiated.codec}/8000",
+    ]
     if negotiated.telephone_event is not None:
         lines.append(f"a=rtpmap:{negotiated.telephone_event} telephone-event/8000")
         lines.append(f"a=fmtp:{negotiated.telephone_event} 0-16")
     lines.append("a=ptime:20")
-    lines.append("a=sendrecv")
-    return ("\r\n".join(lines) + "\r\n").encode()
+    lines.append(f"a={ANSWER_DIRECTION.get(negotiated.direction, 'sendrecv')}")
+    return lines

@@ -6,6 +6,7 @@ build responses. Those rules (RFC 3261 sections 8.2.6, 18.3 and 20) live here.
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from sipmessage import CSeq, Message, Request, Response, Via
@@ -38,9 +39,47 @@ REASON_PHRASES = {
 # Headers without which no transaction can be matched or answered (RFC 3261 8.1.1).
 MANDATORY_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 
+# Requests whose 1xx/2xx responses create a dialog, so they carry the Record-Route set.
+DIALOG_METHODS = ("INVITE", "SUBSCRIBE", "REFER")
+
 
 class MessageError(ValueError):
-    """A datagram that is not a usable SIP message."""
+    """A datagram that is not a usable SIP message.
+
+    `message` is what could be parsed before a rule failed (None if nothing could), so a
+    request with a bad Content-Length or CSeq can still be answered 400.
+    """
+
+    def __init__(self, reason: str, message: Request | Response | None = None) -> None:
+        super().__init__(reason)
+        self.message = message
+
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"\r?\n")
+
+
+def _normalise_head(data: bytes) -> bytes:
+    """Rewrite the header section into the CRLF form `sipmessage` expects.
+
+    RFC 3261 7.3.1 allows folded header lines and white space before the colon; broken
+    peers send bare LF line ends. Only the header section is touched: the body stays
+    byte for byte, as Content-Length counts it.
+    """
+    data = data.lstrip(b"\r\n")
+    blank = _BLANK_LINE.search(data)
+    if blank is None:
+        return data  # no end of headers: the parser reports it
+    lines: list[bytes] = []
+    for line in _LINE_END.split(data[: blank.start()]):
+        if line[:1] in (b" ", b"\t") and len(lines) > 1:
+            lines[-1] = lines[-1].rstrip() + b" " + line.strip()
+            continue
+        name, colon, value = line.partition(b":")
+        if colon and lines:
+            line = name.rstrip(b" \t") + b": " + value.strip(b" \t")
+        lines.append(line)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + data[blank.end() :]
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -49,36 +88,34 @@ def parse_message(data: bytes) -> Request | Response:
     A body longer than Content-Length is truncated; a shorter one is an error. Any parser
     failure becomes `MessageError`, so callers have one exception to handle.
     """
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise MessageError("message too large")
-    # Tolerate bare LF line ends (seen from broken peers) by normalising them first.
-    if b"\r\n" not in data and b"\n" in data:
-        data = data.replace(b"\n", b"\r\n")
     try:
-        message = Message.parse(data)
+        message = Message.parse(_normalise_head(data))
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError(str(exc) or "unparseable message") from exc
     except Exception as exc:  # noqa: BLE001 - the parser may raise anything on hostile input
         raise MessageError(f"unparseable message ({type(exc).__name__})") from exc
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise MessageError("message too large", message)
+    if isinstance(message, Response) and not 100 <= message.code <= 699:
+        raise MessageError("bad status code", message)
     for name in MANDATORY_HEADERS:
-        if message.headers.get(name) is None:
-            raise MessageError(f"missing {name} header")
+        if not message.headers.get(name):
+            raise MessageError(f"missing {name} header", message)
     length_text = message.headers.get("Content-Length")
     if length_text is not None:
-        try:
-            length = int(length_text)
-        except ValueError as exc:
-            raise MessageError("bad Content-Length") from exc
-        if length < 0 or length > len(message.body):
-            raise MessageError("body shorter than Content-Length")
+        if not (length_text.isascii() and length_text.isdigit()):
+            raise MessageError("bad Content-Length", message)
+        length = int(length_text)
+        if length > len(message.body):
+            raise MessageError("body shorter than Content-Length", message)
         message.body = message.body[:length]
     try:
         cseq = CSeq.parse(message.headers["CSeq"])
         top_via(message)
     except ValueError as exc:
-        raise MessageError(str(exc)) from exc
+        raise MessageError(str(exc), message) from exc
     if isinstance(message, Request) and cseq.method != message.method:
-        raise MessageError("CSeq method does not match the request method")
+        raise MessageError("CSeq method does not match the request method", message)
     return message
 
 
@@ -140,12 +177,23 @@ def make_response(
     response.headers.add("To", to_value)
     response.headers.add("Call-ID", request.headers["Call-ID"])
     response.headers.add("CSeq", request.headers["CSeq"])
+    if 100 < code < 300 and request.method in DIALOG_METHODS:
+        # RFC 3261 12.1.1: the caller builds its route set from these (proxies in the path).
+        for value in request.headers.getlist("Record-Route"):
+            response.headers.add("Record-Route", value)
+    if code == 100 and request.headers.get("Timestamp") is not None:
+        response.headers.add("Timestamp", request.headers["Timestamp"])  # RFC 3261 8.2.6.1
     response.headers.add("Server", SERVER_NAME)
     for name, value in headers or []:
         response.headers.add(name, value)
     if body and content_type:
         response.headers.add("Content-Type", content_type)
     return response
+
+
+def _unbracket(host: str) -> str:
+    """An IPv6 reference `[::1]` as the socket address `::1`."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def response_address(request: Request, source: tuple[str, int]) -> tuple[str, int]:
@@ -158,24 +206,42 @@ def response_address(request: Request, source: tuple[str, int]) -> tuple[str, in
     if "rport" in via.parameters:
         return source
     host = via.parameters.get("received") or via.host
-    return (host, via.port or 5060)
+    return (_unbracket(host), via.port or 5060)
+
+
+_RPORT_PARAM = re.compile(r";[ \t]*rport(?:[ \t]*=[ \t]*[0-9]*)?(?=[ \t]*(?:;|$))", re.IGNORECASE)
+_RECEIVED_PARAM = re.compile(r";[ \t]*received[ \t]*=[ \t]*[^;]*", re.IGNORECASE)
+
+
+def _end_of_first_via(value: str) -> int:
+    """Index of the comma that ends the first via-parm of a header value (or its length)."""
+    quoted = False
+    for index, char in enumerate(value):
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            return index
+    return len(value)
 
 
 def stamp_received(request: Request, source: tuple[str, int]) -> None:
-    """Add `received` and fill `rport` in the top Via (RFC 3261 18.2.1, RFC 3581)."""
+    """Add `received` and fill `rport` in the top Via (RFC 3261 18.2.1, RFC 3581).
+
+    The Via text is edited in place rather than re-serialised, so the branch and every other
+    parameter reach the client byte for byte as it sent them (it matches responses on them).
+    """
     vias = request.headers.getlist("Via")
-    first_header = vias[0]
-    parsed = Via.parse_many(first_header)
-    via = parsed[0]
-    changes: dict[str, str | None] = {}
-    if via.host != source[0]:
-        changes["received"] = source[0]
-    if "rport" in via.parameters:
-        changes["rport"] = str(source[1])
-        changes["received"] = source[0]
-    if not changes:
+    via = Via.parse_many(vias[0])[0]
+    host, port = source
+    has_rport = "rport" in via.parameters
+    if _unbracket(via.host) == host and not has_rport:
         return
-    stamped = Via(via.transport, via.host, via.port, via.parameters.replace(**changes))
-    rest = [str(v) for v in parsed[1:]]
-    vias[0] = ", ".join([str(stamped), *rest])
+    end = _end_of_first_via(vias[0])
+    text, rest = vias[0][:end].rstrip(), vias[0][end:]
+    if has_rport:
+        text = _RPORT_PARAM.sub(f";rport={port}", text, count=1)
+    # RFC 3581 asks for `received` with rport even when it equals the sent-by host.
+    text = _RECEIVED_PARAM.sub("", text)
+    text += f";received={f'[{host}]' if ':' in host else host}"
+    vias[0] = text + rest
     request.headers.setlist("Via", vias)

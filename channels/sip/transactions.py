@@ -20,12 +20,13 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from sipmessage import Message, Request, Response
+from sipmessage import Request, Response
 
 from .messages import (
     MessageError,
     cseq_of,
     make_response,
+    new_tag,
     parse_message,
     response_address,
     serialize,
@@ -70,6 +71,7 @@ class ServerTransaction:
     final_code: int = 0
     retransmit_interval: float = T1
     dialog_key: tuple[str, int, str] | None = None  # (Call-ID, CSeq, From tag) for 2xx ACK matching
+    to_tag: str | None = None  # the To tag of our responses; a CANCEL's 200 and the 487 reuse it
 
     @property
     def is_invite(self) -> bool:
@@ -98,7 +100,11 @@ class RequestReceived:
 
 @dataclass
 class CancelReceived:
-    """A CANCEL matched an INVITE still in progress; the CANCEL itself was answered 200."""
+    """A CANCEL matched an INVITE still in progress.
+
+    The layer has already answered the CANCEL 200 and the INVITE 487 (RFC 3261 9.2), both
+    with the To tag of the INVITE's earlier responses; the call only has to stop.
+    """
 
     invite: ServerTransaction
 
@@ -169,40 +175,38 @@ class TransactionLayer:
         except MessageError as exc:
             self.malformed_count += 1
             log.info("dropping malformed message from %s:%s: %s", *source, exc)
-            self._answer_malformed(data, source, str(exc))
+            if isinstance(exc.message, Request):
+                self._answer_malformed(exc.message, source, str(exc))
             return
         if isinstance(message, Request):
             self._receive_request(message, source, now)
         else:
             self._receive_response(message, now)
 
-    def _answer_malformed(self, data: bytes, source: Addr, reason: str) -> None:
+    def _answer_malformed(self, request: Request, source: Addr, reason: str) -> None:
         """Send 400 to a request we can still route a response for; drop anything else."""
-        if not data[:1].isalpha() or data.startswith(b"SIP/"):
-            return
+        if request.method == "ACK":
+            return  # an ACK is never answered
         try:
-            request = Message.parse(data)
-        except Exception:  # noqa: BLE001 - hostile input; nothing to answer
-            return
-        if not isinstance(request, Request) or request.method == "ACK":
-            return
-        try:
+            cseq_of(request)  # a response with a CSeq the client cannot read is no answer
+            stamp_received(request, source)
             response = make_response(request, 400, f"Bad Request ({reason})"[:120])
             self._outgoing.append((serialize(response), response_address(request, source)))
-        except Exception:  # noqa: BLE001 - missing Via/From/...: nothing routable
-            return
+        except (ValueError, KeyError, IndexError):
+            return  # no usable Via, From, To...: nothing routable
 
     def _receive_request(self, request: Request, source: Addr, now: float) -> None:
         stamp_received(request, source)
         via = top_via(request)
         branch = str(via.parameters.get("branch") or "")
         sent_by = f"{via.host}:{via.port or 5060}"
+        if not branch.startswith("z9hG4bK"):
+            # RFC 2543 peers: fall back to a key built from the request itself (an ACK or
+            # CANCEL carries the INVITE's Call-ID and CSeq number, so they still match).
+            branch = "2543:" + request.headers["Call-ID"] + ":" + str(cseq_of(request).sequence)
         if request.method == "ACK":
             self._receive_ack(request, branch, sent_by, now)
             return
-        if not branch.startswith("z9hG4bK"):
-            # RFC 2543 peers: fall back to a key built from the request itself.
-            branch = "2543:" + request.headers["Call-ID"] + ":" + str(cseq_of(request).sequence)
         key = (branch, sent_by, request.method)
         existing = self._server.get(key)
         if existing is not None:
@@ -251,10 +255,15 @@ class TransactionLayer:
             state=ServerState.TRYING,
         )
         self._server[cancel_tx.key] = cancel_tx
-        to_tag = tag_of(invite.request.headers["To"])
-        self._send_final_non_invite(cancel_tx, make_response(request, 200, to_tag=to_tag))
+        # RFC 3261 9.2: the 200 to the CANCEL carries the To tag of the INVITE's responses.
+        if invite.to_tag is None:
+            invite.to_tag = new_tag()
+        self._send_final_non_invite(cancel_tx, make_response(request, 200, to_tag=invite.to_tag))
         self._schedule(now + 64 * T1, "J", cancel_tx)
         if invite.state == ServerState.PROCEEDING:
+            # Answered here rather than by the user agent, so the To tags agree and a call
+            # still being set up cannot answer 200 after the caller gave up.
+            self.respond(invite, make_response(invite.request, 487, to_tag=invite.to_tag), now)
             self._events.append(CancelReceived(invite))
 
     def _receive_ack(self, request: Request, branch: str, sent_by: str, now: float) -> None:
@@ -263,8 +272,10 @@ class TransactionLayer:
             invite.state = ServerState.CONFIRMED
             self._schedule(now + T4, "I", invite)  # timer I: absorb further ACKs, then forget
             return
-        if invite is not None:
-            return  # ACK retransmission in CONFIRMED
+        if invite is not None and invite.state == ServerState.CONFIRMED:
+            return  # ACK retransmission
+        # The ACK for a 2xx is its own transaction; match it to the dialog (some UAs reuse
+        # the INVITE's branch for it, so a branch match alone does not decide).
         dialog_key = (
             request.headers["Call-ID"],
             cseq_of(request).sequence,
@@ -307,6 +318,8 @@ class TransactionLayer:
                 self._send_final_non_invite(tx, response)
                 self._schedule(now + 64 * T1, "J", tx)
             return
+        if tx.to_tag is None:
+            tx.to_tag = tag_of(response.headers["To"])
         data = serialize(response)
         tx.last_response = data
         self._outgoing.append((data, tx.reply_to))
