@@ -1,31 +1,91 @@
-"""Realtime (ARA) lookups by family name, with res_config_odbc's SQL and value rules.
+"""Realtime (ARA) lookups and writes by family name, with res_config_odbc's SQL and value rules.
 
-extconfig.conf maps a family (e.g. `voicemail`) to a res_odbc connection class and a table, with
+extconfig.conf maps a family (e.g. `voicemail`) to a driver, a database and a table, with
 priorities for failover. Callers ask by family; only this module builds the SQL.
+
+Drivers:
+- `odbc`: `family => odbc,<res_odbc class>[,<table>[,<priority>]]`, as res_config_odbc.
+- `static`: `family => static,<file.conf>[,,<priority>]`, ours (Asterisk has no such driver):
+  the family is served read-only from an Asterisk .conf file, so a small site (or a test) can
+  use the same code path without a table. What a row is, per family:
+    voicemail   voicemail.conf layout: each `[context]` section (except [general] and
+                [zonemessages]) holds `mailbox => password,fullname,email,pager,options`
+                lines; a line is a row with context, mailbox, password, fullname, email,
+                pager plus one column per `name=value` of the `|`-separated options.
+    extensions  extensions.conf layout: each `[context]` holds `exten => exten,priority,
+                App(data)` lines (`same =>`, priority `n` and `n(label)` work; `hint`s are
+                skipped); a line is a row with context, exten, priority, app, appdata.
+    any other   (sippeers, iaxpeers, ...) sip.conf layout: each section except [general] is
+                a row whose `name` is the section name and whose columns are its lines.
+  Writes skip static mappings, as Asterisk skips a driver without that operation.
+
+Values (res_config_odbc): lookups and written values have `^` and `;` encoded as `^5E` and
+`^3B`; read values are decoded. A column whose text contains a literal `;` holds several
+values: `Row.getall(name)` returns them (blank ones dropped), while `row[name]` is the whole
+column text, decoded and stripped. NULL and blank columns are left out of a row, except
+sorcery-style `@name` columns, which are kept (as "").
+
+Failover: the next priority is tried only when a backend fails (connection or statement
+error), never when it answers "not found". An optional per-family cache (`CachePolicy`) keeps
+answers for a while; Asterisk has none, so it is off unless configured.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pyodbc
 
+from storage.conffile import ConfigError, ConfigFile, load_config
 from storage.odbc import DatabaseError, DatabaseUnavailable, OdbcPool
 from storage.schema import check_identifier
+from storage.staticconfig import load_static_config
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "CachePolicy",
+    "Realtime",
+    "RealtimeMapping",
+    "Row",
+    "decode_value",
+    "encode_value",
+    "static_rows",
+]
+
+DRIVERS = ("odbc", "static")
 
 # Operators a field name may carry after a space ("exten LIKE", "regseconds >"). Asterisk pastes
 # whatever follows the space into the SQL; only these are accepted here.
 _OPERATORS = frozenset({"=", "!=", "<>", "<", "<=", ">", ">=", "LIKE", "NOT LIKE"})
 
-# Asterisk encodes ';' and '^' in stored values as ^3B and ^5E.
-_ENCODED = re.compile(r"\^(3B|5E)")
-_DECODED = {"3B": ";", "5E": "^"}
+# Column names: identifiers, plus the dashes some Asterisk columns have ("call-limit").
+_COLUMN = re.compile(r"^@?[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$")
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Asterisk writes ^XX (two upper-case hex digits) for ';' and '^'; decode_chunk takes any XX.
+_ENCODED = re.compile(r"\^([0-7][0-9A-F])")
+
+# ODBC SQL types that hold text (Asterisk's is_text()).
+_TEXT_TYPES = frozenset({1, 12, -1, -8, -9, -10})
+
+_CACHE_LIMIT = 10_000  # entries before expired ones are swept
+
+
+def encode_value(value: str) -> str:
+    """`^` and `;` as res_config_odbc stores them (`^5E`, `^3B`)."""
+    return value.replace("^", "^5E").replace(";", "^3B")
+
+
+def decode_value(value: str) -> str:
+    """The inverse of encode_value (any `^XX` of an ASCII character, as Asterisk decodes)."""
+    return _ENCODED.sub(lambda match: chr(int(match.group(1), 16)), value)
 
 
 @dataclass
@@ -39,53 +99,329 @@ class RealtimeMapping:
     priority: int = 1
 
 
-def _where_clause(where: Mapping[str, str]) -> tuple[str, list[str]]:
-    """`f1 = ? AND f2 LIKE ?` and the values, bound as strings."""
-    if not where:
-        raise ValueError("a realtime lookup needs at least one field")
+@dataclass(frozen=True)
+class CachePolicy:
+    """How long answers for one family are kept: `ttl` for rows, `negative_ttl` for "none"."""
+
+    ttl: float
+    negative_ttl: float = 0.0
+
+
+class Row(dict[str, str]):
+    """One realtime row: lower-case column name -> whole value; getall() for multi-values."""
+
+    def __init__(
+        self, values: Mapping[str, str] | None = None, multi: Mapping[str, list[str]] | None = None
+    ) -> None:
+        super().__init__(values or {})
+        self._multi = {name: list(items) for name, items in (multi or {}).items()}
+
+    def getall(self, name: str) -> list[str]:
+        """Every value of a column, in order: its `;`-separated parts (or repeated lines)."""
+        key = name.lower()
+        if key in self._multi:
+            return list(self._multi[key])
+        return [self[key]] if key in self else []
+
+    def copy(self) -> Row:
+        return Row(self, self._multi)
+
+
+@dataclass(frozen=True)
+class _Condition:
+    column: str  # lower-case
+    operator: str  # one of _OPERATORS
+    value: str  # as given, not yet encoded
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    is_text: bool
+    nullable: bool
+
+
+def _check_column(name: str) -> str:
+    if not _COLUMN.match(name):
+        raise ValueError(
+            f"invalid realtime column name {name!r}: only letters, digits, _ and - are allowed"
+        )
+    return name.lower()
+
+
+def _quote(column: str, backend: str) -> str:
+    """A column name as SQL: plain names bare (as Asterisk writes them), others quoted."""
+    if _PLAIN.match(column):
+        return column
+    return f"`{column}`" if backend == "mysql" else f'"{column}"'
+
+
+def _conditions(where: Mapping[str, object], operators: bool) -> list[_Condition]:
+    """Parse `{"exten LIKE": "1%", "context": "x"}`; names are checked here, before any SQL."""
     conditions = []
-    values = []
     for field, value in where.items():
         name, _, operator = field.strip().partition(" ")
-        check_identifier(name, "realtime column name")
         operator = " ".join(operator.split()).upper() or "="
-        if operator not in _OPERATORS:
+        if operator not in _OPERATORS or (operator != "=" and not operators):
             raise ValueError(f"unsupported operator in realtime field {field!r}")
-        conditions.append(f"{name} {operator} ?")
-        values.append(str(value))
-    return " AND ".join(conditions), values
+        conditions.append(_Condition(_check_column(name), operator, str(value)))
+    return conditions
 
 
-def _decode(value: str) -> str:
-    return _ENCODED.sub(lambda match: _DECODED[match.group(1)], value)
+def _where_sql(conditions: list[_Condition], backend: str) -> tuple[str, list[str]]:
+    """`f1 = ? AND f2 LIKE ?` and the encoded values. SQLite's LIKE has no escape character
+    unless told, so `\\_` (the realtime switch's pattern query) needs ESCAPE there."""
+    parts = []
+    for condition in conditions:
+        sql = f"{_quote(condition.column, backend)} {condition.operator} ?"
+        if "LIKE" in condition.operator and backend == "sqlite":
+            sql += " ESCAPE '\\'"
+        parts.append(sql)
+    return " AND ".join(parts), [encode_value(c.value) for c in conditions]
 
 
 def _as_text(value: object) -> str:
-    if isinstance(value, bytes | bytearray):
+    if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", errors="replace")
     return str(value)
 
 
-def _first_row(sql: str, values: list[str], connection: pyodbc.Connection) -> dict[str, str] | None:
-    cursor = connection.cursor()
-    cursor.execute(sql, values)
-    row = cursor.fetchone()
-    names = [str(description[0]).lower() for description in cursor.description]
-    cursor.close()  # only the first row counts, as in res_config_odbc
-    if row is None:
-        return None
-    result: dict[str, str] = {}
-    for name, value in zip(names, row, strict=True):
+def _make_row(pairs: list[tuple[str, object]]) -> Row:
+    """A row from (column, value) pairs as res_config_odbc turns a result row into variables."""
+    values: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if name.startswith("@"):  # sorcery extended field: kept even when empty
+            values[name] = "" if value is None else _as_text(value).strip()
+            continue
         if value is None:
             continue
-        text = _as_text(value).strip()
-        if text:
-            result[name] = _decode(text)
-    return result
+        text = _as_text(value)
+        parts = [decode_value(chunk.strip()) for chunk in text.split(";") if chunk.strip()]
+        if not parts:
+            continue
+        values[name] = decode_value(text.strip())
+        if len(parts) > 1:
+            multi[name] = parts
+    return Row(values, multi)
+
+
+def _fetch_rows(cursor: pyodbc.Cursor, limit: int | None) -> list[Row]:
+    names = [str(description[0]).lower() for description in cursor.description]
+    rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
+    cursor.close()  # a single-row lookup uses the first row only, as res_config_odbc does
+    return [_make_row(list(zip(names, row, strict=True))) for row in rows]
+
+
+def _table_columns(cursor: pyodbc.Cursor, table: str) -> dict[str, _Column]:
+    """Columns a table has, whether they hold text and whether they take NULL (Asterisk's
+    odbc_cache_columns): names from an empty SELECT, types and nullability from the catalog."""
+    cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+    described = {str(d[0]).lower(): d for d in cursor.description}
+    cursor.fetchall()
+    schema, _, name = table.rpartition(".")
+    catalog = {
+        str(row.column_name).lower(): row
+        for row in cursor.columns(table=name, schema=schema or None)
+        if str(row.table_name).lower() == name.lower()
+    }
+    columns = {}
+    for column, description in described.items():
+        entry = catalog.get(column)
+        if entry is not None:
+            is_text = entry.data_type in _TEXT_TYPES
+            nullable = entry.nullable != 0
+        else:
+            is_text = description[1] is str
+            nullable = bool(description[6])
+        columns[column] = _Column(column, is_text, nullable)
+    return columns
+
+
+# --- the static driver ----------------------------------------------------------------------
+
+_VOICEMAIL_SKIP = frozenset({"general", "zonemessages"})
+_EXTENSIONS_SKIP = frozenset({"general", "globals"})
+
+
+def _voicemail_rows(conf: ConfigFile) -> list[Row]:
+    rows = []
+    for section in conf.sections:
+        if section.name.lower() in _VOICEMAIL_SKIP:
+            continue
+        for variable in section.variables:
+            parts = [part.strip() for part in variable.value.split(",", 4)]
+            parts += [""] * (5 - len(parts))
+            pairs: list[tuple[str, object]] = [
+                ("context", section.name),
+                ("mailbox", variable.name),
+                ("password", parts[0]),
+                ("fullname", parts[1]),
+                ("email", parts[2]),
+                ("pager", parts[3]),
+            ]
+            for option in parts[4].split("|"):
+                name, sep, value = option.partition("=")
+                if sep and name.strip():
+                    pairs.append((name.strip().lower(), value.strip()))
+            rows.append(_static_row(pairs))
+    return rows
+
+
+def _extension_rows(conf: ConfigFile) -> list[Row]:
+    rows = []
+    for section in conf.sections:
+        if section.name.lower() in _EXTENSIONS_SKIP:
+            continue
+        exten, priority = "", 0
+        for variable in section.variables:
+            kind = variable.name.lower()
+            if kind not in ("exten", "same"):
+                continue
+            if kind == "exten":
+                exten, _, rest = variable.value.partition(",")
+                exten = exten.strip()
+            else:
+                rest = variable.value
+            number, _, action = rest.partition(",")
+            number = number.strip().split("(", 1)[0].strip()  # drop a (label)
+            if number.lower() == "hint":
+                continue
+            if number.lower() == "n":
+                priority += 1
+            elif number.startswith("n+") and number[2:].isdigit():
+                priority += int(number[2:])
+            elif number.isdigit():
+                priority = int(number)
+            else:
+                raise ConfigError(
+                    variable.filename, variable.line, f"unsupported priority {number!r}"
+                )
+            app, data = _split_application(action.strip())
+            rows.append(
+                _static_row(
+                    [
+                        ("context", section.name),
+                        ("exten", exten),
+                        ("priority", str(priority)),
+                        ("app", app),
+                        ("appdata", data),
+                    ]
+                )
+            )
+    return rows
+
+
+def _split_application(action: str) -> tuple[str, str]:
+    """`Dial(SIP/100,20)` or the old `Dial,SIP/100` -> ("Dial", "SIP/100,20")."""
+    paren, comma = action.find("("), action.find(",")
+    if paren >= 0 and (comma < 0 or paren < comma):
+        data = action[paren + 1 :]
+        return action[:paren].strip(), data[:-1] if data.endswith(")") else data
+    app, _, data = action.partition(",")
+    return app.strip(), data
+
+
+def _peer_rows(conf: ConfigFile) -> list[Row]:
+    rows = []
+    for section in conf.sections:
+        if section.name.lower() == "general":
+            continue
+        pairs: list[tuple[str, object]] = [("name", section.name)]
+        pairs += [(variable.name.lower(), variable.value) for variable in section.variables]
+        rows.append(_static_row(pairs))
+    return rows
+
+
+def _static_row(pairs: list[tuple[str, object]]) -> Row:
+    """A row from file lines: repeated names are multi-values, the last one is row[name]."""
+    values: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        text = str(value).strip()
+        if not text:
+            continue
+        values[name] = text
+        multi.setdefault(name, []).append(text)
+    return Row(values, {name: items for name, items in multi.items() if len(items) > 1})
+
+
+def static_rows(family: str, conf: ConfigFile) -> list[Row]:
+    """The rows the `static` driver serves for `family` from a parsed .conf file."""
+    if family == "voicemail":
+        return _voicemail_rows(conf)
+    if family == "extensions":
+        return _extension_rows(conf)
+    return _peer_rows(conf)
+
+
+_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+
+
+def _number(text: str) -> float | None:
+    """A static value that reads as a decimal number (not "inf" or "1e3"), else None."""
+    return float(text) if _NUMBER.fullmatch(text.strip()) else None
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    out, escaped = [], False
+    for ch in pattern:
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _static_match(row: Row, condition: _Condition) -> bool:
+    """SQL-like comparison on a static row: a missing column is NULL and matches nothing;
+    numbers compare as numbers, everything else as case-sensitive text."""
+    have = row.get(condition.column)
+    if have is None:
+        return False
+    want = condition.value
+    operator = condition.operator
+    if operator in ("LIKE", "NOT LIKE"):
+        return (_like(want).fullmatch(have) is not None) == (operator == "LIKE")
+    left: Any = have
+    right: Any = want
+    have_number, want_number = _number(have), _number(want)
+    if have_number is not None and want_number is not None:
+        left, right = have_number, want_number
+    if operator == "=":
+        return left == right
+    if operator in ("!=", "<>"):
+        return left != right
+    if operator == "<":
+        return left < right
+    if operator == "<=":
+        return left <= right
+    if operator == ">":
+        return left > right
+    return left >= right
+
+
+def _sort_key(column: str) -> Callable[[Row], tuple[int, float, str]]:
+    def key(row: Row) -> tuple[int, float, str]:
+        value = row.get(column, "")
+        number = _number(value)
+        return (0, number, "") if number is not None else (1, 0.0, value)
+
+    return key
+
+
+# --- the families ---------------------------------------------------------------------------
 
 
 class Realtime:
-    """Realtime families backed by res_odbc connection classes (driver `odbc` only)."""
+    """Realtime families served by res_odbc connection classes or static .conf files."""
 
     def __init__(
         self,
@@ -93,55 +429,369 @@ class Realtime:
         pools: dict[str, OdbcPool],
         *,
         retry_for: float = 0.0,
+        cache: dict[str, CachePolicy] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        config_dir: Path | None = None,
     ) -> None:
+        """`pools` by res_odbc class name; `config_dir` resolves relative static file names;
+        `cache` per family (off by default); `clock` is injectable for tests."""
         self._pools = pools
         self._retry_for = retry_for
+        self._policies = dict(cache or {})
+        self._clock = clock
+        self._config_dir = config_dir
         self._families: dict[str, list[RealtimeMapping]] = {}
+        self._cache: dict[tuple[object, ...], tuple[float, list[Row]]] = {}
+        self._columns: dict[tuple[str, str], dict[str, _Column]] = {}
+        self._static: dict[tuple[str, Path], list[Row]] = {}
         for mapping in mappings:
-            if mapping.driver.strip().lower() != "odbc":
+            driver = mapping.driver.strip().lower()
+            if driver not in DRIVERS:
                 log.warning(
-                    "realtime family %s: driver %r is not supported, only odbc; mapping ignored",
+                    "realtime family %s: driver %r is not supported (only %s); mapping ignored",
                     mapping.family,
                     mapping.driver,
+                    " and ".join(DRIVERS),
                 )
                 continue
-            check_identifier(mapping.table.rpartition(".")[2], "realtime table name")
-            if "." in mapping.table:
-                check_identifier(mapping.table.rpartition(".")[0], "realtime schema name")
+            if driver == "odbc":
+                check_identifier(mapping.table.rpartition(".")[2], "realtime table name")
+                if "." in mapping.table:
+                    check_identifier(mapping.table.rpartition(".")[0], "realtime schema name")
             self._families.setdefault(mapping.family, []).append(mapping)
         for family_mappings in self._families.values():
             family_mappings.sort(key=lambda mapping: mapping.priority)
 
     def has_family(self, family: str) -> bool:
-        """True when extconfig.conf maps this family to an ODBC table."""
+        """True when extconfig.conf maps this family (to an ODBC table or a static file)."""
         return family in self._families
 
-    async def load(self, family: str, **where: str) -> dict[str, str] | None:
+    def invalidate(self, family: str | None = None) -> None:
+        """Forget cached answers, table columns and static files (of one family, or all):
+        what a reload does."""
+        tables = {
+            (m.database.strip('"'), m.table)
+            for name, ms in self._families.items()
+            if family is None or name == family
+            for m in ms
+        }
+        self._cache = {
+            key: entry
+            for key, entry in self._cache.items()
+            if family is not None and key[0] != family
+        }
+        self._columns = {key: c for key, c in self._columns.items() if key not in tables}
+        self._static = {
+            key: rows
+            for key, rows in self._static.items()
+            if family is not None and key[0] != family
+        }
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def load(self, family: str, **where: str) -> Row | None:
         """First row matching `field = value` for all fields (ast_load_realtime)."""
         return await self.load_where(family, where)
 
-    async def load_where(self, family: str, where: Mapping[str, str]) -> dict[str, str] | None:
+    async def load_where(self, family: str, where: Mapping[str, object]) -> Row | None:
         """As load(), for field names carrying an operator, e.g. {"exten LIKE": "1%"}.
 
         Returns None when nothing matches (or the family is not mapped). When a mapping's
         database fails, the next priority is tried; if all fail, the last error is raised.
         """
+        rows = await self._read(family, where, single=True)
+        return rows[0] if rows else None
+
+    async def load_multi(self, family: str, where: Mapping[str, object]) -> list[Row]:
+        """Every matching row, ordered by the first field (ast_load_realtime_multientry)."""
+        return await self._read(family, where, single=False)
+
+    async def _read(self, family: str, where: Mapping[str, object], single: bool) -> list[Row]:
         mappings = self._families.get(family)
         if not mappings:
-            return None
-        clause, values = _where_clause(where)
+            return []
+        conditions = _conditions(where, operators=True)
+        if not conditions:
+            raise ValueError("a realtime lookup needs at least one field")
+        key = (family, single, tuple((c.column, c.operator, c.value) for c in conditions))
+        cached = self._cache_get(key)
+        if cached is not None:
+            return cached
         error: DatabaseError | None = None
         for mapping in mappings:
-            pool = self._pools.get(mapping.database.strip('"'))
-            if pool is None:
-                error = DatabaseUnavailable(f"[{mapping.database}] no such res_odbc class")
-                log.warning("realtime family %s: %s", family, error)
-                continue
-            sql = f"SELECT * FROM {mapping.table} WHERE {clause}"
             try:
-                return await pool.run(partial(_first_row, sql, values), retry_for=self._retry_for)
+                if mapping.driver.strip().lower() == "static":
+                    rows = self._static_select(mapping, conditions, single)
+                else:
+                    rows = await self._odbc_select(mapping, conditions, single)
             except DatabaseError as exc:
                 log.warning("realtime family %s on %s failed: %s", family, mapping.table, exc)
                 error = exc
+                continue
+            self._cache_put(key, rows)
+            return [row.copy() for row in rows]
         assert error is not None
         raise error
+
+    async def _odbc_select(
+        self, mapping: RealtimeMapping, conditions: list[_Condition], single: bool
+    ) -> list[Row]:
+        pool = self._pool(mapping)
+
+        def work(connection: pyodbc.Connection) -> list[Row]:
+            clause, values = _where_sql(conditions, pool.backend)
+            sql = f"SELECT * FROM {mapping.table} WHERE {clause}"
+            if not single:
+                sql += f" ORDER BY {_quote(conditions[0].column, pool.backend)}"
+            cursor = connection.cursor()
+            cursor.execute(sql, values)
+            return _fetch_rows(cursor, 1 if single else None)
+
+        return await pool.run(work, retry_for=self._retry_for)
+
+    def _static_select(
+        self, mapping: RealtimeMapping, conditions: list[_Condition], single: bool
+    ) -> list[Row]:
+        rows = [
+            row
+            for row in self._static_rows(mapping)
+            if all(_static_match(row, condition) for condition in conditions)
+        ]
+        if single:
+            return rows[:1]
+        return sorted(rows, key=_sort_key(conditions[0].column))
+
+    def _static_rows(self, mapping: RealtimeMapping) -> list[Row]:
+        path = Path(mapping.database.strip().strip('"'))
+        if not path.is_absolute():
+            path = (self._config_dir or Path.cwd()) / path
+        key = (mapping.family, path)
+        if key not in self._static:
+            try:
+                self._static[key] = static_rows(mapping.family, load_config(path))
+            except ConfigError as exc:
+                raise DatabaseUnavailable(f"[static {path}] {exc}") from exc
+        return self._static[key]
+
+    def _pool(self, mapping: RealtimeMapping) -> OdbcPool:
+        pool = self._pools.get(mapping.database.strip('"'))
+        if pool is None:
+            raise DatabaseUnavailable(f"[{mapping.database}] no such res_odbc class")
+        return pool
+
+    # --- writing --------------------------------------------------------------------------
+
+    async def update(
+        self, family: str, keyfield: str, lookup: str, fields: Mapping[str, object]
+    ) -> int:
+        """`UPDATE t SET f1 = ?, ... WHERE keyfield = ?` (ast_update_realtime); rows changed.
+
+        Fields the table does not have are skipped (table columns are cached until
+        invalidate()); an empty value for a nullable non-text column, or None, writes NULL.
+        """
+        key_column = _check_column(keyfield)
+        updates = {_check_column(name): value for name, value in fields.items()}
+
+        def build(pool: OdbcPool, mapping: RealtimeMapping) -> Callable[[pyodbc.Connection], int]:
+            def work(connection: pyodbc.Connection) -> int:
+                cursor = connection.cursor()
+                columns = self._table_columns(pool, mapping.table, cursor)
+                sets, values = self._set_clause(columns, updates, pool.backend, mapping.table)
+                if not sets:
+                    return 0
+                values.append(encode_value(str(lookup)))
+                sql = (
+                    f"UPDATE {mapping.table} SET {sets}"
+                    f" WHERE {_quote(key_column, pool.backend)} = ?"
+                )
+                return cursor.execute(sql, values).rowcount
+
+            return work
+
+        return await self._write(family, "update", build)
+
+    async def update2(
+        self, family: str, lookup: Mapping[str, object], fields: Mapping[str, object]
+    ) -> int:
+        """`UPDATE t SET u1 = ? ... WHERE l1 = ? AND ...` (ast_update2_realtime); rows changed.
+
+        A lookup column the table does not have fails the update; update fields it does not
+        have are skipped; values follow update()'s NULL rule.
+        """
+        conditions = _conditions(lookup, operators=False)
+        if not conditions:
+            raise ValueError("update2 needs at least one lookup field")
+        updates = {_check_column(name): value for name, value in fields.items()}
+
+        def build(pool: OdbcPool, mapping: RealtimeMapping) -> Callable[[pyodbc.Connection], int]:
+            def work(connection: pyodbc.Connection) -> int:
+                cursor = connection.cursor()
+                columns = self._table_columns(pool, mapping.table, cursor)
+                missing = [c.column for c in conditions if c.column not in columns]
+                if missing:
+                    raise DatabaseError(
+                        f"[{pool.name}] table {mapping.table} has no column "
+                        f"{', '.join(missing)} to look rows up by",
+                        sqlstate="42S22",
+                    )
+                sets, values = self._set_clause(columns, updates, pool.backend, mapping.table)
+                if not sets:
+                    return 0
+                clause, where_values = _where_sql(conditions, pool.backend)
+                sql = f"UPDATE {mapping.table} SET {sets} WHERE {clause}"
+                return cursor.execute(sql, values + where_values).rowcount
+
+            return work
+
+        return await self._write(family, "update2", build)
+
+    async def store(self, family: str, fields: Mapping[str, object]) -> int:
+        """`INSERT INTO t (f1, ...) VALUES (?, ...)` (ast_store_realtime); rows inserted.
+
+        All fields are written (an unknown column is a database error); None writes NULL.
+        """
+        names = [_check_column(name) for name in fields]
+        if not names:
+            raise ValueError("store needs at least one field")
+        values = [None if v is None else encode_value(str(v)) for v in fields.values()]
+
+        def build(pool: OdbcPool, mapping: RealtimeMapping) -> Callable[[pyodbc.Connection], int]:
+            def work(connection: pyodbc.Connection) -> int:
+                columns = ", ".join(_quote(name, pool.backend) for name in names)
+                marks = ", ".join("?" for _ in names)
+                sql = f"INSERT INTO {mapping.table} ({columns}) VALUES ({marks})"
+                return connection.cursor().execute(sql, values).rowcount
+
+            return work
+
+        return await self._write(family, "store", build)
+
+    async def destroy(
+        self,
+        family: str,
+        keyfield: str,
+        lookup: str,
+        where: Mapping[str, object] | None = None,
+    ) -> int:
+        """`DELETE FROM t WHERE f1 = ? AND ... AND keyfield = ?` (ast_destroy_realtime)."""
+        conditions = _conditions(where or {}, operators=False)
+        conditions.append(_Condition(_check_column(keyfield), "=", str(lookup)))
+
+        def build(pool: OdbcPool, mapping: RealtimeMapping) -> Callable[[pyodbc.Connection], int]:
+            def work(connection: pyodbc.Connection) -> int:
+                clause, values = _where_sql(conditions, pool.backend)
+                sql = f"DELETE FROM {mapping.table} WHERE {clause}"
+                return connection.cursor().execute(sql, values).rowcount
+
+            return work
+
+        return await self._write(family, "destroy", build)
+
+    async def _write(
+        self,
+        family: str,
+        what: str,
+        build: Callable[[OdbcPool, RealtimeMapping], Callable[[pyodbc.Connection], int]],
+    ) -> int:
+        """Run a write on the first mapping that takes it; static mappings are read-only."""
+        error: DatabaseError | None = None
+        for mapping in self._families.get(family, []):
+            if mapping.driver.strip().lower() != "odbc":
+                continue
+            try:
+                pool = self._pool(mapping)
+                count = await pool.run(build(pool, mapping), retry_for=self._retry_for)
+            except DatabaseError as exc:
+                log.warning("realtime %s of %s on %s failed: %s", what, family, mapping.table, exc)
+                error = exc
+                continue
+            self._forget_answers(family)
+            return max(count, 0)
+        if error is not None:
+            raise error
+        raise DatabaseError(f"realtime family {family} has no writable (odbc) mapping for {what}")
+
+    def _table_columns(
+        self, pool: OdbcPool, table: str, cursor: pyodbc.Cursor
+    ) -> dict[str, _Column]:
+        key = (pool.name, table)
+        columns = self._columns.get(key)
+        if columns is None:
+            columns = _table_columns(cursor, table)
+            self._columns[key] = columns
+        return columns
+
+    @staticmethod
+    def _set_clause(
+        columns: dict[str, _Column], updates: dict[str, object], backend: str, table: str
+    ) -> tuple[str, list[str]]:
+        sets: list[str] = []
+        values: list[str] = []
+        for name, value in updates.items():
+            column = columns.get(name)
+            if column is None:
+                log.debug("realtime update: table %s has no column %s, skipped", table, name)
+                continue
+            text = None if value is None else str(value)
+            if text is None or (text == "" and column.nullable and not column.is_text):
+                sets.append(f"{_quote(name, backend)} = NULL")
+            else:
+                sets.append(f"{_quote(name, backend)} = ?")
+                values.append(encode_value(text))
+        return ", ".join(sets), values
+
+    # --- static configuration files ---------------------------------------------------------
+
+    async def load_config_file(self, filename: str) -> ConfigFile | None:
+        """A configuration file mapped in extconfig.conf (`voicemail.conf => odbc,class,
+        ast_config`), from its table (or static file), with failover; None when not mapped."""
+        mappings = self._families.get(filename)
+        if not mappings:
+            return None
+        error: DatabaseError | None = None
+        for mapping in mappings:
+            try:
+                if mapping.driver.strip().lower() == "static":
+                    path = Path(mapping.database.strip().strip('"'))
+                    if not path.is_absolute():
+                        path = (self._config_dir or Path.cwd()) / path
+                    try:
+                        return load_config(path)
+                    except ConfigError as exc:
+                        raise DatabaseUnavailable(f"[static {path}] {exc}") from exc
+                return await load_static_config(self._pool(mapping), mapping.table, filename)
+            except DatabaseError as exc:
+                log.warning("configuration %s from %s failed: %s", filename, mapping.table, exc)
+                error = exc
+        assert error is not None
+        raise error
+
+    # --- cache ------------------------------------------------------------------------------
+
+    def _cache_get(self, key: tuple[object, ...]) -> list[Row] | None:
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        expires, rows = entry
+        if self._clock() >= expires:
+            del self._cache[key]
+            return None
+        return [row.copy() for row in rows]
+
+    def _cache_put(self, key: tuple[object, ...], rows: list[Row]) -> None:
+        policy = self._policies.get(str(key[0]))
+        if policy is None:
+            return
+        ttl = policy.ttl if rows else policy.negative_ttl
+        if ttl <= 0:
+            return
+        now = self._clock()
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache = {k: e for k, e in self._cache.items() if e[0] > now}
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+        self._cache[key] = (now + ttl, [row.copy() for row in rows])
+
+    def _forget_answers(self, family: str) -> None:
+        """Our own write must be visible to our next read."""
+        self._cache = {key: entry for key, entry in self._cache.items() if key[0] != family}
