@@ -70,11 +70,11 @@ class Channel:
         self.answered = False
         self.hangup_reason = ""
         self.started = time.time()
-        media.on_dtmf = self._digit_received
+        media.on_dtmf = self.digit_received
 
     # -- events from the endpoint -------------------------------------------------------
 
-    def _digit_received(self, digit: str) -> None:
+    def digit_received(self, digit: str) -> None:
         self._digits.put_nowait(digit)
 
     def remote_hangup(self, reason: str) -> None:

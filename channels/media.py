@@ -38,6 +38,7 @@ class MediaClock:
         self._sessions: set[RtpSession] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._next = 0.0
+        self._ticks = 0
 
     def add(self, session: RtpSession) -> None:
         self._sessions.add(session)
@@ -54,13 +55,17 @@ class MediaClock:
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._ticks += 1
+        check_timeouts = self._ticks % 50 == 0  # once a second
         for session in list(self._sessions):
             try:
                 session.tick()
+                if check_timeouts:
+                    session.check_timeout(now)
             except Exception:  # noqa: BLE001 - one broken call must not stop the others
                 log.exception("media tick failed")
         self._next += FRAME_SECONDS
-        now = loop.time()
         if now - self._next > 0.2:  # the loop stalled; resynchronise instead of bursting
             self._next = now + FRAME_SECONDS
         self._handle = loop.call_at(self._next, self._tick) if self._sessions else None
@@ -69,8 +74,14 @@ class MediaClock:
 class RtpSession(asyncio.DatagramProtocol):
     """One call's RTP: plays queued PCM frames, hands received audio and DTMF up."""
 
-    def __init__(self, clock: MediaClock) -> None:
+    def __init__(self, clock: MediaClock, rtp_timeout: float = 0, comedia: bool = False) -> None:
         self._clock = clock
+        self.rtp_timeout = rtp_timeout  # seconds without RTP before on_timeout; 0 = never
+        self.comedia = comedia  # send to where the caller's RTP comes from (nat=comedia)
+        self.last_received = 0.0
+        self.on_timeout: Callable[[], None] | None = None
+        self._frames_per_packet = 1
+        self._tick_count = 0
         self.transport: asyncio.DatagramTransport | None = None
         self.local_port = 0
         self.remote: tuple[str, int] | None = None
@@ -111,9 +122,18 @@ class RtpSession(asyncio.DatagramProtocol):
         self._payload_type = negotiated.payload_type
         self._telephone_event = negotiated.telephone_event
         self.remote = (negotiated.remote_address, negotiated.remote_port)
+        # The caller's ptime, in whole 20 ms frames (RFC 4566 a=ptime), up to 60 ms.
+        self._frames_per_packet = min(max(negotiated.ptime // 20, 1), 3)
 
     def start(self) -> None:
+        self.last_received = asyncio.get_running_loop().time()
         self._clock.add(self)
+
+    def check_timeout(self, now: float) -> None:
+        if self.rtp_timeout and now - self.last_received > self.rtp_timeout:
+            self.rtp_timeout = 0  # report once
+            if self.on_timeout is not None:
+                self.on_timeout()
 
     def close(self) -> None:
         self._clock.remove(self)
@@ -142,11 +162,16 @@ class RtpSession(asyncio.DatagramProtocol):
         self._play_done = None
 
     def tick(self) -> None:
-        self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+        """One 20 ms step of the shared clock: send a packet every `ptime`."""
+        self._tick_count += 1
+        if self._tick_count % self._frames_per_packet:
+            return
+        self._timestamp = (self._timestamp + FRAME_SAMPLES * self._frames_per_packet) & 0xFFFFFFFF
         if not self._frames:
             self._marker = True
             return
-        frame = self._frames.popleft()
+        count = min(self._frames_per_packet, len(self._frames))
+        frame = b"".join(self._frames.popleft() for _ in range(count))
         if self.transport is not None and self.remote is not None and self._codec is not None:
             packet = RtpPacket(
                 payload_type=self._payload_type,
@@ -176,6 +201,9 @@ class RtpSession(asyncio.DatagramProtocol):
         except RtpError:
             return
         self.packets_received += 1
+        self.last_received = asyncio.get_running_loop().time()
+        if self.comedia and self.remote != addr[:2]:
+            self.remote = (addr[0], addr[1])
         if packet.payload_type == self._telephone_event:
             digit = self._dtmf.receive(packet)
             if digit is not None and self.on_dtmf is not None:

@@ -63,7 +63,10 @@ def write_config(
         "[settings]\n" + ("voicemail => odbc,asterisk,voicemail\n" if realtime_voicemail else "")
     )
     (directory / "voicemail.conf").write_text(
-        "[general]\nformat=wav\nodbcstorage=asterisk\nmaxsecs=60\n" + general + "\n" + mailboxes
+        "[general]\nformat=wav\nodbcstorage=asterisk\nmaxsecs=60\nlocalspool=spool\n"
+        + general
+        + "\n"
+        + mailboxes
     )
     (directory / "sip.conf").write_text(
         "[general]\nbindaddr=127.0.0.1\nbindport=0\ncontext=default\n"

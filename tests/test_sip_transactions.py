@@ -612,3 +612,27 @@ def test_mutated_requests_never_raise_and_the_layer_keeps_working(
             layer.respond(event.transaction, make_response(event.request, 486, to_tag="x"), 1)
     layer.handle_timer(2.0)
     _still_works(layer)
+
+
+# -- reliable (stream) transports -------------------------------------------------------
+
+
+def test_reliable_transport_sends_no_retransmissions_and_answers_the_connection() -> None:
+    layer = TransactionLayer(reliable=True)
+    source = ("127.0.0.1", 40001)
+    text = (
+        "BYE sip:1000@127.0.0.1 SIP/2.0\r\n"
+        "Via: SIP/2.0/TCP 10.9.9.9:5099;branch=z9hG4bK-tcp-1\r\n"
+        "From: <sip:a@10.9.9.9>;tag=a\r\nTo: <sip:1000@127.0.0.1>;tag=b\r\n"
+        "Call-ID: tcp-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+    layer.receive_datagram(text.encode(), source, 0.0)
+    event = layer.next_event()
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.transaction, make_response(event.request, 200), 0.0)
+    sent = layer.datagrams_to_send()
+    assert [addr for _data, addr in sent] == [source]  # not the Via's 10.9.9.9:5099
+    layer.handle_timer(0.0)  # timer J is zero on a stream: the transaction is gone
+    assert layer.transaction_count == 0
+    layer.handle_timer(100.0)
+    assert layer.datagrams_to_send() == []

@@ -9,15 +9,16 @@ after the row is committed.
 
 from __future__ import annotations
 
-import io
+import asyncio
 import logging
 import time
-import wave
 from dataclasses import dataclass
 
 from channels.channel import Channel, ChannelHungUp, StopReason
+from storage.audioformats import TranscodeError, decode, detect_format, encode, stored_format
 from storage.messages import MessageStore, new_msg_id
 from storage.odbc import DatabaseError
+from storage.spool import PendingMessage, SpoolFlusher
 
 from .mailboxes import Mailbox, MailboxDirectory
 from .sounds import SoundLibrary, SoundNotFound
@@ -63,37 +64,29 @@ def caller_id_string(name: str, number: str) -> str:
     return name or number or "Unknown"
 
 
-def wav_bytes(pcm: bytes) -> bytes:
-    """8 kHz 16-bit mono PCM WAV, Asterisk's `wav` format."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(SAMPLE_RATE)
-        writer.writeframes(pcm)
-    return buffer.getvalue()
-
-
-def wav_pcm(data: bytes) -> bytes:
-    """The PCM frames of an 8 kHz 16-bit mono WAV greeting; others are refused."""
-    with wave.open(io.BytesIO(data), "rb") as reader:
-        if (reader.getframerate(), reader.getsampwidth(), reader.getnchannels()) != (8000, 2, 1):
-            raise ValueError("greeting is not 8 kHz 16-bit mono WAV")
-        return reader.readframes(reader.getnframes())
+async def stored_audio_pcm(data: bytes) -> bytes:
+    """Linear PCM of a stored recording in whatever format it was written (wav, wav49, gsm...)."""
+    fmt = detect_format(data)
+    if fmt is None:
+        raise TranscodeError("unknown audio format")
+    return await asyncio.to_thread(decode, data, fmt)
 
 
 class VoiceMailApp:
     def __init__(
         self,
         store: MessageStore,
+        flusher: SpoolFlusher,
         mailboxes: MailboxDirectory,
         sounds: SoundLibrary,
         formats: list[str],
     ) -> None:
         self.store = store
+        self.flusher = flusher
         self.mailboxes = mailboxes
         self.sounds = sounds
-        self.formats = formats
+        # Asterisk records every format but ODBC storage keeps only the first.
+        self.format = stored_format("|".join(formats))
         self._in_process: dict[tuple[str, str], int] = {}
 
     async def _play_prompts(self, channel: Channel, names: list[str], escape: str) -> str | None:
@@ -119,8 +112,8 @@ class VoiceMailApp:
             message = await self.store.retrieve_greeting(box.context, box.mailbox, kind)
             if message is not None:
                 try:
-                    return [wav_pcm(message.recording)]
-                except (ValueError, EOFError, wave.Error) as exc:
+                    return [await stored_audio_pcm(message.recording)]
+                except (ValueError, TranscodeError) as exc:
                     log.warning("mailbox %s: %s greeting unusable: %s", box.mailbox, kind, exc)
         if wanted is None:
             return []
@@ -128,8 +121,8 @@ class VoiceMailApp:
         parts: list[bytes | str] = []
         if name_greeting is not None:
             try:
-                parts.append(wav_pcm(name_greeting.recording))
-            except (ValueError, EOFError, wave.Error):
+                parts.append(await stored_audio_pcm(name_greeting.recording))
+            except (ValueError, TranscodeError):
                 name_greeting = None
         if name_greeting is None:
             parts.append("vm-theperson")
@@ -185,7 +178,14 @@ class VoiceMailApp:
         key = (box.context, box.mailbox)
         maxmsg = box.int_option("maxmsg")
         folder = "Urgent" if "U" in options else "INBOX"
-        count = await self.store.count(box.context, box.mailbox, folder)
+        try:
+            count = await self.store.count(box.context, box.mailbox, folder)
+        except DatabaseError as exc:
+            # The database is away: take the message into the local spool rather than lose it.
+            log.warning(
+                "cannot count %s@%s (%s); accepting the message", box.mailbox, box.context, exc
+            )
+            count = 0
         if maxmsg > 0 and count >= maxmsg - self._in_process.get(key, 0):
             log.info("mailbox %s@%s is full (%d messages)", box.mailbox, box.context, count)
             await self._play_prompts(channel, ["vm-mailboxfull"], "")
@@ -224,20 +224,25 @@ class VoiceMailApp:
         flag = "Urgent" if "U" in options else "PRIORITY" if "P" in options else ""
         msg_id = new_msg_id()
         try:
-            msgnum = await self.store.store(
-                context=box.context,
-                mailbox=box.mailbox,
-                folder=folder,
-                recording=wav_bytes(recording.pcm),
-                callerid=caller_id_string(channel.info.caller_id_name, channel.info.caller_id_num),
-                origtime=origtime,
-                duration=int(round(seconds)),
-                caller_context=channel.info.context,
-                flag=flag,
-                category=variables.get("VM_CATEGORY") or None,
-                msg_id=msg_id,
+            audio = await asyncio.to_thread(encode, recording.pcm, self.format)
+            msgnum = await self.flusher.deposit(
+                PendingMessage(
+                    msg_id=msg_id,
+                    context=box.context,
+                    mailbox=box.mailbox,
+                    folder=folder,
+                    recording=audio,
+                    callerid=caller_id_string(
+                        channel.info.caller_id_name, channel.info.caller_id_num
+                    ),
+                    origtime=origtime,
+                    duration=int(round(seconds)),
+                    caller_context=channel.info.context,
+                    flag=flag,
+                    category=variables.get("VM_CATEGORY") or None,
+                )
             )
-        except DatabaseError as exc:
+        except (ValueError, OSError, TranscodeError) as exc:
             log.error(
                 "Failed to store voicemail for %s@%s (msg_id %s): %s",
                 box.mailbox,
@@ -246,13 +251,16 @@ class VoiceMailApp:
                 exc,
             )
             return "FAILED"
+        where = (
+            f"as msgnum {msgnum}" if msgnum is not None else "in the local spool (database away)"
+        )
         log.info(
-            "message %s stored in %s@%s %s as msgnum %d (%.2f s, stopped by %s)",
+            "message %s stored in %s@%s %s %s (%.2f s, stopped by %s)",
             msg_id,
             box.mailbox,
             box.context,
             folder,
-            msgnum,
+            where,
             seconds,
             recording.reason.value,
         )

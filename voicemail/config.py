@@ -61,6 +61,22 @@ class SipSettings:
     context: str = "default"
     rtpstart: int = 10000
     rtpend: int = 20000
+    rtptimeout: int = 0
+    nat: set[str] = field(default_factory=lambda: {"force_rport"})
+    tcpenable: bool = False
+    tcpport: int | None = None
+    tlsenable: bool = False
+    tlsport: int = 5061
+    tlscertfile: Path | None = None
+    tlsprivatekey: Path | None = None
+    realm: str = "asterisk"
+    rtcachefriends: bool = False
+    rtupdate: bool = True
+    rtautoclear: int = 0
+    ignoreregexpire: bool = False
+    general: dict[str, str] = field(default_factory=dict)
+    # [name] sections other than [general]: static peers, as (name, option pairs).
+    peers: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +90,7 @@ class ServerConfig:
     connection_classes: dict[str, ConnectionClass]
     realtime: list[RealtimeMapping]
     extensions: ConfigFile
+    local_spool: Path
 
     @property
     def spool_prefix(self) -> str:
@@ -179,11 +196,41 @@ def load_extconfig(path: Path) -> list[RealtimeMapping]:
 
 def load_sip_settings(sip_path: Path, rtp_path: Path) -> SipSettings:
     settings = SipSettings()
-    general = load_config(sip_path, required=False).section("general")
+    sip = load_config(sip_path, required=False)
+    general = sip.section("general")
     if general is not None:
         settings.bindaddr = general.get("bindaddr") or settings.bindaddr
         settings.bindport = general.getint("bindport", settings.bindport)
         settings.context = general.get("context", settings.context) or settings.context
+        settings.rtptimeout = general.getint("rtptimeout", 0)
+        nat = general.get("nat")
+        if nat is not None:
+            settings.nat = {word.strip().lower() for word in nat.split(",") if word.strip()}
+        settings.tcpenable = general.getbool("tcpenable", False)
+        tcp_bind = general.get("tcpbindaddr")
+        if tcp_bind and ":" in tcp_bind:
+            settings.tcpport = int(tcp_bind.rsplit(":", 1)[1])
+        settings.tlsenable = general.getbool("tlsenable", False)
+        tls_bind = general.get("tlsbindaddr")
+        if tls_bind and ":" in tls_bind:
+            settings.tlsport = int(tls_bind.rsplit(":", 1)[1])
+        for name in ("tlscertfile", "tlsprivatekey"):
+            value = general.get(name)
+            if value:
+                setattr(settings, name, _resolve(sip_path.parent, value))
+        settings.realm = general.get("realm") or settings.realm
+        settings.rtcachefriends = general.getbool("rtcachefriends", False)
+        settings.rtupdate = general.getbool("rtupdate", True)
+        autoclear = (general.get("rtautoclear") or "no").strip().lower()
+        if autoclear.isdigit():
+            settings.rtautoclear = int(autoclear)
+        else:
+            settings.rtautoclear = 120 if general.getbool("rtautoclear", False) else 0
+        settings.ignoreregexpire = general.getbool("ignoreregexpire", False)
+        settings.general = {k.lower(): v for k, v in general.items()}
+    for section in sip.sections:
+        if section.name.lower() != "general":
+            settings.peers.append((section.name, [(k.lower(), v) for k, v in section.items()]))
     rtp = load_config(rtp_path, required=False).section("general")
     if rtp is not None:
         settings.rtpstart = rtp.getint("rtpstart", settings.rtpstart)
@@ -212,4 +259,8 @@ def load_server_config(directory: Path) -> ServerConfig:
         connection_classes=load_connection_classes(directory / "res_odbc.conf"),
         realtime=load_extconfig(directory / "extconfig.conf"),
         extensions=load_config(directory / "extensions.conf", required=False),
+        local_spool=_resolve(
+            directory,
+            voicemail.general.get("localspool") or spool_dir.rstrip("/") + "/voicemail-spool",
+        ),
     )

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from channels.channel import CallerInfo, Channel, ChannelHungUp
 from channels.sip.endpoint import CallHandler, EndpointConfig, SipEndpoint
+from channels.sip.mwi_service import MwiService
+from channels.sip.peers import Peer
+from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrations
 from storage.messages import MessageStore
 from storage.odbc import DatabaseError, OdbcPool
 from storage.realtime import Realtime
 from storage.schema import create_tables, messages_table, voicemail_table
 from storage.schemacheck import Finding, check_table
+from storage.spool import PendingMessage, Spool, SpoolFlusher
 
 from .app_voicemail import VoiceMailApp
 from .config import ServerConfig
@@ -45,6 +50,10 @@ class VoicemailServer:
         self.endpoint: SipEndpoint | None = None
         self.store: MessageStore | None = None
         self.applications: dict[str, Application] = {}
+        self.flusher: SpoolFlusher | None = None
+        self._flusher_task: asyncio.Future[None] | None = None
+        self.registrations: Registrations | None = None
+        self.mwi: MwiService | None = None
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -102,8 +111,18 @@ class VoicemailServer:
     async def start(self) -> None:
         await self.open_storage()
         assert self.store is not None
+        try:
+            spool = Spool(self.config.local_spool)
+        except OSError as exc:
+            raise StartupError(f"local spool {self.config.local_spool}: {exc}") from exc
+        self.flusher = SpoolFlusher(spool, self.store, on_stored=self._message_stored)
+        if self.flusher.backlog:
+            log.info("%d message(s) waiting in the local spool", self.flusher.backlog)
+        self._flusher_task = asyncio.ensure_future(self.flusher.run())
         mailboxes = MailboxDirectory(self.config.voicemail, self.realtime)
-        voicemail = VoiceMailApp(self.store, mailboxes, self.sounds, self.config.voicemail.formats)
+        voicemail = VoiceMailApp(
+            self.store, self.flusher, mailboxes, self.sounds, self.config.voicemail.formats
+        )
         self.applications = {
             "voicemail": voicemail.run,
             "answer": self._app_answer,
@@ -120,6 +139,12 @@ class VoicemailServer:
                 port=sip.bindport,
                 rtp_ports=(sip.rtpstart, sip.rtpend),
                 default_context=sip.context,
+                tcp=sip.tcpenable,
+                tcp_port=sip.tcpport,
+                tls_context=self._tls_context(),
+                tls_port=sip.tlsport,
+                rtp_timeout=sip.rtptimeout,
+                comedia="comedia" in sip.nat,
             ),
             self.route,
         )
@@ -127,10 +152,91 @@ class VoicemailServer:
             await self.endpoint.start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {sip.bindaddr}:{sip.bindport}: {exc}") from exc
+        self._start_registrations()
+
+    def _start_registrations(self) -> None:
+        """Peers (sip.conf and realtime sippeers), REGISTER, SUBSCRIBE and MWI."""
+        assert self.endpoint is not None
+        sip = self.config.sip
+        static: dict[str, Peer] = {}
+        for name, options in sip.peers:
+            try:
+                static[name] = Peer.from_options(name, options, realtime=False)
+            except ValueError as exc:
+                raise StartupError(f"sip.conf: peer [{name}]: {exc}") from exc
+        directory = PeerDirectory(
+            static,
+            self.realtime,
+            RealtimeOptions(
+                rtcachefriends=sip.rtcachefriends,
+                rtupdate=sip.rtupdate,
+                rtautoclear=sip.rtautoclear,
+                ignoreregexpire=sip.ignoreregexpire,
+            ),
+        )
+        self.registrations = Registrations(self.endpoint, directory, realm=sip.realm)
+        general = self.config.voicemail.general
+        poll = 0.0
+        if general.get("pollmailboxes", "yes").lower() in ("yes", "true", "1", "on"):
+            poll = float(general.get("pollfreq", "5") or 5)
+        self.mwi = MwiService(self.endpoint, self.registrations, self._mwi_counts, poll)
+        self.endpoint.handlers.update(
+            {
+                "REGISTER": self.registrations.handle_register,
+                "SUBSCRIBE": self.mwi.handle_subscribe,
+                "response": self._client_response,
+                "timeout": self._client_timeout,
+            }
+        )
+        self.registrations.start()
+        self.mwi.start()
+
+    async def _mwi_counts(self, mailboxes: list[tuple[str, str]]) -> tuple[int, int]:
+        assert self.store is not None
+        return await self.store.mwi_counts([(context, box) for box, context in mailboxes])
+
+    def _client_response(self, transport: object, response: object, tx: object) -> None:
+        self._client_answered(tx, response.code)  # type: ignore[attr-defined]
+
+    def _client_timeout(self, transport: object, request: object, tx: object) -> None:
+        self._client_answered(tx, None)
+
+    def _client_answered(self, tx: object, code: int | None) -> None:
+        method = tx.request.method  # type: ignore[attr-defined]
+        if method == "OPTIONS":
+            asyncio.ensure_future(self.registrations.qualify_answered(tx, code is not None))
+        elif method == "NOTIFY":
+            self.mwi.notify_result(tx, code)  # type: ignore[arg-type]
+
+    def _message_stored(self, message: PendingMessage, msgnum: int) -> None:
+        """Called once a message is committed (now, or later from the spool)."""
+        if self.mwi is not None:
+            self.mwi.mailbox_changed(message.mailbox, message.context)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        sip = self.config.sip
+        if not sip.tlsenable:
+            return None
+        if sip.tlscertfile is None:
+            raise StartupError("sip.conf: tlsenable=yes needs tlscertfile")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(sip.tlscertfile, sip.tlsprivatekey)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"sip.conf: cannot load TLS certificate: {exc}") from exc
+        return context
 
     async def stop(self) -> None:
+        if self.mwi is not None:
+            self.mwi.stop()
+        if self.registrations is not None:
+            self.registrations.stop()
         if self.endpoint is not None:
             await self.endpoint.stop()
+        if self.flusher is not None:
+            self.flusher.stop()
+            if self._flusher_task is not None:
+                await asyncio.wait({self._flusher_task}, timeout=5)
         for pool in self.pools.values():
             await pool.close()
 

@@ -1,32 +1,26 @@
-"""The asyncio adapter: a UDP socket, the transaction layer, and calls as `Channel`s.
+"""The SIP endpoint: transports in, calls out as `Channel`s.
 
-This is the thin layer of the aioquic pattern: it feeds datagrams and time into
-`TransactionLayer`, sends what it returns, arms one loop timer, and turns events into
-calls. Each call's application runs as its own task with a `Channel`.
+Each transport (UDP, TCP, TLS) owns a sans-I/O `TransactionLayer`; the endpoint takes the
+events of all of them and turns INVITE dialogs into `SipCall`s whose application runs as
+its own task. It answers OPTIONS and in-dialog INFO, UPDATE and re-INVITE itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sipmessage import URI, Address, Request, Via
+from sipmessage import URI, Address, Request, Response
 
 from ..channel import CallerInfo, Channel
 from ..media import MediaClock, RtpSession
-from ..sdp import NegotiatedAudio, SdpError, build_answer, negotiate, parse_sdp
-from .messages import (
-    ALLOW,
-    SERVER_NAME,
-    make_response,
-    new_branch,
-    new_tag,
-    tag_of,
-)
+from ..sdp import NegotiatedAudio, SdpError, negotiate, parse_sdp
+from .calls import CallState, SipCall, session_timer_headers
+from .messages import ALLOW, SERVER_NAME, make_response, new_branch, new_tag, tag_of
 from .redirect import redirect_of
 from .transactions import (
     AckReceived,
@@ -36,26 +30,22 @@ from .transactions import (
     RequestReceived,
     ResponseReceived,
     ServerTransaction,
-    TransactionLayer,
 )
+from .transport import SipTransport, StreamTransport, UdpTransport
 
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 CallHandler = Callable[[Channel], Awaitable[None]]
 Router = Callable[[CallerInfo], CallHandler | None]
+# Extra request handlers by method (REGISTER, SUBSCRIBE...), given the transport and source.
+RequestHandler = Callable[["SipTransport", Request, ServerTransaction], None]
 
 # How long a caller's BYE waits for the application to finish (store the message) before
 # we answer it anyway. Below the caller's 32 s transaction timeout.
 BYE_ANSWER_DEADLINE = 20.0
-
-
-class CallState(enum.Enum):
-    INCOMING = "incoming"  # INVITE received, 100 sent
-    RINGING = "ringing"  # 180 sent
-    ANSWERED = "answered"  # 200 sent, waiting for ACK
-    CONFIRMED = "confirmed"  # ACK received
-    ENDED = "ended"
+# Option tags we support in Require (RFC 3261 8.2.2.3); anything else gets 420.
+SUPPORTED_EXTENSIONS = {"timer"}
 
 
 @dataclass
@@ -65,194 +55,83 @@ class EndpointConfig:
     rtp_host: str | None = None
     rtp_ports: tuple[int, int] = (10000, 20000)
     default_context: str = "default"
+    tcp: bool = False
+    tcp_port: int | None = None  # None: the UDP port
+    tls_context: ssl.SSLContext | None = None
+    tls_port: int = 5061
+    rtp_timeout: float = 0  # sip.conf rtptimeout: hang up after this many seconds without RTP
+    comedia: bool = False  # sip.conf nat=comedia: send RTP where the caller's comes from
 
 
-class SipCall:
-    """One incoming INVITE dialog and its channel (the `CallControl` of the channel)."""
-
-    def __init__(
-        self,
-        endpoint: SipEndpoint,
-        invite: ServerTransaction,
-        negotiated: NegotiatedAudio,
-        media: RtpSession,
-        info: CallerInfo,
-    ) -> None:
-        self.endpoint = endpoint
-        self.invite = invite
-        self.negotiated = negotiated
-        self.media = media
-        self.local_tag = new_tag()
-        self.state = CallState.INCOMING
-        self.request = invite.request
-        self.call_id = self.request.headers["Call-ID"]
-        self.remote_tag = tag_of(self.request.headers["From"]) or ""
-        self.local_cseq = random.randrange(1, 10000)
-        self.session_id = random.randrange(1, 2**31)
-        self.channel = Channel(info, self, media)
-        self.task: asyncio.Task[None] | None = None
-        self.pending_bye: ServerTransaction | None = None
-        self._answered = asyncio.get_running_loop().create_future()
-
-    @property
-    def dialog_key(self) -> tuple[str, str, str]:
-        return (self.call_id, self.local_tag, self.remote_tag)
-
-    # -- CallControl --------------------------------------------------------------------
-
-    async def ring(self) -> None:
-        if self.state == CallState.INCOMING:
-            self.state = CallState.RINGING
-            self.endpoint.respond(
-                self.invite, make_response(self.request, 180, to_tag=self.local_tag)
-            )
-
-    async def answer_call(self) -> None:
-        if self.state not in (CallState.INCOMING, CallState.RINGING):
-            return
-        body = build_answer(
-            self.negotiated, self.endpoint.rtp_host, self.media.local_port, self.session_id
-        )
-        response = make_response(
-            self.request,
-            200,
-            to_tag=self.local_tag,
-            body=body,
-            content_type="application/sdp",
-            headers=[
-                ("Contact", f"<sip:{self.channel.info.exten}@{self.endpoint.contact_host}>"),
-                ("Allow", ALLOW),
-            ],
-        )
-        self.state = CallState.ANSWERED
-        self.endpoint.respond(self.invite, response)
-        self.media.start()
-
-    def end_call(self, code: int | None, reason: str) -> None:
-        if self.state == CallState.ENDED:
-            return
-        if self.state in (CallState.INCOMING, CallState.RINGING):
-            final = code or 480
-            self.endpoint.respond(
-                self.invite,
-                make_response(
-                    self.request,
-                    final,
-                    to_tag=self.local_tag,
-                    headers=[("Reason", f'SIP;cause={final};text="{reason}"')],
-                ),
-            )
-        elif self.pending_bye is None and not self.channel_remote_gone:
-            self.endpoint.send_bye(self)
-        self.finish()
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    channel_remote_gone = False
-
-    def remote_ended(self, reason: str) -> None:
-        self.channel_remote_gone = True
-        self.channel.remote_hangup(reason)
-
-    def finish(self) -> None:
-        if self.state != CallState.ENDED:
-            self.state = CallState.ENDED
-            self.media.close()
-            self.endpoint.forget(self)
-
-
-class SipEndpoint(asyncio.DatagramProtocol):
-    """SIP over UDP for a voicemail server: a UAS for calls, plus OPTIONS."""
-
+class SipEndpoint:
     def __init__(self, config: EndpointConfig, router: Router) -> None:
         self.config = config
         self.router = router
-        self.layer = TransactionLayer()
         self.clock = MediaClock()
-        self.transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when: float | None = None
+        self.transports: list[SipTransport] = []
+        self.udp: UdpTransport | None = None
         self.calls: dict[tuple[str, str, str], SipCall] = {}
         self._calls_by_invite: dict[int, SipCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.handlers: dict[str, RequestHandler] = {}
         self.rtp_host = config.rtp_host or config.host
         self.contact_host = f"{config.host}:{config.port}"
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(
-            lambda: self, local_addr=(self.config.host, self.config.port)
-        )
-        assert self.transport is not None
-        host, port = self.transport.get_extra_info("sockname")[:2]
-        self.config.port = port
-        self.contact_host = f"{host}:{port}"
+        self.udp = UdpTransport(self._process_events)
+        await self.udp.start(self.config.host, self.config.port)
+        self.transports.append(self.udp)
+        self.config.port = self.udp.port
+        self.contact_host = f"{self.udp.host}:{self.udp.port}"
+        if self.config.tcp:
+            tcp = StreamTransport(self._process_events)
+            await tcp.start(self.config.host, self.config.tcp_port or self.udp.port)
+            self.transports.append(tcp)
+        if self.config.tls_context is not None:
+            tls = StreamTransport(self._process_events, self.config.tls_context)
+            await tls.start(self.config.host, self.config.tls_port)
+            self.transports.append(tls)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Hang up every call, give applications `grace` seconds to store, then close."""
-        for call in list(self.calls.values()) + list(self._calls_by_invite.values()):
+        for call in list(self._calls_by_invite.values()):
             call.channel.hangup(503, "server shutting down")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
-        self._flush()
+        for transport in self.transports:
+            transport.flush()
         await asyncio.sleep(0.05)
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.transport is not None:
-            self.transport.close()
+        for transport in self.transports:
+            transport.close()
 
     @property
     def active_calls(self) -> int:
         return len(self._calls_by_invite)
 
-    # -- asyncio protocol ---------------------------------------------------------------
+    def transport_named(self, name: str) -> SipTransport | None:
+        for transport in self.transports:
+            if transport.name == name.upper():
+                return transport
+        return None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+    def contact_for(self, transport: SipTransport, user: str) -> str:
+        suffix = "" if transport.name == "UDP" else f";transport={transport.name.lower()}"
+        scheme = "sips" if transport.name == "TLS" else "sip"
+        return f"<{scheme}:{user}@{transport.host}:{transport.port}{suffix}>"
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        now = asyncio.get_running_loop().time()
-        try:
-            self.layer.receive_datagram(data, (addr[0], addr[1]), now)
-            self._process_events()
-        except Exception:  # noqa: BLE001 - hostile input must never stop the endpoint
-            log.exception("error handling datagram from %s:%s", addr[0], addr[1])
-        self._flush()
+    def via_for(self, transport: SipTransport) -> str:
+        sent_by = f"{transport.host}:{transport.port}"
+        return f"SIP/2.0/{transport.name} {sent_by};branch={new_branch()};rport"
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("SIP socket error: %s", exc)
+    def respond(self, transport: SipTransport, tx: ServerTransaction, response: Response) -> None:
+        transport.layer.respond(tx, response, transport.now())
+        transport.flush()
 
-    # -- plumbing -----------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def _flush(self) -> None:
-        if self.transport is not None:
-            for data, addr in self.layer.datagrams_to_send():
-                self.transport.sendto(data, addr)
-        when = self.layer.get_timer()
-        if when is not None and when != self._timer_when:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_when = when
-            self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_when = None
-        try:
-            self.layer.handle_timer(self._now())
-            self._process_events()
-        except Exception:  # noqa: BLE001
-            log.exception("error in SIP timer")
-        self._flush()
-
-    def respond(self, tx: ServerTransaction, response: object) -> None:
-        self.layer.respond(tx, response, self._now())  # type: ignore[arg-type]
-        self._flush()
+    def send_request(self, transport: SipTransport, request: Request, destination: Addr) -> None:
+        transport.layer.send_request(request, destination, transport.now())
+        transport.flush()
 
     def forget(self, call: SipCall) -> None:
         self.calls.pop(call.dialog_key, None)
@@ -260,16 +139,15 @@ class SipEndpoint(asyncio.DatagramProtocol):
 
     # -- events -------------------------------------------------------------------------
 
-    def _process_events(self) -> None:
-        while (event := self.layer.next_event()) is not None:
+    def _process_events(self, transport: SipTransport) -> None:
+        layer = transport.layer
+        while (event := layer.next_event()) is not None:
             if isinstance(event, RequestReceived):
-                self._on_request(event.request, event.transaction)
+                self._on_request(transport, event.request, event.transaction)
             elif isinstance(event, CancelReceived):
+                # The layer has answered the CANCEL and sent the 487 already.
                 call = self._calls_by_invite.get(id(event.invite))
                 if call is not None and call.state in (CallState.INCOMING, CallState.RINGING):
-                    self.respond(
-                        call.invite, make_response(call.request, 487, to_tag=call.local_tag)
-                    )
                     call.remote_ended("caller cancelled")
                     call.finish()
             elif isinstance(event, AckReceived):
@@ -284,34 +162,61 @@ class SipEndpoint(asyncio.DatagramProtocol):
             elif isinstance(event, ClientTimeout):
                 tx = event.transaction
                 log.info("%s to %s:%s timed out", tx.request.method, *tx.destination)
+                handler = self.handlers.get("timeout")
+                if handler is not None:
+                    handler(transport, tx.request, tx)  # type: ignore[arg-type]
             elif isinstance(event, ResponseReceived):
-                pass  # answers to our BYE need no action
+                handler = self.handlers.get("response")
+                if handler is not None:
+                    handler(transport, event.response, event.transaction)  # type: ignore[arg-type]
 
-    def _on_request(self, request: Request, tx: ServerTransaction) -> None:
+    def _on_request(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
         method = request.method
-        if method == "INVITE":
-            if tag_of(request.headers["To"]) is not None:
-                self._on_reinvite(request, tx)
-            else:
-                self._on_invite(request, tx)
-        elif method == "BYE":
-            self._on_bye(request, tx)
-        elif method == "OPTIONS":
+        unsupported = self._unsupported_extensions(request)
+        if unsupported and method not in ("CANCEL", "BYE"):
             self.respond(
+                transport,
                 tx,
                 make_response(
                     request,
-                    200,
+                    420,
                     to_tag=new_tag(),
-                    headers=[("Allow", ALLOW), ("Accept", "application/sdp")],
+                    headers=[("Unsupported", ", ".join(unsupported))],
                 ),
             )
+            return
+        if method in self.handlers:
+            self.handlers[method](transport, request, tx)
+        elif method == "INVITE":
+            if tag_of(request.headers["To"]) is not None:
+                self._on_reinvite(transport, request, tx)
+            else:
+                self._on_invite(transport, request, tx)
+        elif method == "BYE":
+            self._on_bye(transport, request, tx)
+        elif method == "OPTIONS":
+            headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
+            self.respond(
+                transport, tx, make_response(request, 200, to_tag=new_tag(), headers=headers)
+            )
         elif method == "INFO":
-            self._on_info(request, tx)
-        elif method in ("REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "PRACK", "UPDATE", "REFER"):
-            self.respond(tx, make_response(request, 405, headers=[("Allow", ALLOW)]))
+            self._on_info(transport, request, tx)
+        elif method == "UPDATE":
+            self._on_update(transport, request, tx)
+        elif method == "PRACK":
+            # We never send reliable provisionals, so no PRACK can match one (RFC 3262 3).
+            self.respond(transport, tx, make_response(request, 481))
+        elif method in ("REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PUBLISH"):
+            # REGISTER and SUBSCRIBE are served when the server installs their handlers.
+            self.respond(transport, tx, make_response(request, 405, headers=[("Allow", ALLOW)]))
         else:
-            self.respond(tx, make_response(request, 501, headers=[("Allow", ALLOW)]))
+            self.respond(transport, tx, make_response(request, 501, headers=[("Allow", ALLOW)]))
+
+    @staticmethod
+    def _unsupported_extensions(request: Request) -> list[str]:
+        required = ",".join(request.headers.getlist("Require"))
+        tags = [t.strip() for t in required.split(",") if t.strip()]
+        return [t for t in tags if t.lower() not in SUPPORTED_EXTENSIONS]
 
     def _dialog_of(self, request: Request) -> SipCall | None:
         key = (
@@ -321,7 +226,9 @@ class SipEndpoint(asyncio.DatagramProtocol):
         )
         return self.calls.get(key)
 
-    def _on_invite(self, request: Request, tx: ServerTransaction) -> None:
+    # -- calls --------------------------------------------------------------------------
+
+    def _on_invite(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
         try:
             offer = parse_sdp(request.body) if request.body else None
             if offer is None:
@@ -330,6 +237,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
         except SdpError as exc:
             log.info("INVITE %s refused: %s", request.headers["Call-ID"], exc)
             self.respond(
+                transport,
                 tx,
                 make_response(
                     request, 488, to_tag=new_tag(), headers=[("Warning", f'399 - "{exc}"')]
@@ -340,43 +248,47 @@ class SipEndpoint(asyncio.DatagramProtocol):
         handler = self.router(info)
         if handler is None:
             log.info("no dial plan entry for %s@%s", info.exten, info.context)
-            self.respond(tx, make_response(request, 404, to_tag=new_tag()))
+            self.respond(transport, tx, make_response(request, 404, to_tag=new_tag()))
             return
-        task = asyncio.ensure_future(self._start_call(request, tx, negotiated, info, handler))
+        task = asyncio.ensure_future(
+            self._run_call(transport, request, tx, negotiated, info, handler)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start_call(
+    async def _run_call(
         self,
+        transport: SipTransport,
         request: Request,
         tx: ServerTransaction,
         negotiated: NegotiatedAudio,
         info: CallerInfo,
         handler: CallHandler,
     ) -> None:
-        media = RtpSession(self.clock)
+        media = RtpSession(self.clock, self.config.rtp_timeout, self.config.comedia)
         try:
             await media.open(self.rtp_host, self.config.rtp_ports)
         except OSError as exc:
             log.error("call %s: %s", info.call_id, exc)
-            self.respond(tx, make_response(request, 503, to_tag=new_tag()))
-            self._flush()
+            self.respond(transport, tx, make_response(request, 503, to_tag=new_tag()))
             return
         media.configure(negotiated)
         if tx.final_code:
             media.close()  # cancelled while we were opening the socket
             return
-        call = SipCall(self, tx, negotiated, media, info)
+        call = SipCall(self, transport, tx, negotiated, media, info)
         self.calls[call.dialog_key] = call
         self._calls_by_invite[id(tx)] = call
+        media.on_timeout = lambda: call.channel.hangup(None, "RTP timeout")
         log.info(
-            "call %s from %r <%s> to %s@%s (%s)",
+            "call %s from %r <%s> to %s@%s (%s, %s)",
             call.call_id,
             info.caller_id_name,
             info.caller_id_num,
             info.exten,
             info.context,
             negotiated.codec,
+            transport.name,
         )
         try:
             await handler(call.channel)
@@ -385,10 +297,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
         finally:
             if call.state != CallState.ENDED:
                 call.channel.hangup(None, "application finished")
-            if call.pending_bye is not None:
-                self.respond(call.pending_bye, make_response(call.pending_bye.request, 200))
-                call.pending_bye = None
-            self._flush()
+            self._answer_pending_bye(call)
 
     def _caller_info(self, request: Request) -> CallerInfo:
         """Who calls and for whom; a forwarded call is routed by the diverting number."""
@@ -413,54 +322,78 @@ class SipEndpoint(asyncio.DatagramProtocol):
             headers={key.lower(): request.headers[key] for key in request.headers.keys()},
         )
 
-    def _on_bye(self, request: Request, tx: ServerTransaction) -> None:
+    def _on_bye(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
         call = self._dialog_of(request)
         if call is None:
-            self.respond(tx, make_response(request, 481))
+            self.respond(transport, tx, make_response(request, 481))
             return
         call.remote_ended("caller hung up")
         if call.state == CallState.ENDED:
-            self.respond(tx, make_response(request, 200))
+            self.respond(transport, tx, make_response(request, 200))
             return
-        # Answer once the application has stored the message (see _start_call), or at the
+        # Answer once the application has stored the message (_run_call), or at the
         # deadline, whichever comes first.
         call.pending_bye = tx
         asyncio.get_running_loop().call_later(BYE_ANSWER_DEADLINE, self._answer_bye_late, call)
 
+    def _answer_pending_bye(self, call: SipCall) -> None:
+        if call.pending_bye is not None:
+            bye, call.pending_bye = call.pending_bye, None
+            self.respond(call.transport, bye, make_response(bye.request, 200))
+
     def _answer_bye_late(self, call: SipCall) -> None:
         if call.pending_bye is not None:
             log.warning("call %s: answering BYE before the application finished", call.call_id)
-            self.respond(call.pending_bye, make_response(call.pending_bye.request, 200))
-            call.pending_bye = None
+            self._answer_pending_bye(call)
 
-    def _on_reinvite(self, request: Request, tx: ServerTransaction) -> None:
+    def _renegotiate(
+        self, transport: SipTransport, request: Request, tx: ServerTransaction
+    ) -> SipCall | None:
+        """re-INVITE and UPDATE: a new offer (hold, new address) or a session refresh."""
         call = self._dialog_of(request)
         if call is None:
-            self.respond(tx, make_response(request, 481))
-            return
-        try:
-            negotiated = negotiate(parse_sdp(request.body)) if request.body else call.negotiated
-        except SdpError:
-            self.respond(tx, make_response(request, 488))
-            return
-        call.negotiated = negotiated
-        call.media.configure(negotiated)
-        body = build_answer(negotiated, self.rtp_host, call.media.local_port, call.session_id, 2)
+            self.respond(transport, tx, make_response(request, 481))
+            return None
+        body = b""
+        if request.body:
+            try:
+                negotiated = negotiate(parse_sdp(request.body))
+            except SdpError as exc:
+                self.respond(
+                    transport,
+                    tx,
+                    make_response(request, 488, headers=[("Warning", f'399 - "{exc}"')]),
+                )
+                return None
+            call.negotiated = negotiated
+            call.media.configure(negotiated)
+            call.sdp_version += 1
+            body = call.sdp_answer()
         self.respond(
+            transport,
             tx,
             make_response(
                 request,
                 200,
                 body=body,
-                content_type="application/sdp",
-                headers=[("Contact", f"<sip:{call.channel.info.exten}@{self.contact_host}>")],
+                content_type="application/sdp" if body else None,
+                headers=[("Contact", call.contact()), *session_timer_headers(request)],
             ),
         )
+        return call
 
-    def _on_info(self, request: Request, tx: ServerTransaction) -> None:
+    def _on_reinvite(
+        self, transport: SipTransport, request: Request, tx: ServerTransaction
+    ) -> None:
+        self._renegotiate(transport, request, tx)
+
+    def _on_update(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
+        self._renegotiate(transport, request, tx)
+
+    def _on_info(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
         call = self._dialog_of(request)
         if call is None:
-            self.respond(tx, make_response(request, 481))
+            self.respond(transport, tx, make_response(request, 481))
             return
         content_type = (request.headers.get("Content-Type") or "").lower()
         body = request.body.decode("utf-8", "replace")
@@ -473,30 +406,22 @@ class SipEndpoint(asyncio.DatagramProtocol):
         elif content_type.startswith("application/dtmf"):
             digit = body.strip()[:1]
         if digit and digit in "0123456789*#ABCD":
-            call.channel._digit_received(digit)
-        self.respond(tx, make_response(request, 200))
+            call.channel.digit_received(digit)
+        self.respond(transport, tx, make_response(request, 200))
 
     # -- requests we send ---------------------------------------------------------------
 
     def send_bye(self, call: SipCall) -> None:
-        """BYE within the dialog, to where the INVITE came from (nat=force_rport)."""
+        """BYE within the dialog: through the Record-Route set, else to where the INVITE
+        came from (chan_sip's default nat=force_rport)."""
         request = call.request
-        try:
-            contact = Address.parse_many(request.headers["Contact"])[0].uri
-        except (KeyError, ValueError, IndexError):
-            contact = Address.parse(request.headers["From"]).uri
-        target = URI(
-            scheme=contact.scheme,
-            host=contact.host,
-            user=contact.user,
-            port=contact.port,
-            parameters=contact.parameters,
-        )
+        contact = call.remote_target()
+        uri = contact.uri if contact else Address.parse(request.headers["From"]).uri
         call.local_cseq += 1
-        bye = Request("BYE", target)
-        host, port = self.contact_host.rsplit(":", 1)
-        bye.headers.add("Via", f"{Via('UDP', host, int(port))};branch={new_branch()};rport")
-        for route in request.headers.getlist("Record-Route"):
+        bye = Request("BYE", uri)
+        bye.headers.add("Via", self.via_for(call.transport))
+        routes = request.headers.getlist("Record-Route")
+        for route in routes:
             bye.headers.add("Route", route)
         bye.headers.add("Max-Forwards", "70")
         to_value = request.headers["To"]
@@ -507,5 +432,16 @@ class SipEndpoint(asyncio.DatagramProtocol):
         bye.headers.add("Call-ID", call.call_id)
         bye.headers.add("CSeq", f"{call.local_cseq} BYE")
         bye.headers.add("User-Agent", SERVER_NAME)
-        self.layer.send_request(bye, call.invite.source, self._now())
-        self._flush()
+        destination = call.invite.source
+        if routes and call.transport.name == "UDP":
+            destination = _first_hop(routes[0]) or destination
+        self.send_request(call.transport, bye, destination)
+
+
+def _first_hop(route: str) -> Addr | None:
+    """The address of a Record-Route entry we send to first (a loose router, RFC 3261 16.12)."""
+    try:
+        uri: URI = Address.parse_many(route)[0].uri
+    except (ValueError, IndexError):
+        return None
+    return (uri.host.strip("[]"), uri.port or 5060)

@@ -12,7 +12,7 @@ import secrets
 from sipmessage import CSeq, Message, Request, Response, Via
 
 SERVER_NAME = "ARA Voicemail"
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REGISTER, SUBSCRIBE"
 MAX_MESSAGE_SIZE = 65535
 
 REASON_PHRASES = {
@@ -21,16 +21,20 @@ REASON_PHRASES = {
     183: "Session Progress",
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
     415: "Unsupported Media Type",
+    420: "Bad Extension",
+    423: "Interval Too Brief",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     486: "Busy Here",
     487: "Request Terminated",
     488: "Not Acceptable Here",
+    489: "Bad Event",
     500: "Server Internal Error",
     501: "Not Implemented",
     503: "Service Unavailable",

@@ -152,9 +152,15 @@ class _Timer:
 
 
 class TransactionLayer:
-    """All transactions of one UDP endpoint."""
+    """All transactions of one transport.
 
-    def __init__(self) -> None:
+    `reliable=True` is for stream transports (TCP, TLS): nothing is retransmitted (timers
+    E and G off), the absorbing timers I, J and K are zero (RFC 3261 17), and responses go
+    back to the connection the request came from (18.2.2), named by its remote address.
+    """
+
+    def __init__(self, reliable: bool = False) -> None:
+        self.reliable = reliable
         self._server: dict[tuple[str, str, str], ServerTransaction] = {}
         self._accepted: dict[tuple[str, int, str], ServerTransaction] = {}
         self._client: dict[tuple[str, str], ClientTransaction] = {}
@@ -191,7 +197,7 @@ class TransactionLayer:
             cseq_of(request)  # a response with a CSeq the client cannot read is no answer
             stamp_received(request, source)
             response = make_response(request, 400, f"Bad Request ({reason})"[:120])
-            self._outgoing.append((serialize(response), response_address(request, source)))
+            self._outgoing.append((serialize(response), self._reply_address(request, source)))
         except (ValueError, KeyError, IndexError):
             return  # no usable Via, From, To...: nothing routable
 
@@ -220,7 +226,7 @@ class TransactionLayer:
             key=key,
             request=request,
             source=source,
-            reply_to=response_address(request, source),
+            reply_to=self._reply_address(request, source),
             state=ServerState.PROCEEDING if is_invite else ServerState.TRYING,
         )
         self._server[key] = tx
@@ -241,7 +247,7 @@ class TransactionLayer:
         self, request: Request, source: Addr, branch: str, sent_by: str, now: float
     ) -> None:
         invite = self._server.get((branch, sent_by, "INVITE"))
-        reply_to = response_address(request, source)
+        reply_to = self._reply_address(request, source)
         if invite is None:
             response = make_response(request, 481)
             self._outgoing.append((serialize(response), reply_to))
@@ -270,7 +276,9 @@ class TransactionLayer:
         invite = self._server.get((branch, sent_by, "INVITE"))
         if invite is not None and invite.state == ServerState.COMPLETED:
             invite.state = ServerState.CONFIRMED
-            self._schedule(now + T4, "I", invite)  # timer I: absorb further ACKs, then forget
+            self._schedule(
+                now + (0 if self.reliable else T4), "I", invite
+            )  # timer I: absorb further ACKs, then forget
             return
         if invite is not None and invite.state == ServerState.CONFIRMED:
             return  # ACK retransmission
@@ -297,7 +305,7 @@ class TransactionLayer:
             return
         tx.state = ClientState.COMPLETED
         tx.response = response
-        self._schedule(now + T4, "K", tx)
+        self._schedule(now + (0 if self.reliable else T4), "K", tx)
         self._events.append(ResponseReceived(response, tx))
 
     # -- commands from the user agent --------------------------------------------------
@@ -316,7 +324,7 @@ class TransactionLayer:
                 self._outgoing.append((tx.last_response, tx.reply_to))
             else:
                 self._send_final_non_invite(tx, response)
-                self._schedule(now + 64 * T1, "J", tx)
+                self._schedule(now + (0 if self.reliable else 64 * T1), "J", tx)
             return
         if tx.to_tag is None:
             tx.to_tag = tag_of(response.headers["To"])
@@ -337,7 +345,8 @@ class TransactionLayer:
             self._accepted[tx.dialog_key] = tx
         else:
             tx.state = ServerState.COMPLETED
-        self._schedule(now + T1, "G", tx)  # retransmit 2xx or non-2xx final
+        if not self.reliable:
+            self._schedule(now + T1, "G", tx)  # retransmit 2xx or non-2xx final
         self._schedule(now + 64 * T1, "H", tx)  # give up waiting for the ACK
 
     def _send_final_non_invite(self, tx: ServerTransaction, response: Response) -> None:
@@ -354,13 +363,17 @@ class TransactionLayer:
         tx = ClientTransaction(key=key, request=request, destination=destination, data=data)
         self._client[key] = tx
         self._outgoing.append((data, destination))
-        self._schedule(now + T1, "E", tx)
+        if not self.reliable:
+            self._schedule(now + T1, "E", tx)
         self._schedule(now + 64 * T1, "F", tx)
         return tx
 
     def send_raw(self, data: bytes, destination: Addr) -> None:
         """Send outside any transaction (an ACK for a 2xx we received, for instance)."""
         self._outgoing.append((data, destination))
+
+    def _reply_address(self, request: Request, source: Addr) -> Addr:
+        return source if self.reliable else response_address(request, source)
 
     # -- output ------------------------------------------------------------------------
 

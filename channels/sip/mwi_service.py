@@ -1,0 +1,221 @@
+"""Message-waiting indication: who gets a NOTIFY, and when.
+
+The channel does not count messages. The server hands it a `counter` (mailboxes -> (new,
+old)); we call it when a phone registers or subscribes, when the server says a mailbox
+changed, and on a poll (so a deposit made by another server on the same database reaches
+our phones). A NOTIFY is sent when the counts a phone last saw differ, and always on
+REGISTER and SUBSCRIBE, as chan_sip does. Phones with `subscribemwi=yes` only get NOTIFYs
+through their subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sipmessage import Address, Request
+
+from storage.odbc import DatabaseError
+
+from .messages import make_response, new_branch, new_call_id, new_tag
+from .mwi import (
+    Subscription,
+    SubscriptionManager,
+    build_notify,
+    build_unsolicited_notify,
+    message_summary,
+)
+from .peers import Peer
+from .registrar import Binding
+from .registration import Registrations
+from .transactions import ClientTransaction, ServerTransaction
+
+log = logging.getLogger(__name__)
+
+Mailboxes = list[tuple[str, str]]
+Counter = Callable[[Mailboxes], Awaitable[tuple[int, int]]]
+
+
+@dataclass
+class MwiService:
+    endpoint: object  # SipEndpoint
+    registrations: Registrations
+    counter: Counter
+    poll_interval: float = 5.0  # 0: no polling
+    subscriptions: SubscriptionManager = field(default_factory=SubscriptionManager)
+    # Counts last sent by unsolicited NOTIFY, per peer.
+    _sent: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _pending: dict[int, Subscription] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self) -> None:
+        self.registrations.on_registered = self.peer_registered
+        self._spawn(self._housekeeping())
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _count(self, mailboxes: Mailboxes) -> tuple[int, int] | None:
+        try:
+            return await self.counter(mailboxes)
+        except DatabaseError as exc:
+            log.warning("MWI: cannot count %s: %s", mailboxes, exc)
+            return None
+
+    # -- SUBSCRIBE ------------------------------------------------------------------------
+
+    def handle_subscribe(self, transport: object, request: Request, tx: ServerTransaction) -> None:
+        self._spawn(self._subscribe(transport, request, tx))
+
+    async def _subscribe(self, transport: object, request: Request, tx: ServerTransaction) -> None:
+        endpoint = self.endpoint
+        try:
+            user = Address.parse(request.headers["From"]).uri.user or ""
+        except ValueError:
+            endpoint.respond(transport, tx, make_response(request, 400, "Bad From"))
+            return
+        in_dialog = "tag=" in request.headers["To"]
+        peer: Peer | None
+        if in_dialog:
+            peer = await self.registrations.peers.find(user)  # refresh: the dialog authenticates
+        else:
+            peer = await self.registrations.authenticate(transport, request, tx, user)
+            if peer is None:
+                return
+        mailboxes = peer.mailbox if peer is not None else []
+        now = transport.now()
+        outcome = self.subscriptions.subscribe(
+            request, tx.source, transport.name.lower(), user, mailboxes, now
+        )
+        contact = endpoint.contact_for(transport, request.uri.user or "asterisk")
+        endpoint.respond(transport, tx, outcome.response(request, contact=contact))
+        subscription = outcome.subscription
+        if outcome.code // 100 != 2 or subscription is None:
+            return
+        if not in_dialog:
+            log.info("peer %s subscribed to MWI for %s", user, mailboxes)
+        await self._notify_subscription(subscription, peer, force=True)
+
+    async def _notify_subscription(
+        self, subscription: Subscription, peer: Peer | None, force: bool
+    ) -> None:
+        counts = await self._count(subscription.mailboxes) or subscription.last_counts or (0, 0)
+        if not force and counts == subscription.last_counts:
+            return
+        transport = self.endpoint.transport_named(subscription.transport)
+        if transport is None:
+            return
+        body = self._body(counts, peer, transport)
+        now = transport.now()
+        request = build_notify(
+            subscription,
+            body,
+            local_host=transport.host,
+            local_port=transport.port,
+            branch=new_branch(),
+            now=now,
+        )
+        subscription.last_counts = counts
+        tx = transport.layer.send_request(request, subscription.source, now)
+        self._pending[id(tx)] = subscription
+        transport.flush()
+
+    # -- unsolicited NOTIFY to registered peers ------------------------------------------
+
+    def peer_registered(self, peer: Peer, binding: Binding) -> None:
+        """chan_sip sends MWI on every successful REGISTER (refreshes too)."""
+        if peer.mailbox and not peer.subscribemwi:
+            self._spawn(self._notify_peer(peer, binding, force=True))
+
+    async def _notify_peer(self, peer: Peer, binding: Binding, force: bool) -> None:
+        counts = await self._count(peer.mailbox)
+        if counts is None or (not force and self._sent.get(peer.name) == counts):
+            return
+        transport = self.endpoint.transport_named(binding.transport)
+        if transport is None:
+            return
+        body = self._body(counts, peer, transport)
+        request = build_unsolicited_notify(
+            binding.uri,
+            body,
+            local_host=transport.host,
+            local_port=transport.port,
+            branch=new_branch(),
+            from_user=peer.options.get("mwi_from") or peer.vmexten,
+            call_id=new_call_id(transport.host),
+            tag=new_tag(),
+            transport=transport.name.lower(),
+        )
+        self._sent[peer.name] = counts
+        transport.layer.send_request(request, binding.address, transport.now())
+        transport.flush()
+
+    def _body(self, counts: tuple[int, int], peer: Peer | None, transport: object) -> bytes:
+        return message_summary(
+            counts[0],
+            counts[1],
+            vmexten=peer.vmexten if peer is not None else "asterisk",
+            domain=(peer.fromdomain if peer is not None and peer.fromdomain else transport.host),
+            port=transport.port,
+            transport=transport.name.lower(),
+            buggymwi=peer.buggymwi if peer is not None else False,
+        )
+
+    # -- changes --------------------------------------------------------------------------
+
+    def mailbox_changed(self, mailbox: str, context: str) -> None:
+        """The server changed a mailbox: tell every phone that watches it."""
+        self._spawn(self._mailbox_changed(mailbox, context))
+
+    async def _mailbox_changed(self, mailbox: str, context: str) -> None:
+        for subscription in self.subscriptions.for_mailbox(mailbox, context):
+            peer = await self.registrations.peers.find(subscription.peer_name)
+            await self._notify_subscription(subscription, peer, force=False)
+        for peer in self.registrations.peers.in_memory():
+            if (mailbox, context) in peer.mailbox and not peer.subscribemwi:
+                binding = self.registrations.registrar.binding(peer.name)
+                if binding is not None:
+                    await self._notify_peer(peer, binding, force=False)
+
+    async def poll(self) -> None:
+        """Recount every watched mailbox and notify where it changed (other servers)."""
+        for subscription in self.subscriptions.subscriptions():
+            peer = await self.registrations.peers.find(subscription.peer_name)
+            await self._notify_subscription(subscription, peer, force=False)
+        for peer in self.registrations.peers.in_memory():
+            if peer.mailbox and not peer.subscribemwi:
+                binding = self.registrations.registrar.binding(peer.name)
+                if binding is not None:
+                    await self._notify_peer(peer, binding, force=False)
+
+    def notify_result(self, transaction: ClientTransaction, code: int | None) -> None:
+        """A NOTIFY we sent was answered (or timed out): drop dead subscriptions."""
+        subscription = self._pending.pop(id(transaction), None)
+        if subscription is not None and not self.subscriptions.notify_result(subscription, code):
+            log.info("MWI subscription of %s ended (%s)", subscription.peer_name, code)
+        elif code is None or code >= 300:
+            if transaction.request.method == "NOTIFY" and subscription is None:
+                log.info("unsolicited NOTIFY to %s failed (%s)", transaction.destination, code)
+
+    async def _housekeeping(self) -> None:
+        elapsed = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            elapsed += 1.0
+            try:
+                for subscription in self.subscriptions.expire(asyncio.get_running_loop().time()):
+                    peer = await self.registrations.peers.find(subscription.peer_name)
+                    await self._notify_subscription(subscription, peer, force=True)
+                if self.poll_interval and elapsed >= self.poll_interval:
+                    elapsed = 0.0
+                    await self.poll()
+            except Exception:  # noqa: BLE001 - keep the loop alive
+                log.exception("MWI housekeeping failed")

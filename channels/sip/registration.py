@@ -1,0 +1,344 @@
+"""Peers and their registrations: sip.conf and realtime `sippeers`, as chan_sip does it.
+
+A REGISTER is authenticated with digest, its binding kept by the sans-I/O `Registrar`, and
+with `rtupdate=yes` written back to the peer's row (`ipaddr`, `port`, `regseconds`, ...).
+With `rtcachefriends=yes` a realtime peer that registers stays in memory for the life of
+its registration (or `rtautoclear` seconds), so it gets MWI NOTIFYs and qualify pings;
+without it a realtime peer is loaded for one request and dropped, the limitation the ARA
+article describes. Peers with `qualify` are pinged with OPTIONS every `qualifyfreq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sipmessage import URI, Address, Request
+
+from storage.odbc import DatabaseError
+from storage.realtime import Realtime
+
+from .auth import AuthResult, FailureLimiter, NonceManager, challenge, parse_credentials, verify
+from .messages import SERVER_NAME, make_response, new_call_id, new_tag
+from .peers import Peer
+from .registrar import (
+    Binding,
+    RegisterAction,
+    Registrar,
+    binding_from_realtime,
+    realtime_clear,
+    realtime_update,
+)
+from .transactions import ClientTransaction, ServerTransaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RealtimeOptions:
+    """sip.conf [general] realtime switches (fact sheet 2.5)."""
+
+    rtcachefriends: bool = False
+    rtupdate: bool = True
+    rtautoclear: int = 0  # seconds a cached friend lives; 0: as long as its registration
+    ignoreregexpire: bool = False
+    regserver: str = ""
+
+
+@dataclass
+class CachedPeer:
+    peer: Peer
+    until: float | None = None  # rtautoclear deadline for realtime peers
+
+
+@dataclass
+class QualifyState:
+    sent_at: float
+    transaction: ClientTransaction | None = None
+    lastms: int = 0
+
+
+class PeerDirectory:
+    """Find peers by name: sip.conf first, then the cache, then the realtime family."""
+
+    def __init__(
+        self,
+        static: dict[str, Peer],
+        realtime: Realtime | None,
+        options: RealtimeOptions,
+        defaults: dict[str, str] | None = None,
+    ) -> None:
+        self.static = static
+        self.realtime = realtime
+        self.options = options
+        self.defaults = defaults or {}
+        self.cache: dict[str, CachedPeer] = {}
+
+    async def find(self, name: str) -> Peer | None:
+        peer = self.static.get(name)
+        if peer is not None:
+            return peer
+        cached = self.cache.get(name)
+        if cached is not None:
+            return cached.peer
+        if self.realtime is None or not self.realtime.has_family("sippeers"):
+            return None
+        try:
+            row = await self.realtime.load("sippeers", name=name)
+        except DatabaseError as exc:
+            log.warning("realtime sippeers lookup of %s failed: %s", name, exc)
+            return None
+        if row is None:
+            return None
+        try:
+            return Peer.from_options(name, row, realtime=True, defaults=self.defaults)
+        except ValueError as exc:
+            log.warning("realtime peer %s is unusable: %s", name, exc)
+            return None
+
+    def keep(self, peer: Peer, now: float) -> None:
+        """rtcachefriends: keep a realtime peer in memory, like a sip.conf friend."""
+        if peer.realtime and self.options.rtcachefriends:
+            until = now + self.options.rtautoclear if self.options.rtautoclear else None
+            self.cache[peer.name] = CachedPeer(peer, until)
+
+    def drop(self, name: str) -> None:
+        self.cache.pop(name, None)
+
+    def in_memory(self) -> list[Peer]:
+        return list(self.static.values()) + [c.peer for c in self.cache.values()]
+
+    async def write_back(self, peer: Peer, fields: dict[str, str]) -> None:
+        if not peer.realtime or not self.options.rtupdate or self.realtime is None:
+            return
+        try:
+            await self.realtime.update("sippeers", "name", peer.name, fields)
+        except DatabaseError as exc:
+            log.warning("could not write registration of %s back to sippeers: %s", peer.name, exc)
+
+
+@dataclass
+class Registrations:
+    """REGISTER handling, expiry, and qualify, for one endpoint."""
+
+    endpoint: object  # the SipEndpoint (respond, send_request, via_for, transport_named)
+    peers: PeerDirectory
+    realm: str = "asterisk"
+    on_registered: Callable[[Peer, Binding], None] | None = None
+    registrar: Registrar = field(default_factory=Registrar)
+    nonces: NonceManager = field(default_factory=lambda: NonceManager(secrets.token_bytes(32)))
+    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    qualifying: dict[str, QualifyState] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self) -> None:
+        self._spawn(self._housekeeping())
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # -- authentication, shared with SUBSCRIBE --------------------------------------------
+
+    async def authenticate(
+        self, transport: object, request: Request, tx: ServerTransaction, user: str
+    ) -> Peer | None:
+        """The peer `user`, after ACL and digest checks; None when a response was sent.
+
+        Unknown names are challenged like known ones (chan_sip's alwaysauthreject), so a
+        scanner cannot tell which exist.
+        """
+        endpoint = self.endpoint
+        source_ip = tx.source[0]
+        now = self.now()
+        if self.limiter.blocked(source_ip, now):
+            endpoint.respond(transport, tx, make_response(request, 403, "Too many failed attempts"))
+            return None
+        peer = await self.peers.find(user)
+        if peer is not None and not peer.acl.allows(source_ip):
+            log.info("%s from %s for %s refused by ACL", request.method, source_ip, user)
+            endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
+            return None
+        if peer is not None and not peer.requires_auth:
+            return peer
+        header = request.headers.get("Authorization")
+        if not header:
+            self._challenge(transport, request, tx, stale=False)
+            return None
+        try:
+            credentials = parse_credentials(header)
+        except ValueError:
+            endpoint.respond(transport, tx, make_response(request, 400, "Bad Authorization"))
+            return None
+        if peer is None:
+            result = AuthResult.FAILED
+        else:
+            result = verify(
+                credentials,
+                request.method,
+                realm=self.realm,
+                username=peer.name,
+                secret=peer.secret or None,
+                md5secret=peer.md5secret or None,
+                nonces=self.nonces,
+                now=now,
+            )
+        if result is AuthResult.STALE:
+            self._challenge(transport, request, tx, stale=True)
+            return None
+        if result is AuthResult.FAILED or peer is None:
+            self.limiter.failed(source_ip, now)
+            log.info("%s from %s for %s: wrong credentials", request.method, source_ip, user)
+            endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
+            return None
+        self.limiter.succeeded(source_ip)
+        return peer
+
+    def _challenge(
+        self, transport: object, request: Request, tx: ServerTransaction, stale: bool
+    ) -> None:
+        value = challenge(self.realm, self.nonces.issue(self.now()), stale=stale)
+        response = make_response(
+            request, 401, to_tag=new_tag(), headers=[("WWW-Authenticate", value)]
+        )
+        self.endpoint.respond(transport, tx, response)
+
+    # -- REGISTER -------------------------------------------------------------------------
+
+    def handle_register(self, transport: object, request: Request, tx: ServerTransaction) -> None:
+        self._spawn(self._register(transport, request, tx))
+
+    async def _register(self, transport: object, request: Request, tx: ServerTransaction) -> None:
+        try:
+            user = Address.parse(request.headers["To"]).uri.user or ""
+        except ValueError:
+            self.endpoint.respond(transport, tx, make_response(request, 400, "Bad To"))
+            return
+        peer = await self.authenticate(transport, request, tx, user)
+        if peer is None:
+            return
+        if not peer.can_register:
+            self.endpoint.respond(
+                transport, tx, make_response(request, 403, "Peer is not dynamic", to_tag=new_tag())
+            )
+            return
+        now = self.now()
+        wall = int(time.time())
+        if peer.realtime and self.registrar.binding(peer.name) is None:
+            # Registered earlier, or at another server sharing the database.
+            restored = binding_from_realtime(peer.name, peer.options, wall, now)
+            if restored is not None:
+                self.registrar.restore(restored)
+        outcome = self.registrar.register(
+            request, tx.source, transport.name.lower(), peer, now, wall_clock_now=wall
+        )
+        self.endpoint.respond(
+            transport,
+            tx,
+            make_response(request, outcome.code, to_tag=new_tag(), headers=outcome.headers),
+        )
+        if outcome.code != 200:
+            return
+        binding = outcome.binding
+        if outcome.changed:
+            if outcome.action is RegisterAction.REMOVED:
+                log.info("peer %s unregistered", peer.name)
+                self.peers.drop(peer.name)
+                await self.peers.write_back(peer, realtime_clear())
+            elif binding is not None:
+                log.info(
+                    "peer %s registered at %s (%s:%s, %d s)",
+                    peer.name,
+                    binding.contact,
+                    *binding.address,
+                    binding.expires,
+                )
+                self.peers.keep(peer, now)
+                fields = realtime_update(binding, wall, regserver=self.peers.options.regserver)
+                await self.peers.write_back(peer, fields)
+        if binding is not None and self.on_registered is not None:
+            self.on_registered(peer, binding)
+
+    # -- expiry and qualify ----------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._expire()
+                self._qualify()
+            except Exception:  # noqa: BLE001 - keep the loop alive
+                log.exception("registration housekeeping failed")
+
+    async def _expire(self) -> None:
+        now = self.now()
+        for binding in self.registrar.expire(now):
+            log.info("registration of %s expired", binding.peer_name)
+            peer = await self.peers.find(binding.peer_name)
+            self.peers.drop(binding.peer_name)
+            if peer is not None and not self.peers.options.ignoreregexpire:
+                await self.peers.write_back(peer, realtime_clear())
+        for name, cached in list(self.peers.cache.items()):
+            if cached.until is not None and cached.until <= now:
+                del self.peers.cache[name]
+
+    def _qualify(self) -> None:
+        now = self.now()
+        for peer in self.peers.in_memory():
+            if not peer.qualify:
+                continue
+            binding = self.registrar.binding(peer.name)
+            if binding is None:
+                continue
+            state = self.qualifying.get(peer.name)
+            if state is not None and now - state.sent_at < peer.qualifyfreq:
+                continue
+            self._send_options(peer, binding, now)
+
+    def _send_options(self, peer: Peer, binding: Binding, now: float) -> None:
+        transport = self.endpoint.transport_named(binding.transport)
+        if transport is None:
+            return
+        request = Request("OPTIONS", URI.parse(binding.contact))
+        request.headers.add("Via", self.endpoint.via_for(transport))
+        request.headers.add("Max-Forwards", "70")
+        host = f"{transport.host}:{transport.port}"
+        request.headers.add("From", f"<sip:{self.realm}@{host}>;tag={new_tag()}")
+        request.headers.add("To", f"<{binding.contact}>")
+        request.headers.add("Call-ID", new_call_id(transport.host))
+        request.headers.add("CSeq", "102 OPTIONS")
+        request.headers.add("User-Agent", SERVER_NAME)
+        transaction = transport.layer.send_request(request, binding.address, transport.now())
+        transport.flush()
+        previous = self.qualifying.get(peer.name)
+        self.qualifying[peer.name] = QualifyState(
+            now, transaction, previous.lastms if previous else 0
+        )
+
+    async def qualify_answered(self, transaction: ClientTransaction, reachable: bool) -> None:
+        """A qualify OPTIONS got an answer (any final response) or timed out."""
+        for name, state in self.qualifying.items():
+            if state.transaction is transaction:
+                lastms = int((self.now() - state.sent_at) * 1000) if reachable else -1
+                if lastms != state.lastms:
+                    log.info(
+                        "peer %s qualify: %s", name, f"{lastms} ms" if reachable else "UNREACHABLE"
+                    )
+                state.lastms = lastms
+                state.transaction = None
+                peer = await self.peers.find(name)
+                if peer is not None:
+                    await self.peers.write_back(peer, {"lastms": str(lastms)})
+                return

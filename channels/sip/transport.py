@@ -1,0 +1,215 @@
+"""SIP transports: the asyncio sockets around one `TransactionLayer` each.
+
+UDP is one datagram socket. TCP (and TLS, the same with an SSL context) is a listening
+socket plus connections, each with a `StreamFramer` that cuts the byte stream into
+messages by Content-Length; a connection is named by its remote address, which is how the
+transaction layer addresses its answers. Idle connections are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+
+from .stream import FramingError, StreamFramer
+from .transactions import TransactionLayer
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+IDLE_TIMEOUT = 300.0  # seconds without traffic before we close a connection
+
+
+class SipTransport:
+    """What every transport shares: a transaction layer, its timer and its output."""
+
+    name = "UDP"
+
+    def __init__(self, reliable: bool, on_events: Callable[[SipTransport], None]) -> None:
+        self.layer = TransactionLayer(reliable=reliable)
+        self._on_events = on_events
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        self.host = ""
+        self.port = 0
+
+    @property
+    def via_transport(self) -> str:
+        return self.name
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def feed(self, data: bytes, source: Addr) -> None:
+        try:
+            self.layer.receive_datagram(data, source, self.now())
+            self._on_events(self)
+        except Exception:  # noqa: BLE001 - hostile input must never stop the endpoint
+            log.exception("error handling %s message from %s:%s", self.name, *source)
+        self.flush()
+
+    def flush(self) -> None:
+        for data, addr in self.layer.datagrams_to_send():
+            self.send(data, addr)
+        when = self.layer.get_timer()
+        if when is not None and when != self._timer_when:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_when = when
+            self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = None
+        try:
+            self.layer.handle_timer(self.now())
+            self._on_events(self)
+        except Exception:  # noqa: BLE001
+            log.exception("error in %s SIP timer", self.name)
+        self.flush()
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class UdpTransport(SipTransport, asyncio.DatagramProtocol):
+    name = "UDP"
+
+    def __init__(self, on_events: Callable[[SipTransport], None]) -> None:
+        super().__init__(False, on_events)
+        self.transport: asyncio.DatagramTransport | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        assert self.transport is not None
+        self.host, self.port = self.transport.get_extra_info("sockname")[:2]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.feed(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("SIP UDP socket error: %s", exc)
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, addr)
+
+    def close(self) -> None:
+        super().close()
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _StreamConnection(asyncio.Protocol):
+    def __init__(self, owner: StreamTransport) -> None:
+        self.owner = owner
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+        self.remote: Addr | None = None
+        self.last_activity = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = (peer[0], peer[1])
+        self.last_activity = self.owner.now()
+        self.owner.connections[self.remote] = self
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.owner.now()
+        try:
+            result = self.framer.feed(data)
+        except FramingError as exc:
+            log.info("closing %s connection from %s:%s: %s", self.owner.name, *self.remote, exc)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        if result.pong and self.transport is not None:
+            self.transport.write(b"\r\n")  # RFC 5626 keep-alive answer
+        assert self.remote is not None
+        for message in result.messages:
+            self.owner.feed(message, self.remote)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.remote is not None and self.owner.connections.get(self.remote) is self:
+            del self.owner.connections[self.remote]
+
+
+class StreamTransport(SipTransport):
+    """TCP, or TLS when given an SSL context."""
+
+    def __init__(
+        self, on_events: Callable[[SipTransport], None], ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        super().__init__(True, on_events)
+        self.name = "TLS" if ssl_context is not None else "TCP"
+        self.ssl_context = ssl_context
+        self.connections: dict[Addr, _StreamConnection] = {}
+        self.server: asyncio.base_events.Server | None = None
+        self._idle_task: asyncio.Task[None] | None = None
+        self._pending: dict[Addr, list[bytes]] = {}
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: _StreamConnection(self), host, port, ssl=self.ssl_context
+        )
+        self.host, self.port = self.server.sockets[0].getsockname()[:2]
+        self._idle_task = asyncio.ensure_future(self._close_idle())
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        connection = self.connections.get(addr)
+        if connection is not None and connection.transport is not None:
+            connection.transport.write(data)
+            connection.last_activity = self.now()
+            return
+        # No connection (the peer closed it): open one, as RFC 3261 18.2.2 allows.
+        queued = self._pending.setdefault(addr, [])
+        queued.append(data)
+        if len(queued) == 1:
+            asyncio.ensure_future(self._connect(addr))
+
+    async def _connect(self, addr: Addr) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _StreamConnection(self), addr[0], addr[1], ssl=self.ssl_context
+                ),
+                timeout=5,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.info("cannot open %s connection to %s:%s: %s", self.name, *addr, exc)
+            self._pending.pop(addr, None)
+            return
+        for data in self._pending.pop(addr, []):
+            self.send(data, addr)
+
+    async def _close_idle(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_TIMEOUT / 4)
+            now = self.now()
+            for connection in list(self.connections.values()):
+                if now - connection.last_activity > IDLE_TIMEOUT and connection.transport:
+                    connection.transport.close()
+
+    def close(self) -> None:
+        super().close()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.connections.values()):
+            if connection.transport is not None:
+                connection.transport.close()
