@@ -116,7 +116,11 @@ def parse_mailbox_line(context: str, mailbox: str, value: str) -> StaticMailbox:
 
 
 def load_voicemail_conf(path: Path) -> VoicemailSettings:
-    conf = load_config(path, required=False)
+    return voicemail_settings(load_config(path, required=False))
+
+
+def voicemail_settings(conf: ConfigFile) -> VoicemailSettings:
+    """voicemail.conf's content, from the file or from the database (ast_config)."""
     general: dict[str, str] = {}
     mailboxes: dict[tuple[str, str], StaticMailbox] = {}
     zones: dict[str, str] = {}

@@ -82,9 +82,49 @@ _APP_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.S
 _PRIORITY = re.compile(r"^(\d+|n|hint)(?:\(([^)]*)\))?$")
 
 
+@dataclass(frozen=True)
+class RealtimeSwitch:
+    """`switch => Realtime/[[db_context@]family][/options]` (pbx_realtime): look the
+    extension up in a realtime family; option `p` turns off pattern queries."""
+
+    db_context: str
+    family: str
+    patterns: bool = True
+
+    @classmethod
+    def parse(cls, value: str, context: str) -> RealtimeSwitch | None:
+        kind, _, rest = value.strip().partition("/")
+        if kind.strip().lower() != "realtime":
+            return None
+        target, _, options = rest.partition("/")
+        db_context, at, family = target.partition("@")
+        if not at:
+            db_context, family = "", target
+        return cls(
+            db_context.strip() or context, family.strip() or "extensions", "p" not in options
+        )
+
+
+def steps_from_rows(rows: list[dict[str, str]]) -> list[Step]:
+    """Dial plan steps from realtime `extensions` rows (context, exten, priority, app, appdata)."""
+    steps = []
+    for row in rows:
+        try:
+            priority = int(row.get("priority", ""))
+        except ValueError:
+            continue
+        steps.append(Step(priority, row.get("app", ""), row.get("appdata", ""), "realtime", 0))
+    return sorted(steps, key=lambda step: step.priority)
+
+
 class Dialplan:
-    def __init__(self, contexts: dict[str, dict[str, Extension]]) -> None:
+    def __init__(
+        self,
+        contexts: dict[str, dict[str, Extension]],
+        switches: dict[str, list[RealtimeSwitch]] | None = None,
+    ) -> None:
         self.contexts = contexts
+        self.switches = switches or {}
         self._regex: dict[str, re.Pattern[str]] = {}
         for extensions in contexts.values():
             for ext in extensions.values():
@@ -94,10 +134,21 @@ class Dialplan:
     @classmethod
     def from_config(cls, conf: ConfigFile) -> Dialplan:
         contexts: dict[str, dict[str, Extension]] = {}
+        switches: dict[str, list[RealtimeSwitch]] = {}
         for section in conf.sections:
             if section.name.lower() in ("general", "globals"):
                 continue
             extensions = contexts.setdefault(section.name, {})
+            for variable in section.variables:
+                if variable.name.lower() == "switch":
+                    switch = RealtimeSwitch.parse(variable.value, section.name)
+                    if switch is None:
+                        raise ConfigError(
+                            variable.filename,
+                            variable.line,
+                            f"only Realtime switches are supported, got {variable.value!r}",
+                        )
+                    switches.setdefault(section.name, []).append(switch)
             last: Extension | None = None
             last_priority = 0
             for variable in section.variables:
@@ -139,7 +190,7 @@ class Dialplan:
                 last.steps.append(Step(priority, app, args, *where))
                 last.steps.sort(key=lambda s: s.priority)
                 last_priority = priority
-        return cls(contexts)
+        return cls(contexts, switches)
 
     def match(self, context: str, exten: str) -> Extension | None:
         extensions = self.contexts.get(context)

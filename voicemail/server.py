@@ -16,16 +16,19 @@ from channels.sip.endpoint import CallHandler, EndpointConfig, SipEndpoint
 from channels.sip.mwi_service import MwiService
 from channels.sip.peers import Peer
 from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrations
+from storage.conffile import ConfigError
 from storage.messages import MessageStore
-from storage.odbc import DatabaseError, OdbcPool
+from storage.odbc import DatabaseError, OdbcPool, check_blob_column
 from storage.realtime import Realtime
+from storage.realtime_tables import extensions_table, sippeers_table
 from storage.schema import create_tables, messages_table, voicemail_table
 from storage.schemacheck import Finding, check_table
 from storage.spool import PendingMessage, Spool, SpoolFlusher
+from storage.staticconfig import ast_config_table
 
 from .app_voicemail import VoiceMailApp
-from .config import ServerConfig
-from .dialplan import Dialplan, Step, substitute
+from .config import ServerConfig, voicemail_settings
+from .dialplan import Dialplan, Step, pattern_regex, steps_from_rows, substitute
 from .mailboxes import MailboxDirectory
 from .sounds import SoundLibrary, SoundNotFound
 
@@ -53,6 +56,7 @@ class VoicemailServer:
         self.flusher: SpoolFlusher | None = None
         self._flusher_task: asyncio.Future[None] | None = None
         self.registrations: Registrations | None = None
+        self._started: set[str] = set()
         self.mwi: MwiService | None = None
 
     def _pool(self, class_name: str) -> OdbcPool:
@@ -65,35 +69,66 @@ class VoicemailServer:
             self.pools[class_name] = pool
         return pool
 
-    async def open_storage(self) -> None:
-        """Connect every class we use; a dead database stops start-up with its message."""
-        storage_pool = self._pool(self.config.voicemail.odbcstorage)
+    async def _start_pool(self, pool: OdbcPool) -> None:
+        if pool.name in self._started:
+            return
+        try:
+            await pool.start()
+        except DatabaseError as exc:
+            raise StartupError(f"cannot connect to the database: {exc}") from exc
+        self._started.add(pool.name)
+
+    async def open_storage(self, config_from_database: bool = True) -> None:
+        """Connect every class we use; a dead database stops start-up with its message.
+
+        Realtime classes come first: voicemail.conf itself may live in the database
+        (`voicemail.conf => odbc,class,ast_config` in extconfig.conf), and it names the
+        class that stores messages.
+        """
         for mapping in self.config.realtime:
             if mapping.driver == "odbc":
-                self._pool(mapping.database)
-        for pool in self.pools.values():
+                await self._start_pool(self._pool(mapping.database))
+        self.realtime = Realtime(self.config.realtime, self.pools, config_dir=self.config.directory)
+        if config_from_database and self.realtime.has_family("voicemail.conf"):
             try:
-                await pool.start()
-            except DatabaseError as exc:
-                raise StartupError(f"cannot connect to the database: {exc}") from exc
+                conf = await self.realtime.load_config_file("voicemail.conf")
+            except (DatabaseError, ConfigError) as exc:
+                raise StartupError(f"voicemail.conf from the database: {exc}") from exc
+            if conf is not None:
+                self.config.voicemail = voicemail_settings(conf)
+        storage_pool = self._pool(self.config.voicemail.odbcstorage)
+        await self._start_pool(storage_pool)
         self.store = MessageStore(
             storage_pool, self.config.voicemail.odbctable, self.config.spool_prefix
         )
-        self.realtime = Realtime(self.config.realtime, self.pools)
 
     async def init_database(self) -> list[str]:
-        """`voicemail db init`: create the message table and mapped realtime tables."""
-        await self.open_storage()
+        """`voicemail db init`: create the message table and the mapped realtime tables.
+
+        voicemail.conf is read from its file here: its table may not exist yet.
+        """
+        await self.open_storage(config_from_database=False)
         created = []
         storage_pool = self._pool(self.config.voicemail.odbcstorage)
         await create_tables(storage_pool, [messages_table(self.config.voicemail.odbctable)])
         created.append(f"{self.config.voicemail.odbctable} on [{storage_pool.name}]")
+        definitions = {
+            "voicemail": voicemail_table,
+            "sippeers": sippeers_table,
+            "extensions": extensions_table,
+        }
         for mapping in self.config.realtime:
-            if mapping.family == "voicemail" and mapping.driver == "odbc":
-                await create_tables(
-                    self._pool(mapping.database), [voicemail_table(name=mapping.table)]
-                )
-                created.append(f"{mapping.table} on [{mapping.database}]")
+            if mapping.driver != "odbc":
+                continue
+            define = definitions.get(mapping.family)
+            if mapping.family.endswith(".conf"):
+                table = ast_config_table(name=mapping.table)
+            elif define is not None:
+                table = define(name=mapping.table)
+            else:
+                continue
+            await create_tables(self._pool(mapping.database), [table])
+            created.append(f"{mapping.table} on [{mapping.database}]")
         return created
 
     async def check_database(self) -> list[Finding]:
@@ -111,6 +146,10 @@ class VoicemailServer:
     async def start(self) -> None:
         await self.open_storage()
         assert self.store is not None
+        try:
+            await check_blob_column(self.store.pool, self.config.voicemail.odbctable, "recording")
+        except DatabaseError as exc:
+            raise StartupError(str(exc)) from exc
         try:
             spool = Spool(self.config.local_spool)
         except OSError as exc:
@@ -242,16 +281,46 @@ class VoicemailServer:
 
     # -- dial plan ----------------------------------------------------------------------
 
-    def route(self, info: CallerInfo) -> CallHandler | None:
+    async def route(self, info: CallerInfo) -> CallHandler | None:
         extension = self.dialplan.match(info.context, info.exten)
-        if extension is None:
+        steps = extension.steps if extension is not None else None
+        if steps is None:
+            steps = await self._realtime_steps(info.context, info.exten)
+        if not steps:
             return None
-        steps = extension.steps
 
         async def run(channel: Channel) -> None:
             await self.execute(channel, steps)
 
         return run
+
+    async def _realtime_steps(self, context: str, exten: str) -> list[Step] | None:
+        """pbx_realtime: exact rows first, then `_` pattern rows, longest pattern first."""
+        for switch in self.dialplan.switches.get(context, []):
+            if not self.realtime.has_family(switch.family):
+                log.warning("switch => Realtime/%s: family not in extconfig.conf", switch.family)
+                continue
+            try:
+                rows = await self.realtime.load_multi(
+                    switch.family, {"exten": exten, "context": switch.db_context}
+                )
+                if not rows and switch.patterns:
+                    candidates = await self.realtime.load_multi(
+                        switch.family, {"exten LIKE": "\\_%", "context": switch.db_context}
+                    )
+                    patterns = sorted(
+                        {row.get("exten", "") for row in candidates}, key=len, reverse=True
+                    )
+                    for pattern in patterns:
+                        if pattern_regex(pattern).match(exten):
+                            rows = [row for row in candidates if row.get("exten") == pattern]
+                            break
+            except (DatabaseError, ValueError) as exc:
+                log.warning("realtime dial plan lookup of %s@%s failed: %s", exten, context, exc)
+                continue
+            if rows:
+                return steps_from_rows(rows)
+        return None
 
     async def execute(self, channel: Channel, steps: list[Step]) -> None:
         info = channel.info

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 CallHandler = Callable[[Channel], Awaitable[None]]
-Router = Callable[[CallerInfo], CallHandler | None]
+# The dial plan: which application runs a call, or None (404). Async, because a realtime
+# dial plan (Asterisk's realtime switch) asks the database.
+Router = Callable[[CallerInfo], Awaitable[CallHandler | None]]
 # Extra request handlers by method (REGISTER, SUBSCRIBE...), given the transport and source.
 RequestHandler = Callable[["SipTransport", Request, ServerTransaction], None]
 
@@ -245,14 +247,7 @@ class SipEndpoint:
             )
             return
         info = self._caller_info(request)
-        handler = self.router(info)
-        if handler is None:
-            log.info("no dial plan entry for %s@%s", info.exten, info.context)
-            self.respond(transport, tx, make_response(request, 404, to_tag=new_tag()))
-            return
-        task = asyncio.ensure_future(
-            self._run_call(transport, request, tx, negotiated, info, handler)
-        )
+        task = asyncio.ensure_future(self._run_call(transport, request, tx, negotiated, info))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -263,8 +258,19 @@ class SipEndpoint:
         tx: ServerTransaction,
         negotiated: NegotiatedAudio,
         info: CallerInfo,
-        handler: CallHandler,
     ) -> None:
+        try:
+            handler = await self.router(info)
+        except Exception:  # noqa: BLE001 - a broken dial plan lookup refuses one call
+            log.exception("call %s: dial plan lookup failed", info.call_id)
+            self.respond(transport, tx, make_response(request, 500, to_tag=new_tag()))
+            return
+        if handler is None:
+            log.info("no dial plan entry for %s@%s", info.exten, info.context)
+            self.respond(transport, tx, make_response(request, 404, to_tag=new_tag()))
+            return
+        if tx.final_code:
+            return  # cancelled during the lookup
         media = RtpSession(self.clock, self.config.rtp_timeout, self.config.comedia)
         try:
             await media.open(self.rtp_host, self.config.rtp_ports)
