@@ -13,6 +13,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 
+from .inband_dtmf import InbandDtmfDetector
 from .rtp import (
     FRAME_BYTES,
     FRAME_SAMPLES,
@@ -81,6 +82,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.last_received = 0.0
         self.on_timeout: Callable[[], None] | None = None
         self._frames_per_packet = 1
+        self._inband: InbandDtmfDetector | None = None
         self._tick_count = 0
         self.transport: asyncio.DatagramTransport | None = None
         self.local_port = 0
@@ -121,6 +123,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._codec = G711(negotiated.codec)
         self._payload_type = negotiated.payload_type
         self._telephone_event = negotiated.telephone_event
+        # A caller that offers no telephone-event sends its keys in the audio itself.
+        self._inband = InbandDtmfDetector() if negotiated.telephone_event is None else None
         self.remote = (negotiated.remote_address, negotiated.remote_port)
         # The caller's ptime, in whole 20 ms frames (RFC 4566 a=ptime), up to 60 ms.
         self._frames_per_packet = min(max(negotiated.ptime // 20, 1), 3)
@@ -212,6 +216,9 @@ class RtpSession(asyncio.DatagramProtocol):
         if packet.payload_type != self._payload_type:
             return
         pcm = self._codec.decode(packet.payload)
+        if self._inband is not None and self.on_dtmf is not None:
+            for digit in self._inband.feed(pcm):
+                self.on_dtmf(digit)
         gap = self._buffer.place(packet, len(packet.payload))
         if gap < 0 or self.on_audio is None:
             return
