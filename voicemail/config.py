@@ -74,6 +74,7 @@ class SipSettings:
     rtupdate: bool = True
     rtautoclear: int = 0
     ignoreregexpire: bool = False
+    allowguest: bool = True
     general: dict[str, str] = field(default_factory=dict)
     # [name] sections other than [general]: static peers, as (name, option pairs).
     peers: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
@@ -231,6 +232,7 @@ def load_sip_settings(sip_path: Path, rtp_path: Path) -> SipSettings:
         else:
             settings.rtautoclear = 120 if general.getbool("rtautoclear", False) else 0
         settings.ignoreregexpire = general.getbool("ignoreregexpire", False)
+        settings.allowguest = general.getbool("allowguest", True)
         settings.general = {k.lower(): v for k, v in general.items()}
     for section in sip.sections:
         if section.name.lower() != "general":

@@ -11,11 +11,15 @@ import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sipmessage import Address, Request
+
 from channels.channel import CallerInfo, Channel, ChannelHungUp
 from channels.sip.endpoint import CallHandler, EndpointConfig, SipEndpoint
+from channels.sip.messages import make_response, new_tag
 from channels.sip.mwi_service import MwiService
 from channels.sip.peers import Peer
 from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrations
+from channels.sip.transactions import ServerTransaction
 from storage.conffile import ConfigError
 from storage.messages import MessageStore
 from storage.odbc import DatabaseError, OdbcPool, check_blob_column
@@ -198,9 +202,11 @@ class VoicemailServer:
         assert self.endpoint is not None
         sip = self.config.sip
         static: dict[str, Peer] = {}
+        # [general] options chan_sip copies into every peer (context, nat, qualify, vmexten...).
+        defaults = list(sip.general.items())
         for name, options in sip.peers:
             try:
-                static[name] = Peer.from_options(name, options, realtime=False)
+                static[name] = Peer.from_options(name, options, realtime=False, defaults=defaults)
             except ValueError as exc:
                 raise StartupError(f"sip.conf: peer [{name}]: {exc}") from exc
         directory = PeerDirectory(
@@ -212,6 +218,7 @@ class VoicemailServer:
                 rtautoclear=sip.rtautoclear,
                 ignoreregexpire=sip.ignoreregexpire,
             ),
+            defaults=dict(defaults),
         )
         self.registrations = Registrations(self.endpoint, directory, realm=sip.realm)
         general = self.config.voicemail.general
@@ -227,8 +234,41 @@ class VoicemailServer:
                 "timeout": self._client_timeout,
             }
         )
+        self.endpoint.authorize = self._authorize_invite
         self.registrations.start()
         self.mwi.start()
+
+    async def _authorize_invite(
+        self, transport: object, request: Request, tx: ServerTransaction
+    ) -> str | None:
+        """chan_sip's INVITE checks: a caller that is a peer (by From user, or a static
+        peer by its host address) passes its ACL and digest unless `insecure=invite`, and
+        calls in the peer's context; anyone else is a guest (`allowguest`, default yes)."""
+        assert self.registrations is not None and self.endpoint is not None
+        sip = self.config.sip
+        directory = self.registrations.peers
+        source_ip = tx.source[0]
+        try:
+            user = Address.parse(request.headers["From"]).uri.user or ""
+        except ValueError:
+            user = ""
+        peer = await directory.find(user) if user else None
+        if peer is None:
+            peer = next((p for p in directory.static.values() if p.host == source_ip), None)
+        if peer is None:
+            if sip.allowguest:
+                return sip.context
+            log.info("INVITE from %s (%s) refused: not a peer, allowguest=no", user, source_ip)
+            self.endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
+            return None
+        if not peer.acl.allows(source_ip):
+            log.info("INVITE from peer %s at %s refused by its ACL", peer.name, source_ip)
+            self.endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
+            return None
+        if "invite" in peer.insecure or not peer.requires_auth:
+            return peer.context
+        authenticated = await self.registrations.authenticate(transport, request, tx, peer.name)
+        return authenticated.context if authenticated is not None else None
 
     async def _mwi_counts(self, mailboxes: list[tuple[str, str]]) -> tuple[int, int]:
         assert self.store is not None

@@ -40,6 +40,9 @@ CallHandler = Callable[[Channel], Awaitable[None]]
 # The dial plan: which application runs a call, or None (404). Async, because a realtime
 # dial plan (Asterisk's realtime switch) asks the database.
 Router = Callable[[CallerInfo], Awaitable[CallHandler | None]]
+# Who may call: returns the dial plan context for the call, or None when it refused the
+# INVITE (it has sent the 401/403 itself).
+Authorizer = Callable[["SipTransport", Request, ServerTransaction], Awaitable[str | None]]
 # Extra request handlers by method (REGISTER, SUBSCRIBE...), given the transport and source.
 RequestHandler = Callable[["SipTransport", Request, ServerTransaction], None]
 
@@ -76,6 +79,7 @@ class SipEndpoint:
         self._calls_by_invite: dict[int, SipCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.handlers: dict[str, RequestHandler] = {}
+        self.authorize: Authorizer | None = None
         self.rtp_host = config.rtp_host or config.host
         self.contact_host = f"{config.host}:{config.port}"
 
@@ -259,6 +263,11 @@ class SipEndpoint:
         negotiated: NegotiatedAudio,
         info: CallerInfo,
     ) -> None:
+        if self.authorize is not None:
+            context = await self.authorize(transport, request, tx)
+            if context is None:
+                return
+            info.context = context
         try:
             handler = await self.router(info)
         except Exception:  # noqa: BLE001 - a broken dial plan lookup refuses one call

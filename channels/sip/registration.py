@@ -14,8 +14,9 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from sipmessage import URI, Address, Request
 
@@ -36,6 +37,9 @@ from .registrar import (
 from .transactions import ClientTransaction, ServerTransaction
 
 log = logging.getLogger(__name__)
+
+# How long a REGISTER's answer waits for the realtime row to be written.
+WRITE_BACK_WAIT = 2.0
 
 
 @dataclass
@@ -244,32 +248,53 @@ class Registrations:
         outcome = self.registrar.register(
             request, tx.source, transport.name.lower(), peer, now, wall_clock_now=wall
         )
+        binding = outcome.binding
+        if outcome.code == 200 and outcome.changed:
+            # As chan_sip (update_peer before the 200), the row is written before we answer,
+            # so a phone that has its 200 finds itself in sippeers; a slow database delays
+            # the answer by WRITE_BACK_WAIT at most, the write then finishes on its own.
+            write = self._registration_changed(peer, outcome.action, binding, now, wall)
+            await self._within(write, WRITE_BACK_WAIT)
         self.endpoint.respond(
             transport,
             tx,
             make_response(request, outcome.code, to_tag=new_tag(), headers=outcome.headers),
         )
-        if outcome.code != 200:
-            return
-        binding = outcome.binding
-        if outcome.changed:
-            if outcome.action is RegisterAction.REMOVED:
-                log.info("peer %s unregistered", peer.name)
-                self.peers.drop(peer.name)
-                await self.peers.write_back(peer, realtime_clear())
-            elif binding is not None:
-                log.info(
-                    "peer %s registered at %s (%s:%s, %d s)",
-                    peer.name,
-                    binding.contact,
-                    *binding.address,
-                    binding.expires,
-                )
-                self.peers.keep(peer, now)
-                fields = realtime_update(binding, wall, regserver=self.peers.options.regserver)
-                await self.peers.write_back(peer, fields)
-        if binding is not None and self.on_registered is not None:
+        if outcome.code == 200 and binding is not None and self.on_registered is not None:
             self.on_registered(peer, binding)
+
+    async def _registration_changed(
+        self,
+        peer: Peer,
+        action: RegisterAction,
+        binding: Binding | None,
+        now: float,
+        wall: int,
+    ) -> None:
+        """Log, cache (rtcachefriends) or drop the peer, and write its row (rtupdate)."""
+        if action is RegisterAction.REMOVED:
+            log.info("peer %s unregistered", peer.name)
+            self.peers.drop(peer.name)
+            self.qualifying.pop(peer.name, None)
+            await self.peers.write_back(peer, realtime_clear())
+        elif binding is not None:
+            log.info(
+                "peer %s registered at %s (%s:%s, %d s)",
+                peer.name,
+                binding.contact,
+                *binding.address,
+                binding.expires,
+            )
+            self.peers.keep(peer, now)
+            fields = realtime_update(binding, wall, regserver=self.peers.options.regserver)
+            await self.peers.write_back(peer, fields)
+
+    async def _within(self, coroutine: Coroutine[Any, Any, None], seconds: float) -> None:
+        """Wait for `coroutine` at most `seconds`; past that it goes on as a background task."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.wait({task}, timeout=seconds)
 
     # -- expiry and qualify ----------------------------------------------------------------
 

@@ -1,0 +1,423 @@
+"""End to end: a sipp phone registers with a password against a realtime `sippeers` row.
+
+The real server runs with `sippeers => odbc,asterisk,sippeers`; sipp sends REGISTER, answers
+the digest challenge itself (its `[authentication]` keyword), and we check what a user of
+chan_sip would check: the codes and headers sipp got, and the columns of the peer's row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyodbc
+import pytest
+
+from storage.odbc import OdbcPool
+from storage.realtime_tables import sippeers_table
+from storage.schema import create_tables
+
+from .dbbackends import Backend
+from .server import RunningServer, start_server, write_config
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True),
+]
+
+# start(general="...", sections="...") starts the server; see the `start` fixture.
+Starter = Callable[..., RunningServer]
+
+USER_AGENT = "sipp-register-e2e"
+EXPIRES = 120
+
+
+# -- the server and its sippeers table ---------------------------------------------------
+
+
+def create_sippeers(backend: Backend) -> None:
+    """chan_sip's sippeers table, as `voicemail db init` does not create it."""
+
+    async def create() -> None:
+        pool = OdbcPool(backend.connection_class())
+        await pool.start()
+        try:
+            await create_tables(pool, [sippeers_table()])
+        finally:
+            await pool.close()
+
+    asyncio.run(create())
+
+
+def sql(backend: Backend, statement: str, *params: object) -> list[dict[str, object]]:
+    connection = pyodbc.connect(backend.connection_string, autocommit=True)
+    try:
+        cursor = connection.execute(statement, *params)
+        if cursor.description is None:
+            return []
+        names = [column[0].lower() for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        connection.close()
+
+
+def add_peer(backend: Backend, name: str, **columns: str) -> None:
+    values = {"name": name, "type": "friend", "host": "dynamic", "context": "default", **columns}
+    names = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    sql(backend, f"INSERT INTO sippeers ({names}) VALUES ({marks})", *values.values())
+
+
+def peer_row(backend: Backend, name: str) -> dict[str, object]:
+    rows = sql(
+        backend,
+        "SELECT ipaddr, port, regseconds, defaultuser, fullcontact, regserver, useragent, "
+        "lastms FROM sippeers WHERE name = ?",
+        name,
+    )
+    assert len(rows) == 1
+    return rows[0]
+
+
+@pytest.fixture
+def start(backend: Backend, tmp_path: Path) -> Iterator[Starter]:
+    """Start the server with extra sip.conf [general] lines and static peer sections."""
+    running: list[RunningServer] = []
+
+    def starter(general: str = "", sections: str = "") -> RunningServer:
+        directory = write_config(tmp_path / "etc", backend)
+        with (directory / "sip.conf").open("a") as sip_conf:
+            sip_conf.write(general + "\n" + sections)
+        with (directory / "extconfig.conf").open("a") as extconfig:
+            extconfig.write("sippeers => odbc,asterisk,sippeers\n")
+        create_sippeers(backend)
+        server = start_server(directory)
+        running.append(server)
+        return server
+
+    yield starter
+    for server in running:
+        assert server.stop() == 0, server.log()
+        assert "Traceback" not in server.log(), server.log()
+
+
+# -- sipp --------------------------------------------------------------------------------
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def register(user: str, cseq: int, expires: int = EXPIRES, auth: str = "") -> str:
+    """One REGISTER from sipp's address; `auth` is an `[authentication ...]` line."""
+    lines = [
+        "REGISTER sip:[remote_ip]:[remote_port] SIP/2.0",
+        "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+        f"From: <sip:{user}@[remote_ip]:[remote_port]>;tag=[pid]SIPpTag00[call_number]",
+        f"To: <sip:{user}@[remote_ip]:[remote_port]>",
+        "Call-ID: [call_id]",
+        f"CSeq: {cseq} REGISTER",
+        f"Contact: <sip:{user}@[local_ip]:[local_port]>",
+        f"Expires: {expires}",
+        f"User-Agent: {USER_AGENT}",
+        "Max-Forwards: 70",
+    ]
+    if auth:
+        lines.append(auth)
+    lines.append("Content-Length: 0")
+    return '<send retrans="500"><![CDATA[\n' + "\n".join(lines) + "\n\n]]></send>\n"
+
+
+def authenticated_register(
+    user: str, password: str, cseq: int, expires: int = EXPIRES, code: int = 200
+) -> str:
+    """REGISTER, its 401 challenge, and the REGISTER with sipp's digest answer."""
+    return (
+        register(user, cseq, expires)
+        + '<recv response="401" auth="true"/>\n'
+        + register(user, cseq + 1, expires, f"[authentication username={user} password={password}]")
+        + f'<recv response="{code}"/>\n'
+    )
+
+
+OPTIONS_ANSWER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="options answer">
+<recv request="OPTIONS"/>
+<pause milliseconds="200"/>
+<send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port]>
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+@dataclass
+class Exchange:
+    """What sipp sent and received (its -trace_msg log), message by message."""
+
+    messages: list[str]
+
+    def received(self, start: str) -> list[str]:
+        return [m for m in self.messages if m.startswith(start)]
+
+
+def header(message: str, name: str) -> str | None:
+    match = re.search(rf"^{re.escape(name)}\s*:\s*(.*?)\r?$", message, re.MULTILINE | re.IGNORECASE)
+    return match.group(1) if match else None
+
+
+def run_sipp(
+    workdir: Path,
+    name: str,
+    steps: str,
+    server: RunningServer,
+    port: int,
+    *,
+    out_of_call: str = "",
+    timeout: int = 15,
+) -> Exchange:
+    """Run one sipp UAC scenario from 127.0.0.1:`port` (the phone's registered address)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"{name}.xml"
+    path.write_text(
+        '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
+        f'<scenario name="{name}">\n{steps}</scenario>\n'
+    )
+    log_path = workdir / f"{name}_messages.log"
+    command = [
+        "sipp",
+        server.target,
+        "-sf",
+        str(path),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-m",
+        "1",
+        "-timeout",
+        f"{timeout}s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_msg",
+        "-message_file",
+        str(log_path),
+        "-trace_err",
+        "-error_file",
+        str(workdir / f"{name}_errors.log"),
+    ]
+    if out_of_call:
+        ooc = workdir / f"{name}_ooc.xml"
+        ooc.write_text(out_of_call)
+        command += ["-oocsf", str(ooc)]
+    proc = subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, timeout=timeout + 15, check=False
+    )
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    assert proc.returncode == 0, (
+        f"sipp {name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}\n"
+        f"{log[-4000:]}\n--- server ---\n{server.log()[-4000:]}"
+    )
+    return Exchange(_messages(log))
+
+
+def _messages(log: str) -> list[str]:
+    """The SIP messages of a sipp message trace (each follows a `----` separator line)."""
+    messages = []
+    for chunk in re.split(r"^-{10,}.*$", log, flags=re.MULTILINE):
+        lines = chunk.strip("\r\n").splitlines()
+        while lines and not re.match(r"(SIP/2\.0 |[A-Z]+ \S+ SIP/2\.0)", lines[0]):
+            lines = lines[1:]
+        if lines:
+            messages.append("\n".join(lines))
+    return messages
+
+
+# -- tests -------------------------------------------------------------------------------
+
+
+def only(messages: list[str]) -> str:
+    assert len(messages) == 1, messages
+    return messages[0]
+
+
+def test_phone_registers_with_password_and_the_row_gets_its_address(
+    start: Starter, backend: Backend, tmp_path: Path
+) -> None:
+    server = start()
+    add_peer(backend, "6001", secret="secret")
+    port = free_udp_port()
+    before = int(time.time())
+    exchange = run_sipp(
+        tmp_path / "sipp", "register", authenticated_register("6001", "secret", 1), server, port
+    )
+    after = int(time.time())
+
+    challenge = only(exchange.received("SIP/2.0 401"))
+    www = header(challenge, "WWW-Authenticate") or ""
+    assert www.startswith("Digest ")
+    assert 'realm="asterisk"' in www
+    assert re.search(r'nonce="[^"]+"', www)
+    ok = only(exchange.received("SIP/2.0 200"))
+    assert header(ok, "Contact") == f"<sip:6001@127.0.0.1:{port}>;expires={EXPIRES}"
+    assert header(ok, "Expires") == str(EXPIRES)
+
+    row = peer_row(backend, "6001")
+    assert row["ipaddr"] == "127.0.0.1"
+    assert int(row["port"]) == port
+    assert before + EXPIRES <= int(row["regseconds"]) <= after + EXPIRES
+    assert row["fullcontact"] == f"sip:6001@127.0.0.1:{port}"
+    assert row["useragent"] == USER_AGENT
+    assert row["defaultuser"] == "6001"
+    assert int(row["lastms"]) == 0
+    assert (row["regserver"] or "") == ""
+    assert "peer 6001 registered" in server.log()
+
+
+def test_wrong_password_is_forbidden_and_repeated_failures_block_the_address(
+    start: Starter, backend: Backend, tmp_path: Path
+) -> None:
+    server = start()
+    add_peer(backend, "6001", secret="secret")
+    attempts = 10  # FailureLimiter's default max_failures (within its 60 s window)
+    steps = "".join(
+        authenticated_register("6001", "wrong", 2 * n + 1, code=403) for n in range(attempts)
+    )
+    # Now blocked: even the right password gets no challenge, only 403.
+    steps += register("6001", 2 * attempts + 1) + '<recv response="403"/>\n'
+    exchange = run_sipp(tmp_path / "sipp", "wrong", steps, server, free_udp_port())
+
+    refusals = exchange.received("SIP/2.0 403")
+    assert len(refusals) == attempts + 1
+    assert all(not r.startswith("SIP/2.0 403 Too many") for r in refusals[:attempts])
+    assert refusals[-1].startswith("SIP/2.0 403 Too many failed attempts")
+    assert len(exchange.received("SIP/2.0 401")) == attempts
+    assert not exchange.received("SIP/2.0 200")
+    assert (peer_row(backend, "6001")["ipaddr"] or "") == ""
+
+
+def test_unregister_clears_the_row_as_chan_sip_does(
+    start: Starter, backend: Backend, tmp_path: Path
+) -> None:
+    server = start()
+    add_peer(backend, "6001", secret="secret")
+    port = free_udp_port()
+    run_sipp(
+        tmp_path / "sipp", "register", authenticated_register("6001", "secret", 1), server, port
+    )
+    assert peer_row(backend, "6001")["ipaddr"] == "127.0.0.1"
+
+    exchange = run_sipp(
+        tmp_path / "sipp",
+        "unregister",
+        authenticated_register("6001", "secret", 1, expires=0),
+        server,
+        port,
+    )
+    ok = only(exchange.received("SIP/2.0 200"))
+    assert header(ok, "Expires") == "0"
+    assert header(ok, "Contact") is None
+    row = peer_row(backend, "6001")
+    assert row["ipaddr"] == ""
+    assert int(row["port"]) == 0
+    assert int(row["regseconds"]) == 0
+    assert row["fullcontact"] == ""
+    assert row["useragent"] == ""
+    assert int(row["lastms"]) == 0
+    assert "peer 6001 unregistered" in server.log()
+
+
+def test_peer_added_while_the_server_runs_registers_at_once(
+    start: Starter, backend: Backend, tmp_path: Path
+) -> None:
+    server = start()
+    port = free_udp_port()
+    # Not there yet: challenged like any name (alwaysauthreject), then refused.
+    run_sipp(
+        tmp_path / "sipp",
+        "unknown",
+        authenticated_register("6002", "secret", 1, code=403),
+        server,
+        port,
+    )
+    add_peer(backend, "6002", secret="secret")
+    exchange = run_sipp(
+        tmp_path / "sipp", "register", authenticated_register("6002", "secret", 1), server, port
+    )
+    ok = only(exchange.received("SIP/2.0 200"))
+    assert header(ok, "Contact") == f"<sip:6002@127.0.0.1:{port}>;expires={EXPIRES}"
+    row = peer_row(backend, "6002")
+    assert (row["ipaddr"], int(row["port"])) == ("127.0.0.1", port)
+
+
+def test_md5secret_column_authenticates_in_the_configured_realm(
+    start: Starter, backend: Backend, tmp_path: Path
+) -> None:
+    server = start(general="realm=voicemail.example\n")
+    md5secret = hashlib.md5(b"6003:voicemail.example:secret").hexdigest()
+    add_peer(backend, "6003", md5secret=md5secret)
+    port = free_udp_port()
+    exchange = run_sipp(
+        tmp_path / "sipp", "register", authenticated_register("6003", "secret", 1), server, port
+    )
+    assert 'realm="voicemail.example"' in (
+        header(only(exchange.received("SIP/2.0 401")), "WWW-Authenticate") or ""
+    )
+    only(exchange.received("SIP/2.0 200"))
+    assert int(peer_row(backend, "6003")["port"]) == port
+
+
+def test_static_sip_conf_peer_registers(start: Starter, backend: Backend, tmp_path: Path) -> None:
+    server = start(sections="[6100]\ntype=friend\nhost=dynamic\nsecret=x\n")
+    port = free_udp_port()
+    exchange = run_sipp(
+        tmp_path / "sipp", "register", authenticated_register("6100", "x", 1), server, port
+    )
+    ok = only(exchange.received("SIP/2.0 200"))
+    assert header(ok, "Contact") == f"<sip:6100@127.0.0.1:{port}>;expires={EXPIRES}"
+    assert sql(backend, "SELECT name FROM sippeers") == []
+    assert "peer 6100 registered" in server.log()
+
+
+def test_cached_realtime_peer_is_qualified_and_lastms_written(
+    start: Starter, backend: Backend, tmp_path: Path
+) -> None:
+    server = start(general="rtcachefriends=yes\n")
+    add_peer(backend, "6004", secret="secret", qualify="yes")
+    port = free_udp_port()
+    # After its REGISTER the phone stays up 3 s; the server's OPTIONS (sent within a second,
+    # new Call-ID) is answered by the out-of-call scenario, 200 ms late so the time shows.
+    exchange = run_sipp(
+        tmp_path / "sipp",
+        "qualify",
+        authenticated_register("6004", "secret", 1) + '<pause milliseconds="3000"/>\n',
+        server,
+        port,
+        out_of_call=OPTIONS_ANSWER,
+    )
+    options = only(exchange.received("OPTIONS "))
+    assert options.startswith(f"OPTIONS sip:6004@127.0.0.1:{port} SIP/2.0")
+    deadline = time.monotonic() + 3
+    while True:
+        lastms = int(peer_row(backend, "6004")["lastms"])
+        if lastms != 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert 200 <= lastms < 2000, server.log()
