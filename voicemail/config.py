@@ -75,6 +75,10 @@ class SipSettings:
     rtautoclear: int = 0
     ignoreregexpire: bool = False
     allowguest: bool = True
+    minexpiry: int = 60
+    maxexpiry: int = 3600
+    defaultexpiry: int = 120
+    regserver: str = ""  # rtsavesysname=yes: systemname from asterisk.conf
     general: dict[str, str] = field(default_factory=dict)
     # [name] sections other than [general]: static peers, as (name, option pairs).
     peers: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
@@ -233,6 +237,9 @@ def load_sip_settings(sip_path: Path, rtp_path: Path) -> SipSettings:
             settings.rtautoclear = 120 if general.getbool("rtautoclear", False) else 0
         settings.ignoreregexpire = general.getbool("ignoreregexpire", False)
         settings.allowguest = general.getbool("allowguest", True)
+        settings.minexpiry = general.getint("minexpiry", settings.minexpiry)
+        settings.maxexpiry = general.getint("maxexpiry", settings.maxexpiry)
+        settings.defaultexpiry = general.getint("defaultexpiry", settings.defaultexpiry)
         settings.general = {k.lower(): v for k, v in general.items()}
     for section in sip.sections:
         if section.name.lower() != "general":
@@ -255,13 +262,16 @@ def load_server_config(directory: Path) -> ServerConfig:
     data_dir = (dirs.get("astdatadir") if dirs else None) or DEFAULT_DATA_DIR
     language = (options.get("defaultlanguage") if options else None) or "en"
     voicemail = load_voicemail_conf(directory / "voicemail.conf")
+    sip = load_sip_settings(directory / "sip.conf", directory / "rtp.conf")
+    if sip.general.get("rtsavesysname", "no").lower() in ("yes", "true", "1", "on") and options:
+        sip.regserver = options.get("systemname") or ""
     return ServerConfig(
         directory=directory,
         spool_dir=spool_dir,
         sounds_dir=_resolve(directory, data_dir) / "sounds",
         language=language,
         voicemail=voicemail,
-        sip=load_sip_settings(directory / "sip.conf", directory / "rtp.conf"),
+        sip=sip,
         connection_classes=load_connection_classes(directory / "res_odbc.conf"),
         realtime=load_extconfig(directory / "extconfig.conf"),
         extensions=load_config(directory / "extensions.conf", required=False),

@@ -18,6 +18,7 @@ from channels.sip.endpoint import CallHandler, EndpointConfig, SipEndpoint
 from channels.sip.messages import make_response, new_tag
 from channels.sip.mwi_service import MwiService
 from channels.sip.peers import Peer
+from channels.sip.registrar import Registrar
 from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrations
 from channels.sip.transactions import ServerTransaction
 from storage.conffile import ConfigError
@@ -217,10 +218,14 @@ class VoicemailServer:
                 rtupdate=sip.rtupdate,
                 rtautoclear=sip.rtautoclear,
                 ignoreregexpire=sip.ignoreregexpire,
+                regserver=sip.regserver,
             ),
             defaults=dict(defaults),
         )
-        self.registrations = Registrations(self.endpoint, directory, realm=sip.realm)
+        registrar = Registrar(sip.minexpiry, sip.maxexpiry, sip.defaultexpiry)
+        self.registrations = Registrations(
+            self.endpoint, directory, realm=sip.realm, registrar=registrar
+        )
         general = self.config.voicemail.general
         poll = 0.0
         if general.get("pollmailboxes", "yes").lower() in ("yes", "true", "1", "on"):
