@@ -85,6 +85,9 @@ class VoiceMailApp:
         self.flusher = flusher
         self.mailboxes = mailboxes
         self.sounds = sounds
+        self.set_formats(formats)
+
+    def set_formats(self, formats: list[str]) -> None:
         # Asterisk records every format but ODBC storage keeps only the first.
         self.format = stored_format("|".join(formats))
         self._in_process: dict[tuple[str, str], int] = {}

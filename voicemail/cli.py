@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True)
     init = db_commands.add_parser("init", help="create missing tables")
     init.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    reload = commands.add_parser("reload", help="make the running server re-read its files")
+    reload.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
     check = db_commands.add_parser("check", help="compare the database with the expected schema")
     check.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
     return parser
@@ -105,6 +108,20 @@ async def _run_db_check(config_dir: Path) -> int:
     return 1 if errors else 0
 
 
+def _reload(config_dir: Path) -> int:
+    """Signal the server that serves this configuration (its pid is in the local spool)."""
+    config = load_server_config(config_dir)
+    pidfile = config.local_spool / "voicemail.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(f"voicemail: no running server for {config_dir} ({pidfile}: {exc})", file=sys.stderr)
+        return 1
+    print(f"reload requested from server {pid}; its log says what changed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config_dir = getattr(args, "config_dir_sub", None) or args.config_dir
@@ -117,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 uvloop.run(_run_serve(config_dir))
             except ImportError:
                 asyncio.run(_run_serve(config_dir))
+        elif args.command == "reload":
+            return _reload(config_dir)
         elif args.command == "db" and args.db_command == "check":
             return asyncio.run(_run_db_check(config_dir))
         elif args.command == "db":

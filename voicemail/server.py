@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +34,7 @@ from storage.spool import PendingMessage, Spool, SpoolFlusher
 from storage.staticconfig import ast_config_table
 
 from .app_voicemail import VoiceMailApp
-from .config import ServerConfig, voicemail_settings
+from .config import ServerConfig, load_server_config, voicemail_settings
 from .dialplan import Dialplan, Step, pattern_regex, steps_from_rows, substitute
 from .mailboxes import MailboxDirectory
 from .sounds import SoundLibrary, SoundNotFound
@@ -62,6 +64,8 @@ class VoicemailServer:
         self._flusher_task: asyncio.Future[None] | None = None
         self.registrations: Registrations | None = None
         self._started: set[str] = set()
+        self.mailboxes: MailboxDirectory | None = None
+        self.voicemail: VoiceMailApp | None = None
         self.mwi: MwiService | None = None
 
     def _pool(self, class_name: str) -> OdbcPool:
@@ -163,10 +167,11 @@ class VoicemailServer:
         if self.flusher.backlog:
             log.info("%d message(s) waiting in the local spool", self.flusher.backlog)
         self._flusher_task = asyncio.ensure_future(self.flusher.run())
-        mailboxes = MailboxDirectory(self.config.voicemail, self.realtime)
-        voicemail = VoiceMailApp(
-            self.store, self.flusher, mailboxes, self.sounds, self.config.voicemail.formats
+        self.mailboxes = MailboxDirectory(self.config.voicemail, self.realtime)
+        self.voicemail = VoiceMailApp(
+            self.store, self.flusher, self.mailboxes, self.sounds, self.config.voicemail.formats
         )
+        voicemail = self.voicemail
         self.applications = {
             "voicemail": voicemail.run,
             "answer": self._app_answer,
@@ -296,6 +301,66 @@ class VoicemailServer:
         """Called once a message is committed (now, or later from the spool)."""
         if self.mwi is not None:
             self.mwi.mailbox_changed(message.mailbox, message.context)
+
+    async def reload(self) -> bool:
+        """`voicemail reload`: re-read the configuration files without dropping calls.
+
+        Mailboxes, voicemail.conf options, the dial plan, static peers and realtime caches
+        change at once; calls in progress keep what they started with. Sockets, database
+        classes and the spool need a restart (logged). A broken file keeps the old
+        configuration and says where the error is.
+        """
+        try:
+            fresh = load_server_config(self.config.directory)
+            dialplan = Dialplan.from_config(fresh.extensions)
+            peers = {
+                name: Peer.from_options(
+                    name, options, realtime=False, defaults=list(fresh.sip.general.items())
+                )
+                for name, options in fresh.sip.peers
+            }
+        except (ConfigError, ValueError) as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return False
+        if self.realtime.has_family("voicemail.conf"):
+            try:
+                conf = await self.realtime.load_config_file("voicemail.conf")
+            except (DatabaseError, ConfigError) as exc:
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                return False
+            if conf is not None:
+                fresh.voicemail = voicemail_settings(conf)
+        for what, old, new in (
+            (
+                "sip.conf bindaddr/bindport",
+                (self.config.sip.bindaddr, self.config.sip.bindport),
+                (fresh.sip.bindaddr, fresh.sip.bindport),
+            ),
+            ("res_odbc.conf", self.config.connection_classes, fresh.connection_classes),
+            (
+                "voicemail.conf odbcstorage/odbctable",
+                (self.config.voicemail.odbcstorage, self.config.voicemail.odbctable),
+                (fresh.voicemail.odbcstorage, fresh.voicemail.odbctable),
+            ),
+        ):
+            if old != new:
+                log.warning("reload: %s changed; that takes effect after a restart", what)
+        self.config.voicemail = fresh.voicemail
+        self.config.extensions = fresh.extensions
+        self.dialplan = dialplan
+        if self.mailboxes is not None and self.voicemail is not None:
+            self.mailboxes.settings = fresh.voicemail
+            self.voicemail.set_formats(fresh.voicemail.formats)
+        if self.registrations is not None:
+            self.registrations.peers.static = peers
+        self.realtime.invalidate()
+        log.info(
+            "configuration reloaded: %d static mailboxes, %d dial plan contexts, %d static peers",
+            len(fresh.voicemail.mailboxes),
+            len(dialplan.contexts),
+            len(peers),
+        )
+        return True
 
     def _tls_context(self) -> ssl.SSLContext | None:
         sip = self.config.sip
@@ -436,12 +501,17 @@ class VoicemailServer:
 async def serve(
     config: ServerConfig, ready: Callable[[VoicemailServer], None] | None = None
 ) -> None:
-    """Run until cancelled (Ctrl-C / SIGTERM), then stop cleanly."""
+    """Run until cancelled (Ctrl-C / SIGTERM), then stop cleanly. SIGHUP reloads."""
     server = VoicemailServer(config)
     await server.start()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(server.reload()))
+    pidfile = config.local_spool / "voicemail.pid"
+    pidfile.write_text(f"{os.getpid()}\n")
     try:
         if ready is not None:
             ready(server)
         await asyncio.Event().wait()
     finally:
+        pidfile.unlink(missing_ok=True)
         await server.stop()

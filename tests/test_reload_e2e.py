@@ -1,0 +1,76 @@
+"""`voicemail reload`: new mailboxes at once, calls in progress untouched, bad files refused."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from . import sipp
+from .dbbackends import Backend
+from .server import RunningServer, run_cli, start_server, write_config
+from .test_deposit_e2e import DATA, assert_recording_is, deposit_scenario, rows
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def wait_for(server: RunningServer, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, f"{text!r} not in log:\n{server.log()}"
+        time.sleep(0.1)
+
+
+def deposit(server: RunningServer, mailbox: str, workdir: Path) -> sipp.SippResult:
+    pcap = DATA / "signal3s_pcmu.pcap"
+    xml = deposit_scenario(
+        mailbox, pcap, [0, 101], [sipp.pause(3200), sipp.bye(mailbox), sipp.recv(200)]
+    )
+    return sipp.run_sipp(workdir, xml, server.target, timeout=60)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_reload_adds_a_mailbox_without_dropping_the_call_in_progress(
+    backend: Backend, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "etc", backend, realtime_voicemail=False)
+    server = start_server(config)
+    try:
+        results: list[sipp.SippResult] = []
+        call = threading.Thread(
+            target=lambda: results.append(deposit(server, "1000", tmp_path / "a"))
+        )
+        call.start()
+        wait_for(server, "greeting")
+        with (config / "voicemail.conf").open("a") as voicemail_conf:
+            voicemail_conf.write("4000 => 1111,Dana Reloaded,dana@example.com\n")
+        reload = run_cli("reload", "-C", str(config))
+        assert reload.returncode == 0, reload.stderr
+        wait_for(server, "configuration reloaded: 2 static mailboxes")
+        call.join(90)
+        results[0].check()  # the call that was running when we reloaded completed
+        deposit(server, "4000", tmp_path / "b").check()
+        stored = rows(backend)
+        assert [r["dir"].split("/")[-2] for r in stored] == ["1000", "4000"]
+        for row in stored:
+            assert_recording_is(row, DATA / "signal3s_pcmu.pcap", 3.0)
+        # A broken line is refused with file and line; the running configuration stays.
+        with (config / "extensions.conf").open("a") as extensions:
+            extensions.write("exten => 5000,x,Answer()\n")
+        assert run_cli("reload", "-C", str(config)).returncode == 0
+        wait_for(server, "reload failed, keeping the running configuration")
+        assert "extensions.conf:" in server.log()
+        deposit(server, "1000", tmp_path / "c").check()
+        assert len(rows(backend)) == 3
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_reload_without_a_running_server_says_so(tmp_path: Path, backend: Backend) -> None:
+    config = write_config(tmp_path / "etc", backend)
+    result = run_cli("reload", "-C", str(config))
+    assert result.returncode == 1
+    assert "no running server" in result.stderr
