@@ -131,9 +131,25 @@ class MwiService:
     # -- unsolicited NOTIFY to registered peers ------------------------------------------
 
     def peer_registered(self, peer: Peer, binding: Binding) -> None:
-        """chan_sip sends MWI on every successful REGISTER (refreshes too)."""
-        if peer.mailbox and not peer.subscribemwi:
+        """chan_sip sends MWI on every successful REGISTER (refreshes too): in the peer's
+        subscription if it has one, else out of dialog unless `subscribemwi`."""
+        subscriptions = self._subscriptions_of(peer.name)
+        if subscriptions:
+            for subscription in subscriptions:
+                self._spawn(self._notify_subscription(subscription, peer, force=True))
+        elif peer.mailbox and not peer.subscribemwi:
             self._spawn(self._notify_peer(peer, binding, force=True))
+
+    def _subscriptions_of(self, peer_name: str) -> list[Subscription]:
+        return [s for s in self.subscriptions.subscriptions() if s.peer_name == peer_name]
+
+    def _wants_unsolicited(self, peer: Peer) -> bool:
+        """chan_sip sends out-of-dialog NOTIFYs only to a peer without an MWI subscription
+        (its mwipvt), and never with subscribemwi=yes; else a subscribed phone would get
+        every change twice."""
+        return (
+            bool(peer.mailbox) and not peer.subscribemwi and not self._subscriptions_of(peer.name)
+        )
 
     async def _notify_peer(self, peer: Peer, binding: Binding, force: bool) -> None:
         counts = await self._count(peer.mailbox)
@@ -180,7 +196,7 @@ class MwiService:
             peer = await self.registrations.peers.find(subscription.peer_name)
             await self._notify_subscription(subscription, peer, force=False)
         for peer in self.registrations.peers.in_memory():
-            if (mailbox, context) in peer.mailbox and not peer.subscribemwi:
+            if (mailbox, context) in peer.mailbox and self._wants_unsolicited(peer):
                 binding = self.registrations.registrar.binding(peer.name)
                 if binding is not None:
                     await self._notify_peer(peer, binding, force=False)
@@ -191,7 +207,7 @@ class MwiService:
             peer = await self.registrations.peers.find(subscription.peer_name)
             await self._notify_subscription(subscription, peer, force=False)
         for peer in self.registrations.peers.in_memory():
-            if peer.mailbox and not peer.subscribemwi:
+            if self._wants_unsolicited(peer):
                 binding = self.registrations.registrar.binding(peer.name)
                 if binding is not None:
                     await self._notify_peer(peer, binding, force=False)
