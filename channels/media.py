@@ -102,6 +102,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.on_dtmf: Callable[[str], None] | None = None
         self.packets_received = 0
         self.packets_sent = 0
+        self._muted = False  # the caller holds (RFC 3264 6.1): play on, send nothing
 
     async def open(self, host: str, port_range: tuple[int, int]) -> None:
         """Bind an even port in the range (RTP convention, RTCP would be odd)."""
@@ -126,6 +127,9 @@ class RtpSession(asyncio.DatagramProtocol):
         # A caller that offers no telephone-event sends its keys in the audio itself.
         self._inband = InbandDtmfDetector() if negotiated.telephone_event is None else None
         self.remote = (negotiated.remote_address, negotiated.remote_port)
+        self._muted = negotiated.direction in ("sendonly", "inactive") or (
+            negotiated.remote_address == "0.0.0.0"
+        )
         # The caller's ptime, in whole 20 ms frames (RFC 4566 a=ptime), up to 60 ms.
         self._frames_per_packet = min(max(negotiated.ptime // 20, 1), 3)
 
@@ -176,7 +180,8 @@ class RtpSession(asyncio.DatagramProtocol):
             return
         count = min(self._frames_per_packet, len(self._frames))
         frame = b"".join(self._frames.popleft() for _ in range(count))
-        if self.transport is not None and self.remote is not None and self._codec is not None:
+        sendable = self.transport is not None and self.remote is not None
+        if sendable and self._codec is not None and not self._muted:
             packet = RtpPacket(
                 payload_type=self._payload_type,
                 sequence=self._sequence,

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from channels.channel import Channel, ChannelHungUp, StopReason
 from storage.audioformats import TranscodeError, decode, detect_format, encode, stored_format
-from storage.messages import MessageStore, new_msg_id
+from storage.messages import MessageStore, StoredMessage, new_msg_id
 from storage.odbc import DatabaseError
-from storage.spool import PendingMessage, SpoolFlusher
+from storage.spool import PendingMessage, SpoolFlusher, bounded_store
 
 from .mailboxes import Mailbox, MailboxDirectory
 from .sounds import SoundLibrary, SoundNotFound
@@ -64,11 +64,17 @@ def caller_id_string(name: str, number: str) -> str:
     return name or number or "Unknown"
 
 
-async def stored_audio_pcm(data: bytes) -> bytes:
-    """Linear PCM of a stored recording in whatever format it was written (wav, wav49, gsm...)."""
-    fmt = detect_format(data)
-    if fmt is None:
-        raise TranscodeError("unknown audio format")
+# How long a call waits for the database before it carries on without it (greetings fall
+# back to the spoken prompts, the message goes to the local spool).
+CALL_PATH_DB_WAIT = 1.5
+# After a failed read, calls skip the database for this long instead of each waiting again.
+DB_DOWN_HOLD = 5.0
+
+
+async def stored_audio_pcm(data: bytes, configured_format: str) -> bytes:
+    """Linear PCM of stored audio in whatever format it was written (wav, wav49, gsm...);
+    headerless G.711 cannot be recognised, so it is taken to be the configured format."""
+    fmt = detect_format(data) or configured_format
     return await asyncio.to_thread(decode, data, fmt)
 
 
@@ -82,6 +88,9 @@ class VoiceMailApp:
         formats: list[str],
     ) -> None:
         self.store = store
+        # Reads on the caller's time give up quickly instead of waiting out an outage.
+        self.quick_store = bounded_store(store, CALL_PATH_DB_WAIT)
+        self._db_failed_at = -DB_DOWN_HOLD
         self.flusher = flusher
         self.mailboxes = mailboxes
         self.sounds = sounds
@@ -104,6 +113,21 @@ class VoiceMailApp:
                 return digit
         return None
 
+    def _database_recently_failed(self) -> bool:
+        return time.monotonic() - self._db_failed_at < DB_DOWN_HOLD
+
+    async def _retrieve_greeting(self, box: Mailbox, kind: str) -> StoredMessage | None:
+        if self._database_recently_failed():
+            return None
+        try:
+            return await self.quick_store.retrieve_greeting(box.context, box.mailbox, kind)
+        except DatabaseError as exc:
+            self._db_failed_at = time.monotonic()
+            log.warning(
+                "mailbox %s@%s: %s greeting unavailable: %s", box.mailbox, box.context, kind, exc
+            )
+            return None
+
     async def _greeting(self, channel: Channel, box: Mailbox, options: str) -> list[bytes | str]:
         """What to play before the intro: stored greeting audio or prompt names."""
         wanted = "busy" if "b" in options else "unavail" if "u" in options else None
@@ -112,19 +136,19 @@ class VoiceMailApp:
             # A PBX forwarded the call and said why: that picks the greeting.
             wanted = "busy" if reason == "user-busy" else "unavail"
         for kind in ["temp", wanted] if wanted else ["temp"]:
-            message = await self.store.retrieve_greeting(box.context, box.mailbox, kind)
+            message = await self._retrieve_greeting(box, kind)
             if message is not None:
                 try:
-                    return [await stored_audio_pcm(message.recording)]
+                    return [await stored_audio_pcm(message.recording, self.format)]
                 except (ValueError, TranscodeError) as exc:
                     log.warning("mailbox %s: %s greeting unusable: %s", box.mailbox, kind, exc)
         if wanted is None:
             return []
-        name_greeting = await self.store.retrieve_greeting(box.context, box.mailbox, "greet")
+        name_greeting = await self._retrieve_greeting(box, "greet")
         parts: list[bytes | str] = []
         if name_greeting is not None:
             try:
-                parts.append(await stored_audio_pcm(name_greeting.recording))
+                parts.append(await stored_audio_pcm(name_greeting.recording, self.format))
             except (ValueError, TranscodeError):
                 name_greeting = None
         if name_greeting is None:
@@ -141,7 +165,18 @@ class VoiceMailApp:
             variables["VMSTATUS"] = "FAILED"
             return True
         mailbox, context = parsed.recipients[0]
-        box = await self.mailboxes.find(mailbox, context)
+        try:
+            box = await self.mailboxes.find(mailbox, context)
+        except DatabaseError as exc:
+            # The realtime table is away. Losing the caller's message is worse than keeping
+            # one for a mailbox we cannot check: take it, with default options, into the spool.
+            log.warning(
+                "cannot look up mailbox %s@%s (%s); taking the message anyway",
+                mailbox,
+                context,
+                exc,
+            )
+            box = self.mailboxes.unverified(mailbox, context)
         if box is None:
             log.warning("No entry in voicemail config file for '%s@%s'", mailbox, context)
             variables["VMSTATUS"] = "FAILED"
@@ -158,6 +193,36 @@ class VoiceMailApp:
     ) -> str:
         options = parsed.options
         await channel.answer()
+        folder = "Urgent" if "U" in options else "INBOX"
+        # Count while the greeting plays, so a slow database never delays the beep.
+        counting = asyncio.ensure_future(self._count(box, folder))
+        try:
+            return await self._greet_and_record(channel, box, options, folder, counting, variables)
+        finally:
+            counting.cancel()
+
+    async def _count(self, box: Mailbox, folder: str) -> int:
+        """Messages in the folder; 0 when the database is away (the message will be spooled)."""
+        try:
+            if self._database_recently_failed():
+                raise DatabaseError("database unreachable moments ago")
+            return await self.quick_store.count(box.context, box.mailbox, folder)
+        except DatabaseError as exc:
+            self._db_failed_at = time.monotonic()
+            log.warning(
+                "cannot count %s@%s (%s); accepting the message", box.mailbox, box.context, exc
+            )
+            return 0
+
+    async def _greet_and_record(
+        self,
+        channel: Channel,
+        box: Mailbox,
+        options: str,
+        folder: str,
+        counting: asyncio.Future[int],
+        variables: dict[str, str],
+    ) -> str:
         greeting = await self._greeting(channel, box, options)
         log.info(
             "call %s for %s@%s: greeting %s",
@@ -180,15 +245,7 @@ class VoiceMailApp:
             await self._play_prompts(channel, ["vm-intro"], "#")
         key = (box.context, box.mailbox)
         maxmsg = box.int_option("maxmsg")
-        folder = "Urgent" if "U" in options else "INBOX"
-        try:
-            count = await self.store.count(box.context, box.mailbox, folder)
-        except DatabaseError as exc:
-            # The database is away: take the message into the local spool rather than lose it.
-            log.warning(
-                "cannot count %s@%s (%s); accepting the message", box.mailbox, box.context, exc
-            )
-            count = 0
+        count = await counting
         if maxmsg > 0 and count >= maxmsg - self._in_process.get(key, 0):
             log.info("mailbox %s@%s is full (%d messages)", box.mailbox, box.context, count)
             await self._play_prompts(channel, ["vm-mailboxfull"], "")

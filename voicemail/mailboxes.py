@@ -72,6 +72,10 @@ class MailboxDirectory:
         options.pop("maxmessage", None)
         return options
 
+    def unverified(self, mailbox: str, context: str) -> Mailbox:
+        """A mailbox we could not look up (database away), with [general]'s options."""
+        return Mailbox(context, mailbox, "", options=self._general_options(), source="unverified")
+
     async def find(self, mailbox: str, context: str = "default") -> Mailbox | None:
         options = self._general_options()
         static = self.settings.mailboxes.get((context, mailbox))

@@ -450,6 +450,12 @@ class SipEndpoint:
         destination = call.invite.source
         if routes and call.transport.name == "UDP":
             destination = _first_hop(routes[0]) or destination
+        elif isinstance(call.transport, StreamTransport) and contact is not None:
+            if destination not in call.transport.connections:
+                # The caller closed its connection: open one to its Contact, not to the
+                # ephemeral port it used (RFC 3261 18.2.2).
+                default_port = 5061 if call.transport.name == "TLS" else 5060
+                destination = (contact.uri.host.strip("[]"), contact.uri.port or default_port)
         self.send_request(call.transport, bye, destination)
 
 

@@ -105,6 +105,8 @@ def parse_message(data: bytes) -> Request | Response:
     for name in MANDATORY_HEADERS:
         if not message.headers.get(name):
             raise MessageError(f"missing {name} header", message)
+    if len(set(message.headers.getlist("Content-Length"))) > 1:
+        raise MessageError("conflicting Content-Length headers", message)  # RFC 4475 3.1.2.8
     length_text = message.headers.get("Content-Length")
     if length_text is not None:
         if not (length_text.isascii() and length_text.isdigit()):
@@ -118,6 +120,8 @@ def parse_message(data: bytes) -> Request | Response:
         top_via(message)
     except ValueError as exc:
         raise MessageError(str(exc), message) from exc
+    if cseq.sequence > 2**32 - 1:
+        raise MessageError("CSeq number out of range", message)  # RFC 3261 8.1.1.5
     if isinstance(message, Request) and cseq.method != message.method:
         raise MessageError("CSeq method does not match the request method", message)
     return message

@@ -127,17 +127,19 @@ class _StreamConnection(asyncio.Protocol):
         self.owner.connections[self.remote] = self
 
     def data_received(self, data: bytes) -> None:
+        assert self.remote is not None and self.transport is not None
         self.last_activity = self.owner.now()
         try:
             result = self.framer.feed(data)
         except FramingError as exc:
+            # Messages complete before the fault are answered; close() flushes the answers.
+            for message in exc.messages:
+                self.owner.feed(message, self.remote)
             log.info("closing %s connection from %s:%s: %s", self.owner.name, *self.remote, exc)
-            assert self.transport is not None
             self.transport.close()
             return
-        if result.pong and self.transport is not None:
+        if result.pong:
             self.transport.write(b"\r\n")  # RFC 5626 keep-alive answer
-        assert self.remote is not None
         for message in result.messages:
             self.owner.feed(message, self.remote)
 
@@ -159,6 +161,7 @@ class StreamTransport(SipTransport):
         self.server: asyncio.base_events.Server | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._pending: dict[Addr, list[bytes]] = {}
+        self._connecting: set[asyncio.Task[None]] = set()  # held: the loop keeps weak refs
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -178,7 +181,9 @@ class StreamTransport(SipTransport):
         queued = self._pending.setdefault(addr, [])
         queued.append(data)
         if len(queued) == 1:
-            asyncio.ensure_future(self._connect(addr))
+            task = asyncio.ensure_future(self._connect(addr))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
 
     async def _connect(self, addr: Addr) -> None:
         loop = asyncio.get_running_loop()
@@ -208,6 +213,8 @@ class StreamTransport(SipTransport):
         super().close()
         if self._idle_task is not None:
             self._idle_task.cancel()
+        for task in list(self._connecting):
+            task.cancel()
         if self.server is not None:
             self.server.close()
         for connection in list(self.connections.values()):
