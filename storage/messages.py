@@ -921,7 +921,9 @@ class MessageStore:
                 at_dir, t.c.msg_id == bindparam("msg_id")
             ),
             "set_msg_id": lambda: (
-                update(t).where(at_dir, at_msgnum).values(msg_id=bindparam("new_msg_id"))
+                update(t)
+                .where(at_dir, at_msgnum, t.c.msg_id.is_(None))
+                .values(msg_id=bindparam("new_msg_id"))
             ),
             "renumber": lambda: (
                 update(t).where(at_dir, at_msgnum).values(msgnum=bindparam("new_msgnum"))

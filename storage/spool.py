@@ -316,7 +316,7 @@ class _RetryBoundPool:
         return await self._pool.run(work, retry_for=limit)
 
 
-def _bounded_store(store: MessageStore, retry_for: float) -> MessageStore:
+def bounded_store(store: MessageStore, retry_for: float) -> MessageStore:
     """The same table through the same pool, with reconnecting bounded to `retry_for` seconds."""
     return MessageStore(
         _RetryBoundPool(store.pool, retry_for),  # type: ignore[arg-type]
@@ -350,7 +350,7 @@ class SpoolFlusher:
         self.max_backoff = max(max_backoff, interval)
         self.on_stored = on_stored
         # The flusher tries once (one immediate reconnect) and backs off itself.
-        self._flush_store = _bounded_store(store, 0.0)
+        self._flush_store = bounded_store(store, 0.0)
         self._direct_stores: dict[float, MessageStore] = {}
         self._folder_locks: dict[FolderKey, asyncio.Lock] = {}
         # Files a deposit() is still handling; the flusher leaves them alone.
@@ -522,7 +522,7 @@ class SpoolFlusher:
             return None
         store = self._direct_stores.get(wait)
         if store is None:
-            store = self._direct_stores[wait] = _bounded_store(self.store, wait)
+            store = self._direct_stores[wait] = bounded_store(self.store, wait)
         try:
             return await asyncio.wait_for(store.store(**message.store_arguments()), budget)
         except (DatabaseError, TimeoutError) as exc:
