@@ -17,7 +17,6 @@ from storage.realtime import RealtimeMapping
 
 DEFAULT_SPOOL_DIR = "/var/spool/asterisk"
 DEFAULT_DATA_DIR = "/usr/share/asterisk"  # Debian's astdatadir; sounds live below it
-SPECIAL_VOICEMAIL_SECTIONS = ("general", "zonemessages")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from sipmessage import URI, Address, Request, Response
 from ..channel import CallerInfo, Channel
 from ..media import MediaClock, RtpSession
 from ..sdp import NegotiatedAudio, SdpError, negotiate, parse_sdp
+from ..tasks import BackgroundTasks
 from .calls import CallState, SipCall, session_timer_headers
 from .messages import ALLOW, SERVER_NAME, make_response, new_branch, new_tag, tag_of
 from .redirect import redirect_of
@@ -77,7 +78,7 @@ class SipEndpoint:
         self.udp: UdpTransport | None = None
         self.calls: dict[tuple[str, str, str], SipCall] = {}
         self._calls_by_invite: dict[int, SipCall] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
         self.handlers: dict[str, RequestHandler] = {}
         self.authorize: Authorizer | None = None
         self.rtp_host = config.rtp_host or config.host
@@ -104,8 +105,8 @@ class SipEndpoint:
         """Hang up every call, give applications `grace` seconds to store, then close."""
         for call in list(self._calls_by_invite.values()):
             call.channel.hangup(503, "server shutting down")
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
+        if running := self._tasks.running():
+            await asyncio.wait(running, timeout=grace)
         for transport in self.transports:
             transport.flush()
         await asyncio.sleep(0.05)
@@ -251,9 +252,7 @@ class SipEndpoint:
             )
             return
         info = self._caller_info(request)
-        task = asyncio.ensure_future(self._run_call(transport, request, tx, negotiated, info))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run_call(transport, request, tx, negotiated, info))
 
     async def _run_call(
         self,

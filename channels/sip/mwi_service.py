@@ -19,6 +19,7 @@ from sipmessage import Address, Request
 
 from storage.odbc import DatabaseError
 
+from ..tasks import BackgroundTasks
 from .messages import make_response, new_branch, new_call_id, new_tag
 from .mwi import (
     Subscription,
@@ -48,20 +49,14 @@ class MwiService:
     # Counts last sent by unsolicited NOTIFY, per peer.
     _sent: dict[str, tuple[int, int]] = field(default_factory=dict)
     _pending: dict[int, Subscription] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start(self) -> None:
         self.registrations.on_registered = self.peer_registered
-        self._spawn(self._housekeeping())
+        self._tasks.spawn(self._housekeeping())
 
     def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.cancel()
 
     async def _count(self, mailboxes: Mailboxes) -> tuple[int, int] | None:
         try:
@@ -73,7 +68,7 @@ class MwiService:
     # -- SUBSCRIBE ------------------------------------------------------------------------
 
     def handle_subscribe(self, transport: object, request: Request, tx: ServerTransaction) -> None:
-        self._spawn(self._subscribe(transport, request, tx))
+        self._tasks.spawn(self._subscribe(transport, request, tx))
 
     async def _subscribe(self, transport: object, request: Request, tx: ServerTransaction) -> None:
         endpoint = self.endpoint
@@ -136,9 +131,9 @@ class MwiService:
         subscriptions = self._subscriptions_of(peer.name)
         if subscriptions:
             for subscription in subscriptions:
-                self._spawn(self._notify_subscription(subscription, peer, force=True))
+                self._tasks.spawn(self._notify_subscription(subscription, peer, force=True))
         elif peer.mailbox and not peer.subscribemwi:
-            self._spawn(self._notify_peer(peer, binding, force=True))
+            self._tasks.spawn(self._notify_peer(peer, binding, force=True))
 
     def _subscriptions_of(self, peer_name: str) -> list[Subscription]:
         return [s for s in self.subscriptions.subscriptions() if s.peer_name == peer_name]
@@ -189,7 +184,7 @@ class MwiService:
 
     def mailbox_changed(self, mailbox: str, context: str) -> None:
         """The server changed a mailbox: tell every phone that watches it."""
-        self._spawn(self._mailbox_changed(mailbox, context))
+        self._tasks.spawn(self._mailbox_changed(mailbox, context))
 
     async def _mailbox_changed(self, mailbox: str, context: str) -> None:
         for subscription in self.subscriptions.for_mailbox(mailbox, context):

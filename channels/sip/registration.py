@@ -23,6 +23,7 @@ from sipmessage import URI, Address, Request
 from storage.odbc import DatabaseError
 from storage.realtime import Realtime
 
+from ..tasks import BackgroundTasks
 from .auth import AuthResult, FailureLimiter, NonceManager, challenge, parse_credentials, verify
 from .messages import SERVER_NAME, make_response, new_call_id, new_tag
 from .peers import Peer
@@ -137,19 +138,13 @@ class Registrations:
     nonces: NonceManager = field(default_factory=lambda: NonceManager(secrets.token_bytes(32)))
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
     qualifying: dict[str, QualifyState] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start(self) -> None:
-        self._spawn(self._housekeeping())
+        self._tasks.spawn(self._housekeeping())
 
     def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.cancel()
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -222,7 +217,7 @@ class Registrations:
     # -- REGISTER -------------------------------------------------------------------------
 
     def handle_register(self, transport: object, request: Request, tx: ServerTransaction) -> None:
-        self._spawn(self._register(transport, request, tx))
+        self._tasks.spawn(self._register(transport, request, tx))
 
     async def _register(self, transport: object, request: Request, tx: ServerTransaction) -> None:
         try:
@@ -291,9 +286,7 @@ class Registrations:
 
     async def _within(self, coroutine: Coroutine[Any, Any, None], seconds: float) -> None:
         """Wait for `coroutine` at most `seconds`; past that it goes on as a background task."""
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self._tasks.spawn(coroutine)
         await asyncio.wait({task}, timeout=seconds)
 
     # -- expiry and qualify ----------------------------------------------------------------
