@@ -228,6 +228,7 @@ class Channel:
             while digit is None and not reached_limit.done():
                 digit = await self._wait_for_digit(stop_digits, reached_limit)
         except ChannelHungUp:
+            self._media.flush_received()
             return Recording(b"".join(chunks), StopReason.HANGUP)
         finally:
             self._media.on_audio = None

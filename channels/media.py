@@ -20,6 +20,7 @@ from .rtp import (
     G711,
     SILENCE_FRAME,
     DtmfReceiver,
+    JitterBuffer,
     ReceiveBuffer,
     RtpError,
     RtpPacket,
@@ -98,6 +99,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self._play_done: asyncio.Future[None] | None = None
         self._dtmf = DtmfReceiver()
         self._buffer = ReceiveBuffer()
+        self._jitter = JitterBuffer()
         self.on_audio: Callable[[bytes], None] | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         self.packets_received = 0
@@ -220,16 +222,24 @@ class RtpSession(asyncio.DatagramProtocol):
             return
         if packet.payload_type != self._payload_type:
             return
-        pcm = self._codec.decode(packet.payload)
+        for ordered, pcm in self._jitter.push(packet, self._codec.decode(packet.payload)):
+            self._deliver(ordered, pcm)
+
+    def _deliver(self, packet: RtpPacket, pcm: bytes) -> None:
         if self._inband is not None and self.on_dtmf is not None:
             for digit in self._inband.feed(pcm):
                 self.on_dtmf(digit)
-        gap = self._buffer.place(packet, len(packet.payload))
+        gap = self._buffer.place(packet, len(pcm) // 2)
         if gap < 0 or self.on_audio is None:
             return
         if gap:
             self.on_audio(SILENCE_FRAME[:2] * gap)
         self.on_audio(pcm)
+
+    def flush_received(self) -> None:
+        """Hand up what the jitter buffer still holds (a recording is about to end)."""
+        for packet, pcm in self._jitter.flush():
+            self._deliver(packet, pcm)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("RTP socket error: %s", exc)

@@ -156,3 +156,59 @@ class ReceiveBuffer:
         if delta > self.MAX_GAP_SAMPLES:
             return 0
         return delta
+
+
+class JitterBuffer:
+    """Puts reordered packets back in sequence order, holding at most `depth` of them.
+
+    In-order packets pass straight through. A missing sequence number holds later packets
+    until it arrives or more than `depth` are waiting; then the buffer gives up on it (the
+    `ReceiveBuffer` after it fills the hole with silence). A packet older than what was
+    released is late and dropped. Depth 3 is 60 ms at 20 ms ptime.
+    """
+
+    def __init__(self, depth: int = 3) -> None:
+        self.depth = depth
+        self._ssrc: int | None = None
+        self._next: int | None = None
+        self._held: dict[int, tuple[RtpPacket, bytes]] = {}
+
+    def push(self, packet: RtpPacket, pcm: bytes) -> list[tuple[RtpPacket, bytes]]:
+        released: list[tuple[RtpPacket, bytes]] = []
+        if packet.ssrc != self._ssrc:
+            released = self.flush()
+            self._ssrc = packet.ssrc
+            self._next = packet.sequence
+        assert self._next is not None
+        distance = (packet.sequence - self._next) & 0xFFFF
+        if distance >= 0x8000:
+            if 0x10000 - distance > 100:  # far behind: the sender restarted its numbering
+                released += self.flush()
+                self._next = packet.sequence
+            else:
+                return released  # late or duplicate
+        self._held[packet.sequence] = (packet, pcm)
+        released += self._release_in_order()
+        if len(self._held) > self.depth:
+            # Give up on the gap: continue from the oldest packet we hold.
+            self._next = min(self._held, key=lambda seq: (seq - self._next) & 0xFFFF)
+            released += self._release_in_order()
+        return released
+
+    def _release_in_order(self) -> list[tuple[RtpPacket, bytes]]:
+        released = []
+        while self._next in self._held:
+            released.append(self._held.pop(self._next))
+            self._next = (self._next + 1) & 0xFFFF
+        return released
+
+    def flush(self) -> list[tuple[RtpPacket, bytes]]:
+        """Everything held, in order (the recording ends: nothing more will arrive)."""
+        if self._next is None:
+            return []
+        start = self._next
+        ordered = sorted(self._held.items(), key=lambda item: (item[0] - start) & 0xFFFF)
+        self._held.clear()
+        if ordered:
+            self._next = (ordered[-1][0] + 1) & 0xFFFF
+        return [entry for _seq, entry in ordered]
