@@ -114,7 +114,9 @@ class RtpSession(asyncio.DatagramProtocol):
             port = random.randrange(low, high) & ~1
             try:
                 await loop.create_datagram_endpoint(
-                    lambda: self, local_addr=(host, port), family=socket.AF_INET
+                    lambda: self,
+                    local_addr=(host, port),
+                    family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                 )
             except OSError:
                 continue

@@ -198,11 +198,12 @@ def build_answer(
     version: int = 1,
 ) -> bytes:
     """The SDP answer: our audio stream in the chosen stream's place, the others refused."""
+    family = "IP6" if ":" in local_address else "IP4"
     lines = [
         "v=0",
-        f"o=- {session_id} {version} IN IP4 {local_address}",
+        f"o=- {session_id} {version} IN {family} {local_address}",
         "s=ARA Voicemail",
-        f"c=IN IP4 {local_address}",
+        f"c=IN {family} {local_address}",
         "t=0 0",
     ]
     streams = negotiated.offered_streams or (("audio", "RTP/AVP", "0"),)

@@ -125,7 +125,7 @@ def start_server(config_dir: Path, timeout: float = 30) -> RunningServer:
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line)
-            match = re.search(r"listening on ([\d.]+):(\d+)", line)
+            match = re.search(r"listening on (\[[0-9a-fA-F:]+\]|[\d.]+):(\d+)", line)
             if match and not found:
                 found.append((match.group(1), int(match.group(2))))
                 listening.set()

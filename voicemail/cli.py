@@ -57,7 +57,8 @@ def _configure_logging(verbose: int) -> None:
 def _announce(server: VoicemailServer) -> None:
     assert server.endpoint is not None
     host, port = server.endpoint.contact_host.rsplit(":", 1)
-    print(f"ARA Voicemail listening on {host}:{port} (UDP)", flush=True)
+    transports = ", ".join(t.name for t in server.endpoint.transports)
+    print(f"ARA Voicemail listening on {host}:{port} ({transports})", flush=True)
     print(
         f"  leave a message: sipp -sf voicemail/demo/leave-message.xml -s 1000 {host}:{port} "
         "-m 1 -i 127.0.0.1 -mi 127.0.0.1",

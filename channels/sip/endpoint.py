@@ -21,7 +21,15 @@ from ..media import MediaClock, RtpSession
 from ..sdp import NegotiatedAudio, SdpError, negotiate, parse_sdp
 from ..tasks import BackgroundTasks
 from .calls import CallState, SipCall, session_timer_headers
-from .messages import ALLOW, SERVER_NAME, make_response, new_branch, new_tag, tag_of
+from .messages import (
+    ALLOW,
+    SERVER_NAME,
+    host_reference,
+    make_response,
+    new_branch,
+    new_tag,
+    tag_of,
+)
 from .redirect import redirect_of
 from .transactions import (
     AckReceived,
@@ -82,7 +90,7 @@ class SipEndpoint:
         self.handlers: dict[str, RequestHandler] = {}
         self.authorize: Authorizer | None = None
         self.rtp_host = config.rtp_host or config.host
-        self.contact_host = f"{config.host}:{config.port}"
+        self.contact_host = f"{host_reference(config.host)}:{config.port}"
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -91,7 +99,7 @@ class SipEndpoint:
         await self.udp.start(self.config.host, self.config.port)
         self.transports.append(self.udp)
         self.config.port = self.udp.port
-        self.contact_host = f"{self.udp.host}:{self.udp.port}"
+        self.contact_host = f"{host_reference(self.udp.host)}:{self.udp.port}"
         if self.config.tcp:
             tcp = StreamTransport(self._process_events)
             await tcp.start(self.config.host, self.config.tcp_port or self.udp.port)
@@ -126,10 +134,10 @@ class SipEndpoint:
     def contact_for(self, transport: SipTransport, user: str) -> str:
         suffix = "" if transport.name == "UDP" else f";transport={transport.name.lower()}"
         scheme = "sips" if transport.name == "TLS" else "sip"
-        return f"<{scheme}:{user}@{transport.host}:{transport.port}{suffix}>"
+        return f"<{scheme}:{user}@{host_reference(transport.host)}:{transport.port}{suffix}>"
 
     def via_for(self, transport: SipTransport) -> str:
-        sent_by = f"{transport.host}:{transport.port}"
+        sent_by = f"{host_reference(transport.host)}:{transport.port}"
         return f"SIP/2.0/{transport.name} {sent_by};branch={new_branch()};rport"
 
     def respond(self, transport: SipTransport, tx: ServerTransaction, response: Response) -> None:

@@ -143,6 +143,11 @@ def serialize(message: Request | Response) -> bytes:
     return bytes(message)
 
 
+def host_reference(host: str) -> str:
+    """A host as a URI or Via writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def new_tag() -> str:
     return secrets.token_hex(6)
 

@@ -25,7 +25,7 @@ from storage.realtime import Realtime
 
 from ..tasks import BackgroundTasks
 from .auth import AuthResult, FailureLimiter, NonceManager, challenge, parse_credentials, verify
-from .messages import SERVER_NAME, make_response, new_call_id, new_tag
+from .messages import SERVER_NAME, host_reference, make_response, new_call_id, new_tag
 from .peers import Peer
 from .registrar import (
     Binding,
@@ -332,7 +332,7 @@ class Registrations:
         request = Request("OPTIONS", URI.parse(binding.contact))
         request.headers.add("Via", self.endpoint.via_for(transport))
         request.headers.add("Max-Forwards", "70")
-        host = f"{transport.host}:{transport.port}"
+        host = f"{host_reference(transport.host)}:{transport.port}"
         request.headers.add("From", f"<sip:{self.realm}@{host}>;tag={new_tag()}")
         request.headers.add("To", f"<{binding.contact}>")
         request.headers.add("Call-ID", new_call_id(transport.host))
