@@ -301,7 +301,13 @@ class SipEndpoint:
         call = SipCall(self, transport, tx, negotiated, media, info)
         self.calls[call.dialog_key] = call
         self._calls_by_invite[id(tx)] = call
-        media.on_timeout = lambda: call.channel.hangup(None, "RTP timeout")
+
+        def rtp_timeout() -> None:
+            log.info("call %s: RTP timeout (%s s without RTP), hanging up", call.call_id,
+                     self.config.rtp_timeout)  # fmt: skip
+            call.channel.hangup(None, "RTP timeout")
+
+        media.on_timeout = rtp_timeout
         log.info(
             "call %s from %r <%s> to %s@%s (%s, %s)",
             call.call_id,
