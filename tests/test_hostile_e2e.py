@@ -277,11 +277,7 @@ def test_torture_corpus_and_bad_registers_leave_the_server_serving(
             udp.send(data)
             outcomes[name] = udp.final_for(None, 0.6)
             EXPECTED[name] = allowed
-        wrong = {
-            name: code
-            for name, code in outcomes.items()
-            if code not in EXPECTED[name]
-        }
+        wrong = {name: code for name, code in outcomes.items() if code not in EXPECTED[name]}
         assert not wrong, f"unexpected answers {wrong}\n{server.log()[-4000:]}"
 
         codes: list[int | None] = []
