@@ -69,6 +69,10 @@ class MediaClock:
                 log.exception("media tick failed")
         self._next += FRAME_SECONDS
         if now - self._next > 0.2:  # the loop stalled; resynchronise instead of bursting
+            log.warning(
+                "media clock %.0f ms late (CPU overloaded?): prompts are being stretched",
+                (now - self._next) * 1000,
+            )
             self._next = now + FRAME_SECONDS
         self._handle = loop.call_at(self._next, self._tick) if self._sessions else None
 
