@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from . import sipp
+from . import sipp, test_register_e2e
 from .dbbackends import Backend
 from .test_deposit_e2e import DATA, deposit_scenario, rows
 from .test_mwi_e2e import (
@@ -22,7 +22,6 @@ from .test_mwi_e2e import (
     summary_regexp,
     wait_for,
 )
-from . import test_register_e2e
 from .test_register_e2e import Starter, add_peer
 
 start = test_register_e2e.start  # the fixture that starts a server with a sippeers table
