@@ -87,6 +87,18 @@ class Backend:
                 return int(admin.execute(query, self.user).fetchone()[0])
         raise ValueError(f"{self.name} has no server sessions")
 
+    def sql(self, statement: str, *params: object) -> list[dict[str, object]]:
+        """Run one statement on this database (autocommit); rows as dicts, lower-case keys."""
+        connection = pyodbc.connect(self.connection_string, autocommit=True)
+        try:
+            cursor = connection.execute(statement, *params)
+            if cursor.description is None:
+                return []
+            names = [column[0].lower() for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            connection.close()
+
     def terminate_connections(self) -> int:
         """Make the server drop every session of this database's user (a simulated outage)."""
         if self.name == "postgresql":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +33,13 @@ same => n,Hangup()
 DEFAULT_MAILBOXES = """[default]
 1000 => 1234,Alice Example,alice@example.com
 """
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port nothing listens on right now, on 127.0.0.1 (UDP unless told)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def prompt_seconds(*names: str) -> float:

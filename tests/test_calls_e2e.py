@@ -21,7 +21,7 @@ import pytest
 
 from . import sipp
 from .dbbackends import Backend
-from .server import RunningServer, start_server, write_config
+from .server import RunningServer, free_port, start_server, write_config
 from .test_deposit_e2e import DATA, assert_recording_is, deposit_scenario, rows
 
 pytestmark = [
@@ -41,12 +41,6 @@ def server(backend: Backend, tmp_path: Path) -> Iterator[RunningServer]:
     assert running.stop() == 0, running.log()
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def run_sipp_tcp(workdir: Path, xml: str, target: str, timeout: float = 60) -> sipp.SippResult:
     """sipp over one TCP connection (`-t t1`); tests/sipp.run_sipp speaks UDP only."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +56,7 @@ def run_sipp_tcp(workdir: Path, xml: str, target: str, timeout: float = 60) -> s
         "-i",
         "127.0.0.1",
         "-p",
-        str(free_port()),
+        str(free_port(socket.SOCK_STREAM)),
         "-mi",
         "127.0.0.1",
         "-mp",

@@ -36,17 +36,11 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def rows(backend: Backend, where: str = "", params: tuple = ()) -> list[dict]:
-    connection = pyodbc.connect(backend.connection_string, autocommit=True)
-    try:
-        cursor = connection.execute(
-            "SELECT dir, msgnum, context, callerid, origtime, duration, recording, flag, "
-            f"mailboxuser, mailboxcontext, msg_id FROM voicemessages {where} ORDER BY dir, msgnum",
-            *params,
-        )
-        names = [c[0].lower() for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    finally:
-        connection.close()
+    return backend.sql(
+        "SELECT dir, msgnum, context, callerid, origtime, duration, recording, flag, "
+        f"mailboxuser, mailboxcontext, msg_id FROM voicemessages {where} ORDER BY dir, msgnum",
+        *params,
+    )
 
 
 @pytest.fixture

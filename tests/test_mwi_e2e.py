@@ -10,7 +10,6 @@ wrong body or header fails the sipp run; bodies are matched exactly, CRLFs inclu
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import pytest
 
 from . import sipp
 from .dbbackends import Backend
-from .server import RunningServer, start_server, write_config
+from .server import RunningServer, free_port, start_server, write_config
 from .test_deposit_e2e import DATA, deposit_scenario, rows
 
 pytestmark = pytest.mark.timeout(60)
@@ -171,12 +170,6 @@ ACTIVE = r"^ *active;expires=(5[0-9][0-9]|600)$"  # 600 granted, counting down
 # -- a sipp process in the background (a phone waiting for NOTIFYs) ------------------------
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class BackgroundSipp:
     process: subprocess.Popen[str]
@@ -230,7 +223,7 @@ def start_sipp(
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{name}.xml"
     path.write_text(xml)
-    port = free_udp_port()
+    port = free_port()
     cmd = [
         "sipp",
         target,
@@ -243,9 +236,9 @@ def start_sipp(
         "-mi",
         "127.0.0.1",
         "-mp",
-        str(free_udp_port()),
+        str(free_port()),
         "-cp",
-        str(free_udp_port()),
+        str(free_port()),
         "-m",
         str(calls),
         "-timeout",

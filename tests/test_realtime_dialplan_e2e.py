@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyodbc
 import pytest
 
 from . import sipp
@@ -15,14 +14,6 @@ from .test_deposit_e2e import DATA, assert_recording_is, deposit_scenario, rows
 pytestmark = pytest.mark.timeout(180)
 
 EXTENSIONS = "[default]\nswitch => Realtime/default@extensions\n"
-
-
-def execute(backend: Backend, sql: str, *params: object) -> None:
-    connection = pyodbc.connect(backend.connection_string, autocommit=True)
-    try:
-        connection.execute(sql, *params)
-    finally:
-        connection.close()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
@@ -39,8 +30,7 @@ def test_realtime_switch_and_voicemail_conf_from_ast_config_route_a_deposit(
     assert "ast_config on [asterisk]" in init.stdout
     # A pattern row, as pbx_realtime reads them: _8XXXX -> VoiceMail(${EXTEN:1}@default,u).
     for priority, app, data in ((1, "VoiceMail", "${EXTEN:1}@default,u"), (2, "Hangup", "")):
-        execute(
-            backend,
+        backend.sql(
             "INSERT INTO extensions (context, exten, priority, app, appdata) "
             "VALUES (?, ?, ?, ?, ?)",
             "default",
@@ -57,8 +47,7 @@ def test_realtime_switch_and_voicemail_conf_from_ast_config_route_a_deposit(
         (1, 0, "default", "3000", "4242,Carol Database,carol@example.com"),
     ]
     for cat_metric, var_metric, category, name, value in conf_rows:
-        execute(
-            backend,
+        backend.sql(
             "INSERT INTO ast_config (cat_metric, var_metric, commented, filename, category, "
             "var_name, var_val) VALUES (?, ?, 0, 'voicemail.conf', ?, ?, ?)",
             cat_metric,

@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyodbc
 import pytest
 
 from storage.odbc import OdbcPool
@@ -25,7 +23,7 @@ from storage.realtime_tables import sippeers_table
 from storage.schema import create_tables
 
 from .dbbackends import Backend
-from .server import RunningServer, start_server, write_config
+from .server import RunningServer, free_port, start_server, write_config
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -56,28 +54,15 @@ def create_sippeers(backend: Backend) -> None:
     asyncio.run(create())
 
 
-def sql(backend: Backend, statement: str, *params: object) -> list[dict[str, object]]:
-    connection = pyodbc.connect(backend.connection_string, autocommit=True)
-    try:
-        cursor = connection.execute(statement, *params)
-        if cursor.description is None:
-            return []
-        names = [column[0].lower() for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    finally:
-        connection.close()
-
-
 def add_peer(backend: Backend, name: str, **columns: str) -> None:
     values = {"name": name, "type": "friend", "host": "dynamic", "context": "default", **columns}
     names = ", ".join(values)
     marks = ", ".join("?" for _ in values)
-    sql(backend, f"INSERT INTO sippeers ({names}) VALUES ({marks})", *values.values())
+    backend.sql(f"INSERT INTO sippeers ({names}) VALUES ({marks})", *values.values())
 
 
 def peer_row(backend: Backend, name: str) -> dict[str, object]:
-    rows = sql(
-        backend,
+    rows = backend.sql(
         "SELECT ipaddr, port, regseconds, defaultuser, fullcontact, regserver, useragent, "
         "lastms FROM sippeers WHERE name = ?",
         name,
@@ -109,12 +94,6 @@ def start(backend: Backend, tmp_path: Path) -> Iterator[Starter]:
 
 
 # -- sipp --------------------------------------------------------------------------------
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def register(user: str, cseq: int, expires: int = EXPIRES, auth: str = "") -> str:
@@ -263,7 +242,7 @@ def test_phone_registers_with_password_and_the_row_gets_its_address(
 ) -> None:
     server = start()
     add_peer(backend, "6001", secret="secret")
-    port = free_udp_port()
+    port = free_port()
     before = int(time.time())
     exchange = run_sipp(
         tmp_path / "sipp", "register", authenticated_register("6001", "secret", 1), server, port
@@ -302,7 +281,7 @@ def test_wrong_password_is_forbidden_and_repeated_failures_block_the_address(
     )
     # Now blocked: even the right password gets no challenge, only 403.
     steps += register("6001", 2 * attempts + 1) + '<recv response="403"/>\n'
-    exchange = run_sipp(tmp_path / "sipp", "wrong", steps, server, free_udp_port())
+    exchange = run_sipp(tmp_path / "sipp", "wrong", steps, server, free_port())
 
     refusals = exchange.received("SIP/2.0 403")
     assert len(refusals) == attempts + 1
@@ -318,7 +297,7 @@ def test_unregister_clears_the_row_as_chan_sip_does(
 ) -> None:
     server = start()
     add_peer(backend, "6001", secret="secret")
-    port = free_udp_port()
+    port = free_port()
     run_sipp(
         tmp_path / "sipp", "register", authenticated_register("6001", "secret", 1), server, port
     )
@@ -348,7 +327,7 @@ def test_peer_added_while_the_server_runs_registers_at_once(
     start: Starter, backend: Backend, tmp_path: Path
 ) -> None:
     server = start()
-    port = free_udp_port()
+    port = free_port()
     # Not there yet: challenged like any name (alwaysauthreject), then refused.
     run_sipp(
         tmp_path / "sipp",
@@ -373,7 +352,7 @@ def test_md5secret_column_authenticates_in_the_configured_realm(
     server = start(general="realm=voicemail.example\n")
     md5secret = hashlib.md5(b"6003:voicemail.example:secret").hexdigest()
     add_peer(backend, "6003", md5secret=md5secret)
-    port = free_udp_port()
+    port = free_port()
     exchange = run_sipp(
         tmp_path / "sipp", "register", authenticated_register("6003", "secret", 1), server, port
     )
@@ -386,13 +365,13 @@ def test_md5secret_column_authenticates_in_the_configured_realm(
 
 def test_static_sip_conf_peer_registers(start: Starter, backend: Backend, tmp_path: Path) -> None:
     server = start(sections="[6100]\ntype=friend\nhost=dynamic\nsecret=x\n")
-    port = free_udp_port()
+    port = free_port()
     exchange = run_sipp(
         tmp_path / "sipp", "register", authenticated_register("6100", "x", 1), server, port
     )
     ok = only(exchange.received("SIP/2.0 200"))
     assert header(ok, "Contact") == f"<sip:6100@127.0.0.1:{port}>;expires={EXPIRES}"
-    assert sql(backend, "SELECT name FROM sippeers") == []
+    assert backend.sql("SELECT name FROM sippeers") == []
     assert "peer 6100 registered" in server.log()
 
 
@@ -401,7 +380,7 @@ def test_cached_realtime_peer_is_qualified_and_lastms_written(
 ) -> None:
     server = start(general="rtcachefriends=yes\n")
     add_peer(backend, "6004", secret="secret", qualify="yes")
-    port = free_udp_port()
+    port = free_port()
     # After its REGISTER the phone stays up 3 s; the server's OPTIONS (sent within a second,
     # new Call-ID) is answered by the out-of-call scenario, 200 ms late so the time shows.
     exchange = run_sipp(

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyodbc
-
 from .dbbackends import Backend, fresh_database
 from .server import run_cli, write_config
-
-
-def execute(backend: Backend, *statements: str) -> None:
-    connection = pyodbc.connect(backend.connection_string, autocommit=True)
-    try:
-        for sql in statements:
-            connection.execute(sql)
-    finally:
-        connection.close()
 
 
 def test_freshly_initialised_database_has_no_findings(backend: Backend, tmp_path: Path) -> None:
@@ -37,8 +26,7 @@ def test_missing_table_is_an_error_with_the_fix(backend: Backend, tmp_path: Path
 
 def test_asterisk_22_table_without_macrocontext_is_only_a_note(tmp_path: Path) -> None:
     with fresh_database("postgresql", tmp_path) as db:
-        execute(
-            db,
+        db.sql(
             "CREATE TABLE voicemessages (dir VARCHAR(255) NOT NULL, msgnum INTEGER NOT NULL, "
             "context VARCHAR(80), callerid VARCHAR(80), origtime INTEGER, duration INTEGER, "
             "recording BYTEA, flag VARCHAR(30), category VARCHAR(30), mailboxuser VARCHAR(30), "
@@ -53,8 +41,7 @@ def test_asterisk_22_table_without_macrocontext_is_only_a_note(tmp_path: Path) -
 
 def test_mariadb_blob_recording_column_is_an_error_with_alter_table(tmp_path: Path) -> None:
     with fresh_database("mysql", tmp_path) as db:
-        execute(
-            db,
+        db.sql(
             "CREATE TABLE voicemessages (dir VARCHAR(255) NOT NULL, msgnum INTEGER NOT NULL, "
             "context VARCHAR(80), macrocontext VARCHAR(80), callerid VARCHAR(80), "
             "origtime INTEGER, duration INTEGER, recording BLOB, flag VARCHAR(30), "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from .dbbackends import Backend
-from .server import start_server, write_config
+from .server import free_port, start_server, write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,16 +26,10 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_options_over_tls_is_answered_on_the_tls_port(backend: Backend, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    port = free_port()
+    port = free_port(socket.SOCK_STREAM)
     config = write_config(tmp_path / "etc", backend)
     with (config / "sip.conf").open("a") as sip_conf:
         sip_conf.write(
