@@ -25,8 +25,6 @@ from .sounds import SoundLibrary, SoundNotFound
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 8000
-
 
 @dataclass
 class VoiceMailArgs:
@@ -87,7 +85,6 @@ class VoiceMailApp:
         sounds: SoundLibrary,
         formats: list[str],
     ) -> None:
-        self.store = store
         # Reads on the caller's time give up quickly instead of waiting out an outage.
         self.quick_store = bounded_store(store, CALL_PATH_DB_WAIT)
         self._db_failed_at = -DB_DOWN_HOLD
