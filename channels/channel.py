@@ -58,6 +58,8 @@ class CallerInfo:
     redirecting_from: str = ""
     redirect_reason: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    # The prompts' language for this call ("" = the server's): a peer's `language` option.
+    language: str = ""
 
 
 class Channel:

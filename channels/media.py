@@ -80,8 +80,16 @@ class MediaClock:
 class RtpSession(asyncio.DatagramProtocol):
     """One call's RTP: plays queued PCM frames, hands received audio and DTMF up."""
 
-    def __init__(self, clock: MediaClock, rtp_timeout: float = 0, comedia: bool = False) -> None:
+    def __init__(
+        self,
+        clock: MediaClock,
+        rtp_timeout: float = 0,
+        comedia: bool = False,
+        dtmfmode: str = "auto",
+    ) -> None:
         self._clock = clock
+        # sip.conf dtmfmode of the calling peer: rfc2833, inband, info or auto.
+        self.dtmfmode = dtmfmode
         self.rtp_timeout = rtp_timeout  # seconds without RTP before on_timeout; 0 = never
         self.comedia = comedia  # send to where the caller's RTP comes from (nat=comedia)
         self.last_received = 0.0
