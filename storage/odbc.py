@@ -31,6 +31,8 @@ from typing import TypeVar
 
 import pyodbc
 
+from storage.identifiers import check_identifier, split_table_name
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -275,12 +277,7 @@ async def check_blob_column(pool: OdbcPool, table: str, column: str) -> None:
     A plain BLOB holds 64 KB (about 4 s of 8 kHz WAV) and MEDIUMBLOB 16 MB; Asterisk's tables
     use LONGBLOB. The message names the ALTER TABLE that fixes it. Other backends: no check.
     """
-    from storage.schema import check_identifier  # storage.schema imports this module
-
-    schema, _, name = table.rpartition(".")
-    check_identifier(name, "table name")
-    if schema:
-        check_identifier(schema, "schema name")
+    schema, name = split_table_name(table)
     check_identifier(column, "column name")
     if pool.backend != "mysql":
         return

@@ -43,8 +43,8 @@ from typing import Any
 import pyodbc
 
 from storage.conffile import ConfigError, ConfigFile, load_config
+from storage.identifiers import split_table_name
 from storage.odbc import DatabaseError, DatabaseUnavailable, OdbcPool
-from storage.schema import check_identifier
 from storage.staticconfig import load_static_config
 
 log = logging.getLogger(__name__)
@@ -455,9 +455,7 @@ class Realtime:
                 )
                 continue
             if driver == "odbc":
-                check_identifier(mapping.table.rpartition(".")[2], "realtime table name")
-                if "." in mapping.table:
-                    check_identifier(mapping.table.rpartition(".")[0], "realtime schema name")
+                split_table_name(mapping.table, "realtime table name")
             self._families.setdefault(mapping.family, []).append(mapping)
         for family_mappings in self._families.values():
             family_mappings.sort(key=lambda mapping: mapping.priority)

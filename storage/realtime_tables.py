@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, UniqueConstraint
 
-from storage.schema import check_identifier
+from storage.identifiers import split_table_name
 
 __all__ = ["extensions_table", "sippeers_table"]
 
@@ -114,16 +114,9 @@ _SIPPEERS_COLUMNS: tuple[tuple[str, int | None], ...] = (
 )
 
 
-def _split(name: str) -> tuple[str | None, str]:
-    schema, _, table = name.rpartition(".")
-    if schema:
-        check_identifier(schema, "schema name")
-    return schema or None, check_identifier(table, "table name")
-
-
 def sippeers_table(metadata: MetaData | None = None, name: str = "sippeers") -> Table:
     """chan_sip's realtime peer table (family `sippeers`), with Asterisk's four indexes."""
-    schema, table_name = _split(name)
+    schema, table_name = split_table_name(name)
     columns = [
         Column(column, Integer if length is None else String(length))
         for column, length in _SIPPEERS_COLUMNS
@@ -147,7 +140,7 @@ def sippeers_table(metadata: MetaData | None = None, name: str = "sippeers") -> 
 
 def extensions_table(metadata: MetaData | None = None, name: str = "extensions") -> Table:
     """The realtime switch's dialplan table: one row per (context, exten, priority)."""
-    schema, table_name = _split(name)
+    schema, table_name = split_table_name(name)
     return Table(
         table_name,
         metadata if metadata is not None else MetaData(),

@@ -7,7 +7,6 @@ run on raw pyodbc cursors. Each statement is compiled once with the backend's ba
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +31,8 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.ddl import CreateIndex, CreateTable
 
+from storage.identifiers import split_table_name
 from storage.odbc import DatabaseError, OdbcPool
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # The base dialect classes: SQLAlchemy 2.1's default PostgreSQL dialect is psycopg's, whose
 # `?::VARCHAR` casts do not suit psqlODBC.
@@ -55,23 +53,9 @@ YesNo = String(3)
 _MYSQL_OPTIONS = {"mysql_engine": "InnoDB", "mysql_default_charset": "utf8mb4"}
 
 
-def check_identifier(name: str, what: str = "name") -> str:
-    """Return `name` if it is a plain SQL identifier (it is interpolated into SQL), else raise."""
-    if not _IDENTIFIER.match(name):
-        raise ValueError(f"invalid {what} {name!r}: only letters, digits and _ are allowed")
-    return name
-
-
-def _split_table_name(name: str) -> tuple[str | None, str]:
-    schema, _, table = name.rpartition(".")
-    if schema:
-        check_identifier(schema, "schema name")
-    return schema or None, check_identifier(table, "table name")
-
-
 def messages_table(name: str = "voicemessages", metadata: MetaData | None = None) -> Table:
     """app_voicemail's ODBC message table (Asterisk alembic `voicemail_messages` columns)."""
-    schema, table = _split_table_name(name)
+    schema, table = split_table_name(name)
     return Table(
         table,
         metadata if metadata is not None else MetaData(),
@@ -96,7 +80,7 @@ def messages_table(name: str = "voicemessages", metadata: MetaData | None = None
 
 def voicemail_table(metadata: MetaData | None = None, name: str = "voicemail") -> Table:
     """The realtime `voicemail` family table (mailbox users), as Asterisk's alembic creates it."""
-    schema, table_name = _split_table_name(name)
+    schema, table_name = split_table_name(name)
     table = Table(
         table_name,
         metadata if metadata is not None else MetaData(),
@@ -200,7 +184,7 @@ def compile_sql(statement: ClauseElement, backend: str) -> CompiledSql:
 
 def table_columns(cursor: pyodbc.Cursor, table: str) -> list[str]:
     """The lower-cased column names a table really has, in order (from an empty SELECT *)."""
-    schema, name = _split_table_name(table)
+    schema, name = split_table_name(table)
     qualified = f"{schema}.{name}" if schema else name
     cursor.execute(f"SELECT * FROM {qualified} WHERE 1 = 0")
     columns = [str(description[0]).lower() for description in cursor.description]

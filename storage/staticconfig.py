@@ -21,8 +21,8 @@ import pyodbc
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table
 
 from storage.conffile import ConfigError, ConfigFile, Section, Variable
+from storage.identifiers import split_table_name
 from storage.odbc import OdbcPool
-from storage.schema import check_identifier
 
 __all__ = ["ast_config_table", "load_static_config"]
 
@@ -33,10 +33,7 @@ IncludeLoader = Callable[[str], Awaitable[ConfigFile]]
 
 def ast_config_table(metadata: MetaData | None = None, name: str = "ast_config") -> Table:
     """The conventional `ast_config` table (Asterisk's realtime documentation)."""
-    schema, _, table_name = name.rpartition(".")
-    check_identifier(table_name, "table name")
-    if schema:
-        check_identifier(schema, "schema name")
+    schema, table_name = split_table_name(name)
     table = Table(
         table_name,
         metadata if metadata is not None else MetaData(),
@@ -83,10 +80,7 @@ async def load_static_config(
     there is a ConfigError, as an #include of a missing file is); pass `include` to resolve
     them otherwise (e.g. from disk with storage.conffile.load_config).
     """
-    schema, _, name = table.rpartition(".")
-    check_identifier(name, "table name")
-    if schema:
-        check_identifier(schema, "schema name")
+    split_table_name(table)
     return await _load(pool, table, filename, include, opening=[], required=False)
 
 
