@@ -1,0 +1,273 @@
+"""voicemail.conf: [general], [zonemessages] and the mailbox lines, checked when loaded.
+
+Every value is checked against the option's type (`maxsecs=18O`, `format=mp3`, `maxmsg=-3`
+and `attach=maybe` are `ConfigError`s at their line). An option name we do not act on is a
+warning, not an error, because Asterisk ignores unknown options and files copied from an
+Asterisk box must keep loading: "not implemented yet" for an option Asterisk 20 reads (table
+in config_names), "unknown option" for anything else. `IMPLEMENTED_*` below name the options
+the server honours; add a name there when the code that honours it lands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from storage.audioformats import FORMATS
+from storage.conffile import ConfigError, ConfigFile, Variable
+
+from .config_checks import (
+    Checker,
+    Warnings,
+    boolean,
+    digits_keys,
+    either,
+    fail,
+    integer,
+    near_miss,
+    number,
+    one_of,
+    parse_bool,
+    text_value,
+)
+from .config_names import VOICEMAIL_GENERAL, VOICEMAIL_MAILBOX
+
+DEFAULT_MAXRECORDSECS = 600  # the recording cap when maxsecs is 0 or unset
+DEFAULT_SPOOLMAXMB = 1024  # local spool size past which new calls get 503
+DEFAULT_POLLFREQ = 5  # seconds; Asterisk's default is 30 (README explains)
+
+# Options of ours (not Asterisk's), in [general].
+OWN_GENERAL = frozenset({"localspool", "maxrecordsecs", "spoolmaxmb"})
+
+IMPLEMENTED_GENERAL = frozenset(
+    {
+        "format",
+        "odbcstorage",
+        "odbctable",
+        "maxsecs",
+        "maxmessage",
+        "minsecs",
+        "minmessage",
+        "maxmsg",
+        "pollmailboxes",
+        "pollfreq",
+    }
+    | OWN_GENERAL
+)
+IMPLEMENTED_MAILBOX = frozenset({"maxsecs", "maxmessage", "minsecs", "maxmsg"})
+
+# Old names Asterisk still reads, with a deprecation warning.
+DEPRECATED = {"maxmessage": "maxsecs", "minmessage": "minsecs"}
+
+
+def check_formats(text: str) -> str | None:
+    """`format=wav49|gsm|wav`: every format must be one storage/audioformats.py writes."""
+    names = [part.strip() for part in text.split("|") if part.strip()]
+    if not names:
+        return "must name at least one format"
+    for name in names:
+        if name != "WAV" and name not in FORMATS:
+            return f"has {name!r}, which is not a supported format ({', '.join(FORMATS)})"
+    return None
+
+
+_UINT = integer(0)
+_MAXMSG = integer(0, 9999)  # MAXMSGLIMIT; 0 = greetings only
+_BACKUPDELETED = either(integer(0, 9999), boolean)
+
+# Value types of the options that are not plain text.
+CHECKS: dict[str, Checker] = {
+    "format": check_formats,
+    "maxsecs": _UINT,
+    "maxmessage": _UINT,
+    "minsecs": _UINT,
+    "minmessage": _UINT,
+    "maxmsg": _MAXMSG,
+    "maxgreet": _UINT,
+    "maxsilence": _UINT,
+    "silencethreshold": integer(0, 32767),
+    "skipms": _UINT,
+    "maxlogins": integer(1),
+    "minpassword": _UINT,
+    "saydurationm": _UINT,
+    "backupdeleted": _BACKUPDELETED,
+    "pollfreq": integer(1),
+    "volgain": number,
+    "passwordlocation": one_of("voicemail.conf", "spooldir"),
+    "adsiver": _UINT,
+    "imapport": integer(1, 65535),
+    "imapopentimeout": _UINT,
+    "imapclosetimeout": _UINT,
+    "imapreadtimeout": _UINT,
+    "imapwritetimeout": _UINT,
+    "tps_queue_high": integer(1),
+    "tps_queue_low": integer(-1),
+    "maxrecordsecs": integer(1),
+    "spoolmaxmb": integer(1),
+    **{
+        f"listen-control-{what}-key": digits_keys
+        for what in ("forward", "reverse", "pause", "restart", "stop")
+    },
+    **{
+        name: boolean
+        for name in (
+            "attach attachextrecs delete deletevoicemail envelope expungeonhangup forcename "
+            "forcegreetings forward_urgent_auto imapgreetings imap_poll_logout leaveurgent "
+            "messagewrap moveheard nextaftercmd odbc_audio_on_disk operator pbxskip "
+            "pollmailboxes review saycid sayduration searchcontexts sendvoicemail "
+            "smdienable tempgreetwarn usedirectory"
+        ).split()
+    },
+}
+
+
+def check_value(name: str, value: str) -> str | None:
+    """The problem with `name=value` (lower-case name), or None; also for realtime rows."""
+    return CHECKS.get(name, text_value)(value)
+
+
+@dataclass
+class StaticMailbox:
+    """One `mailbox => password,fullname,email,pager,options` line of voicemail.conf."""
+
+    context: str
+    mailbox: str
+    password: str
+    fullname: str = ""
+    email: str = ""
+    pager: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class VoicemailSettings:
+    """voicemail.conf [general] and the per-mailbox defaults it sets."""
+
+    general: dict[str, str]
+    mailboxes: dict[tuple[str, str], StaticMailbox]
+    zonemessages: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def odbcstorage(self) -> str:
+        return self.general.get("odbcstorage", "asterisk")
+
+    @property
+    def odbctable(self) -> str:
+        return self.general.get("odbctable", "voicemessages")
+
+    @property
+    def formats(self) -> list[str]:
+        return [f for f in self.general.get("format", "wav").split("|") if f] or ["wav"]
+
+    @property
+    def maxrecordsecs(self) -> int:
+        """Ours: the longest recording when maxsecs is 0 or unset (Asterisk: unlimited)."""
+        return int(self.general.get("maxrecordsecs", DEFAULT_MAXRECORDSECS))
+
+    @property
+    def spoolmaxmb(self) -> int:
+        """Ours: megabytes in the local spool past which new calls are refused with 503."""
+        return int(self.general.get("spoolmaxmb", DEFAULT_SPOOLMAXMB))
+
+    @property
+    def pollmailboxes(self) -> bool:
+        """Recount watched mailboxes every pollfreq seconds (our default: yes)."""
+        value = parse_bool(self.general.get("pollmailboxes", "yes"))
+        return True if value is None else value
+
+    @property
+    def pollfreq(self) -> int:
+        return int(self.general.get("pollfreq", DEFAULT_POLLFREQ))
+
+
+def _check_option(
+    var: Variable, name: str, known: frozenset[str], implemented: frozenset[str], warnings: Warnings
+) -> None:
+    """Raise on a bad value; warn on a name we do not act on."""
+    error = check_value(name, var.value)
+    if error is not None:
+        raise fail(var, error)
+    if name in DEPRECATED:
+        warnings.add(var.filename, var.line, f'"{name}" is deprecated, use "{DEPRECATED[name]}"')
+    if name in implemented:
+        return
+    if name in known:
+        warnings.add(var.filename, var.line, f'"{name}": not implemented yet')
+    else:
+        warnings.add(var.filename, var.line, f'"{name}": unknown option')
+
+
+def parse_mailbox_line(
+    context: str,
+    mailbox: str,
+    value: str,
+    var: Variable | None = None,
+    warnings: Warnings | None = None,
+) -> StaticMailbox:
+    """`1234 => 4242,Example Mailbox,root@localhost,pager@example.com,attach=no|tz=central`.
+
+    With `var` (the line it came from) every option is checked like a [general] one.
+    """
+    parts = [p.strip() for p in value.split(",", 4)]
+    parts += [""] * (5 - len(parts))
+    options: dict[str, str] = {}
+    for item in parts[4].split("|"):
+        if not item.strip():
+            continue
+        name, eq, option_value = item.partition("=")
+        name, option_value = name.strip().lower(), option_value.strip()
+        if var is not None:
+            if not eq:
+                raise ConfigError(
+                    var.filename, var.line, f'mailbox option "{item.strip()}" has no "=value"'
+                )
+            option = Variable(name, option_value, False, var.filename, var.line)
+            _check_option(
+                option,
+                name,
+                VOICEMAIL_MAILBOX,
+                IMPLEMENTED_MAILBOX,
+                warnings if warnings is not None else Warnings(),
+            )
+        if eq:
+            options[name] = option_value
+    return StaticMailbox(context, mailbox, parts[0], parts[1], parts[2], parts[3], options)
+
+
+def voicemail_settings(conf: ConfigFile) -> VoicemailSettings:
+    """voicemail.conf's content, from the file or from the database (ast_config)."""
+    general: dict[str, str] = {}
+    mailboxes: dict[tuple[str, str], StaticMailbox] = {}
+    zones: dict[str, str] = {}
+    warnings = Warnings()
+    for section in conf.sections:
+        name = section.name.lower()
+        if name == "general":
+            for var in section.variables:
+                key = var.name.lower()
+                _check_option(var, key, VOICEMAIL_GENERAL, IMPLEMENTED_GENERAL, warnings)
+                general[key] = var.value
+        elif name == "zonemessages":
+            zones.update(dict(section.items()))
+        else:
+            guess = near_miss(section.name, ("general", "zonemessages"))
+            if guess is not None:
+                warnings.add(
+                    section.filename,
+                    section.line,
+                    f"section [{section.name}] is read as a mailbox context; did you mean "
+                    f"[{guess}]?",
+                )
+            for variable in section.variables:
+                if not variable.value:
+                    raise ConfigError(
+                        variable.filename, variable.line, "mailbox without a password"
+                    )
+                key = (section.name, variable.name)
+                mailboxes[key] = parse_mailbox_line(
+                    section.name, variable.name, variable.value, variable, warnings
+                )
+    for old, new in DEPRECATED.items():
+        if old in general and new not in general:
+            general[new] = general[old]
+    return VoicemailSettings(general, mailboxes, zones, warnings)
