@@ -125,3 +125,13 @@ def test_bad_sip_conf_is_a_config_error_from_the_loader(tmp_path: Path) -> None:
     (tmp_path / "sip.conf").write_text("[general]\ntlsbindaddr=::\nbindport=abc\n")
     with pytest.raises(ConfigError, match=r"sip\.conf:3: \"bindport\""):
         load_server_config(tmp_path)
+
+
+def test_the_command_reports_a_bad_sip_value_without_a_traceback(tmp_path: Path) -> None:
+    from .server import run_cli
+
+    (tmp_path / "sip.conf").write_text("[general]\nbindaddr=127.0.0.1\nrtptimeout=x\n")
+    result = run_cli("reload", "-C", str(tmp_path), timeout=30)
+    assert result.returncode == 1
+    assert f'{tmp_path / "sip.conf"}:3: "rtptimeout" must be an integer' in result.stderr
+    assert "Traceback" not in result.stderr

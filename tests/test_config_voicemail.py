@@ -133,3 +133,11 @@ def test_server_config_collects_the_warnings(tmp_path: Path) -> None:
         f'{tmp_path / "voicemail.conf"}:2: "formt": unknown option',
         f'{tmp_path / "sip.conf"}:2: "bindprot": unknown option',
     ]
+
+
+def test_the_aliases_context_is_not_read_as_mailboxes() -> None:
+    vm = settings(
+        "[myaliases]\n1234@devices => 1234@default\n[general]\naliasescontext=myaliases\n"
+    )
+    assert vm.mailboxes == {}
+    assert vm.warnings == ['voicemail.conf:4: "aliasescontext": not implemented yet']

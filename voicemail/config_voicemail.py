@@ -240,14 +240,18 @@ def voicemail_settings(conf: ConfigFile) -> VoicemailSettings:
     mailboxes: dict[tuple[str, str], StaticMailbox] = {}
     zones: dict[str, str] = {}
     warnings = Warnings()
+    for section in conf.sections_named("general"):
+        for var in section.variables:
+            key = var.name.lower()
+            _check_option(var, key, VOICEMAIL_GENERAL, IMPLEMENTED_GENERAL, warnings)
+            general[key] = var.value
+    # Asterisk's load_users skips the aliases context too (aliasescontext is warned about).
+    aliases = general.get("aliasescontext", "").lower()
     for section in conf.sections:
         name = section.name.lower()
-        if name == "general":
-            for var in section.variables:
-                key = var.name.lower()
-                _check_option(var, key, VOICEMAIL_GENERAL, IMPLEMENTED_GENERAL, warnings)
-                general[key] = var.value
-        elif name == "zonemessages":
+        if name == "general" or (aliases and name == aliases):
+            continue
+        if name == "zonemessages":
             zones.update(dict(section.items()))
         else:
             guess = near_miss(section.name, ("general", "zonemessages"))
