@@ -67,6 +67,9 @@ def caller_id_string(name: str, number: str) -> str:
 CALL_PATH_DB_WAIT = 1.5
 # After a failed read, calls skip the database for this long instead of each waiting again.
 DB_DOWN_HOLD = 5.0
+# voicemail.conf maxrecordsecs: the longest recording when a mailbox's maxsecs is 0 (Asterisk:
+# unlimited), so that a caller who never hangs up cannot fill the disk.
+DEFAULT_MAX_RECORD_SECONDS = 600
 
 
 async def stored_audio_pcm(data: bytes, configured_format: str) -> bytes:
@@ -91,12 +94,16 @@ class VoiceMailApp:
         self.flusher = flusher
         self.mailboxes = mailboxes
         self.sounds = sounds
+        # Deposits being recorded per (context, mailbox), counted against maxmsg. Calls in
+        # progress own these counts: a reload must never replace or clear them.
+        self._in_process: dict[tuple[str, str], int] = {}
+        self.max_record_seconds = DEFAULT_MAX_RECORD_SECONDS
         self.set_formats(formats)
 
     def set_formats(self, formats: list[str]) -> None:
+        """The storage format for deposits that start from now on (reload)."""
         # Asterisk records every format but ODBC storage keeps only the first.
         self.format = stored_format("|".join(formats))
-        self._in_process: dict[tuple[str, str], int] = {}
 
     async def _play_prompts(self, channel: Channel, names: list[str], escape: str) -> str | None:
         for name in names:
@@ -268,7 +275,15 @@ class VoiceMailApp:
         await self._play_prompts(channel, ["beep"], "")
         origtime = int(time.time())
         maxsecs = box.int_option("maxsecs")
-        recording = await channel.record(maxsecs or None, "#")
+        limit = min(maxsecs, self.max_record_seconds) if maxsecs > 0 else self.max_record_seconds
+        log.info(
+            "call %s: recording for %s@%s (at most %d s)",
+            channel.info.call_id,
+            box.mailbox,
+            box.context,
+            limit,
+        )
+        recording = await channel.record(limit, "#")
         seconds = recording.seconds
         if seconds < max(box.int_option("minsecs"), 0.02):
             log.info(

@@ -454,6 +454,15 @@ class VoicemailServer:
                 )
                 return
             args = substitute(step.args, variables)
+            log.info(
+                "call %s: executing [%s@%s:%d] %s(%s)",
+                info.call_id,
+                info.exten,
+                info.context,
+                step.priority,
+                step.app,
+                args,
+            )
             try:
                 keep_going = await app(channel, args, variables)
             except ChannelHungUp:
