@@ -19,6 +19,15 @@ from storage.conffile import ConfigError
 from .config import load_server_config
 from .server import StartupError, VoicemailServer, serve
 
+CONFIG_DIR_HELP = "directory with voicemail.conf, sip.conf, ... (default /etc/asterisk)"
+
+
+def _config_dir_option(parser: argparse.ArgumentParser) -> None:
+    """`-C DIR` after any subcommand, with the same help as before it."""
+    parser.add_argument(
+        "-C", "--config-dir", type=Path, dest="config_dir_sub", metavar="DIR", help=CONFIG_DIR_HELP
+    )
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicemail", description="ARA Voicemail server")
@@ -27,21 +36,22 @@ def _parser() -> argparse.ArgumentParser:
         "--config-dir",
         type=Path,
         default=Path("/etc/asterisk"),
-        help="directory with voicemail.conf, sip.conf, ... (default /etc/asterisk)",
+        metavar="DIR",
+        help=CONFIG_DIR_HELP,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the server in the foreground")
-    serve_cmd.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(serve_cmd)
     db = commands.add_parser("db", help="database set-up")
-    db.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(db)
     db_commands = db.add_subparsers(dest="db_command", required=True)
     init = db_commands.add_parser("init", help="create missing tables")
-    init.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(init)
     reload = commands.add_parser("reload", help="make the running server re-read its files")
-    reload.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(reload)
     check = db_commands.add_parser("check", help="compare the database with the expected schema")
-    check.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(check)
     return parser
 
 
