@@ -20,6 +20,7 @@ from storage.messages import MessageStore, StoredMessage, new_msg_id
 from storage.odbc import DatabaseError
 from storage.spool import PendingMessage, SpoolFlusher, bounded_store
 
+from .callpath import CALL_PATH_DB_WAIT, is_permanent
 from .mailboxes import Mailbox, MailboxDirectory
 from .sounds import SoundLibrary, SoundNotFound
 
@@ -62,11 +63,6 @@ def caller_id_string(name: str, number: str) -> str:
     return name or number or "Unknown"
 
 
-# How long a call waits for the database before it carries on without it (greetings fall
-# back to the spoken prompts, the message goes to the local spool).
-CALL_PATH_DB_WAIT = 1.5
-# After a failed read, calls skip the database for this long instead of each waiting again.
-DB_DOWN_HOLD = 5.0
 # voicemail.conf maxrecordsecs: the longest recording when a mailbox's maxsecs is 0 (Asterisk:
 # unlimited), so that a caller who never hangs up cannot fill the disk.
 DEFAULT_MAX_RECORD_SECONDS = 600
@@ -90,7 +86,7 @@ class VoiceMailApp:
     ) -> None:
         # Reads on the caller's time give up quickly instead of waiting out an outage.
         self.quick_store = bounded_store(store, CALL_PATH_DB_WAIT)
-        self._db_failed_at = -DB_DOWN_HOLD
+        self.db = mailboxes.call_path
         self.flusher = flusher
         self.mailboxes = mailboxes
         self.sounds = sounds
@@ -117,16 +113,14 @@ class VoiceMailApp:
                 return digit
         return None
 
-    def _database_recently_failed(self) -> bool:
-        return time.monotonic() - self._db_failed_at < DB_DOWN_HOLD
-
     async def _retrieve_greeting(self, box: Mailbox, kind: str) -> StoredMessage | None:
-        if self._database_recently_failed():
+        if self.db.recently_failed():
             return None
         try:
-            return await self.quick_store.retrieve_greeting(box.context, box.mailbox, kind)
+            return await self.db.read(
+                self.quick_store.retrieve_greeting(box.context, box.mailbox, kind)
+            )
         except DatabaseError as exc:
-            self._db_failed_at = time.monotonic()
             log.warning(
                 "mailbox %s@%s: %s greeting unavailable: %s", box.mailbox, box.context, kind, exc
             )
@@ -172,6 +166,13 @@ class VoiceMailApp:
         try:
             box = await self.mailboxes.find(mailbox, context)
         except DatabaseError as exc:
+            if is_permanent(exc):
+                # A wrong table or column is a configuration error, not an outage: taking
+                # messages for mailboxes nobody can check would invent mailboxes.
+                log.error("cannot look up mailbox %s@%s: %s", mailbox, context, exc)
+                variables["VMSTATUS"] = "FAILED"
+                channel.hangup(500, "voicemail configuration error")
+                return False
             # The realtime table is away. Losing the caller's message is worse than keeping
             # one for a mailbox we cannot check: take it, with default options, into the spool.
             log.warning(
@@ -208,11 +209,8 @@ class VoiceMailApp:
     async def _count(self, box: Mailbox, folder: str) -> int:
         """Messages in the folder; 0 when the database is away (the message will be spooled)."""
         try:
-            if self._database_recently_failed():
-                raise DatabaseError("database unreachable moments ago")
-            return await self.quick_store.count(box.context, box.mailbox, folder)
+            return await self.db.read(self.quick_store.count(box.context, box.mailbox, folder))
         except DatabaseError as exc:
-            self._db_failed_at = time.monotonic()
             log.warning(
                 "cannot count %s@%s (%s); accepting the message", box.mailbox, box.context, exc
             )

@@ -34,6 +34,7 @@ from storage.spool import PendingMessage, Spool, SpoolFlusher
 from storage.staticconfig import ast_config_table
 
 from .app_voicemail import VoiceMailApp
+from .callpath import CallPathDatabase
 from .config import ServerConfig, load_server_config, voicemail_settings
 from .dialplan import Dialplan, Step, pattern_regex, steps_from_rows, substitute
 from .mailboxes import MailboxDirectory
@@ -67,6 +68,8 @@ class VoicemailServer:
         self.mailboxes: MailboxDirectory | None = None
         self.voicemail: VoiceMailApp | None = None
         self.mwi: MwiService | None = None
+        # Database reads on a caller's time: bounded, skipped for a while after an outage.
+        self.call_path = CallPathDatabase()
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -167,7 +170,7 @@ class VoicemailServer:
         if self.flusher.backlog:
             log.info("%d message(s) waiting in the local spool", self.flusher.backlog)
         self._flusher_task = asyncio.ensure_future(self.flusher.run())
-        self.mailboxes = MailboxDirectory(self.config.voicemail, self.realtime)
+        self.mailboxes = MailboxDirectory(self.config.voicemail, self.realtime, self.call_path)
         self.voicemail = VoiceMailApp(
             self.store, self.flusher, self.mailboxes, self.sounds, self.config.voicemail.formats
         )
@@ -411,12 +414,16 @@ class VoicemailServer:
                 log.warning("switch => Realtime/%s: family not in extconfig.conf", switch.family)
                 continue
             try:
-                rows = await self.realtime.load_multi(
-                    switch.family, {"exten": exten, "context": switch.db_context}
+                rows = await self.call_path.read(
+                    self.realtime.load_multi(
+                        switch.family, {"exten": exten, "context": switch.db_context}
+                    )
                 )
                 if not rows and switch.patterns:
-                    candidates = await self.realtime.load_multi(
-                        switch.family, {"exten LIKE": "\\_%", "context": switch.db_context}
+                    candidates = await self.call_path.read(
+                        self.realtime.load_multi(
+                            switch.family, {"exten LIKE": "\\_%", "context": switch.db_context}
+                        )
                     )
                     patterns = sorted(
                         {row.get("exten", "") for row in candidates}, key=len, reverse=True
