@@ -123,3 +123,26 @@ def test_reload_during_a_recording_keeps_the_call_and_its_dial_plan(
         assert_recording_is(stored[0], pcap, 3.0)
     finally:
         assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_reload_applies_sip_conf_general_options(backend: Backend, tmp_path: Path) -> None:
+    """sip.conf [general] is re-read too: allowguest=no refuses the next guest call."""
+    config = write_config(tmp_path / "etc", backend, realtime_voicemail=False)
+    server = start_server(config)
+    refused = sipp.scenario(
+        "guest",
+        sipp.invite("1000", [0, 101]),
+        sipp.recv(100, optional=True),
+        sipp.recv(403),
+        sipp.ack_non2xx("1000"),
+    )
+    try:
+        with (config / "sip.conf").open("a") as sip_conf:
+            sip_conf.write("allowguest=no\n")
+        assert run_cli("reload", "-C", str(config)).returncode == 0
+        wait_for(server, "configuration reloaded")
+        sipp.run_sipp(tmp_path / "sipp", refused, server.target, timeout=30).check()
+        assert "not a peer, allowguest=no" in server.log()
+    finally:
+        assert server.stop() == 0, server.log()
