@@ -2,7 +2,8 @@
 # Both start with `make setup`, which installs only what is missing.
 
 APT_PACKAGES := unixodbc odbc-postgresql odbc-mariadb libsqliteodbc sip-tester ffmpeg \
-                espeak-ng sox asterisk-core-sounds-en-wav openssl
+                espeak-ng sox asterisk-core-sounds-en-wav openssl \
+                iproute2 procps
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := voicemail/demo

@@ -11,7 +11,7 @@ import pytest
 from . import sipp
 from .dbbackends import Backend
 from .server import RunningServer, run_cli, start_server, write_config
-from .test_deposit_e2e import DATA, assert_recording_is, deposit_scenario, rows
+from .test_deposit_e2e import DATA, POUND, assert_recording_is, deposit_scenario, rows
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -74,3 +74,75 @@ def test_reload_without_a_running_server_says_so(tmp_path: Path, backend: Backen
     result = run_cli("reload", "-C", str(config))
     assert result.returncode == 1
     assert "no running server" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_reload_during_a_recording_keeps_the_call_and_its_dial_plan(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A reload while the caller is being recorded used to raise KeyError when the recording
+    ended (the deposit counter was replaced): the call lost VMSTATUS and the rest of its dial
+    plan. The step after VoiceMail must run with VMSTATUS=SUCCESS."""
+    extensions = (
+        "[default]\nexten => _X.,1,VoiceMail(${EXTEN}@default,u)\n"
+        "same => n,NoOp(after VoiceMail VMSTATUS=${VMSTATUS})\nsame => n,Hangup()\n"
+    )
+    config = write_config(
+        tmp_path / "etc", backend, realtime_voicemail=False, extensions=extensions
+    )
+    server = start_server(config)
+    try:
+        pcap = DATA / "signal3s_pcmu.pcap"
+        xml = deposit_scenario(
+            "1000",
+            pcap,
+            [0, 101],
+            [
+                sipp.pause(3100),
+                sipp.play_pcap(POUND),
+                sipp.recv_request("BYE"),
+                sipp.answer_request(),
+            ],
+        )
+        results: list[sipp.SippResult] = []
+        call = threading.Thread(
+            target=lambda: results.append(
+                sipp.run_sipp(tmp_path / "sipp", xml, server.target, timeout=60)
+            )
+        )
+        call.start()
+        wait_for(server, "recording for 1000@default", timeout=30)
+        assert run_cli("reload", "-C", str(config)).returncode == 0
+        wait_for(server, "configuration reloaded")
+        call.join(90)
+        results[0].check()
+        wait_for(server, "NoOp(after VoiceMail VMSTATUS=SUCCESS)")
+        assert "application failed" not in server.log(), server.log()
+        stored = rows(backend)
+        assert len(stored) == 1
+        assert_recording_is(stored[0], pcap, 3.0)
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_reload_applies_sip_conf_general_options(backend: Backend, tmp_path: Path) -> None:
+    """sip.conf [general] is re-read too: allowguest=no refuses the next guest call."""
+    config = write_config(tmp_path / "etc", backend, realtime_voicemail=False)
+    server = start_server(config)
+    refused = sipp.scenario(
+        "guest",
+        sipp.invite("1000", [0, 101]),
+        sipp.recv(100, optional=True),
+        sipp.recv(403),
+        sipp.ack_non2xx("1000"),
+    )
+    try:
+        with (config / "sip.conf").open("a") as sip_conf:
+            sip_conf.write("allowguest=no\n")
+        assert run_cli("reload", "-C", str(config)).returncode == 0
+        wait_for(server, "configuration reloaded")
+        sipp.run_sipp(tmp_path / "sipp", refused, server.target, timeout=30).check()
+        assert "not a peer, allowguest=no" in server.log()
+    finally:
+        assert server.stop() == 0, server.log()

@@ -20,6 +20,7 @@ from storage.messages import MessageStore, StoredMessage, new_msg_id
 from storage.odbc import DatabaseError
 from storage.spool import PendingMessage, SpoolFlusher, bounded_store
 
+from .callpath import CALL_PATH_DB_WAIT, is_permanent
 from .mailboxes import Mailbox, MailboxDirectory
 from .sounds import SoundLibrary, SoundNotFound
 
@@ -62,11 +63,9 @@ def caller_id_string(name: str, number: str) -> str:
     return name or number or "Unknown"
 
 
-# How long a call waits for the database before it carries on without it (greetings fall
-# back to the spoken prompts, the message goes to the local spool).
-CALL_PATH_DB_WAIT = 1.5
-# After a failed read, calls skip the database for this long instead of each waiting again.
-DB_DOWN_HOLD = 5.0
+# voicemail.conf maxrecordsecs: the longest recording when a mailbox's maxsecs is 0 (Asterisk:
+# unlimited), so that a caller who never hangs up cannot fill the disk.
+DEFAULT_MAX_RECORD_SECONDS = 600
 
 
 async def stored_audio_pcm(data: bytes, configured_format: str) -> bytes:
@@ -87,16 +86,20 @@ class VoiceMailApp:
     ) -> None:
         # Reads on the caller's time give up quickly instead of waiting out an outage.
         self.quick_store = bounded_store(store, CALL_PATH_DB_WAIT)
-        self._db_failed_at = -DB_DOWN_HOLD
+        self.db = mailboxes.call_path
         self.flusher = flusher
         self.mailboxes = mailboxes
         self.sounds = sounds
+        # Deposits being recorded per (context, mailbox), counted against maxmsg. Calls in
+        # progress own these counts: a reload must never replace or clear them.
+        self._in_process: dict[tuple[str, str], int] = {}
+        self.max_record_seconds = DEFAULT_MAX_RECORD_SECONDS
         self.set_formats(formats)
 
     def set_formats(self, formats: list[str]) -> None:
+        """The storage format for deposits that start from now on (reload)."""
         # Asterisk records every format but ODBC storage keeps only the first.
         self.format = stored_format("|".join(formats))
-        self._in_process: dict[tuple[str, str], int] = {}
 
     async def _play_prompts(self, channel: Channel, names: list[str], escape: str) -> str | None:
         for name in names:
@@ -110,16 +113,14 @@ class VoiceMailApp:
                 return digit
         return None
 
-    def _database_recently_failed(self) -> bool:
-        return time.monotonic() - self._db_failed_at < DB_DOWN_HOLD
-
     async def _retrieve_greeting(self, box: Mailbox, kind: str) -> StoredMessage | None:
-        if self._database_recently_failed():
+        if self.db.recently_failed():
             return None
         try:
-            return await self.quick_store.retrieve_greeting(box.context, box.mailbox, kind)
+            return await self.db.read(
+                self.quick_store.retrieve_greeting(box.context, box.mailbox, kind)
+            )
         except DatabaseError as exc:
-            self._db_failed_at = time.monotonic()
             log.warning(
                 "mailbox %s@%s: %s greeting unavailable: %s", box.mailbox, box.context, kind, exc
             )
@@ -165,6 +166,13 @@ class VoiceMailApp:
         try:
             box = await self.mailboxes.find(mailbox, context)
         except DatabaseError as exc:
+            if is_permanent(exc):
+                # A wrong table or column is a configuration error, not an outage: taking
+                # messages for mailboxes nobody can check would invent mailboxes.
+                log.error("cannot look up mailbox %s@%s: %s", mailbox, context, exc)
+                variables["VMSTATUS"] = "FAILED"
+                channel.hangup(500, "voicemail configuration error")
+                return False
             # The realtime table is away. Losing the caller's message is worse than keeping
             # one for a mailbox we cannot check: take it, with default options, into the spool.
             log.warning(
@@ -201,11 +209,8 @@ class VoiceMailApp:
     async def _count(self, box: Mailbox, folder: str) -> int:
         """Messages in the folder; 0 when the database is away (the message will be spooled)."""
         try:
-            if self._database_recently_failed():
-                raise DatabaseError("database unreachable moments ago")
-            return await self.quick_store.count(box.context, box.mailbox, folder)
+            return await self.db.read(self.quick_store.count(box.context, box.mailbox, folder))
         except DatabaseError as exc:
-            self._db_failed_at = time.monotonic()
             log.warning(
                 "cannot count %s@%s (%s); accepting the message", box.mailbox, box.context, exc
             )
@@ -268,7 +273,15 @@ class VoiceMailApp:
         await self._play_prompts(channel, ["beep"], "")
         origtime = int(time.time())
         maxsecs = box.int_option("maxsecs")
-        recording = await channel.record(maxsecs or None, "#")
+        limit = min(maxsecs, self.max_record_seconds) if maxsecs > 0 else self.max_record_seconds
+        log.info(
+            "call %s: recording for %s@%s (at most %d s)",
+            channel.info.call_id,
+            box.mailbox,
+            box.context,
+            limit,
+        )
+        recording = await channel.record(limit, "#")
         seconds = recording.seconds
         if seconds < max(box.int_option("minsecs"), 0.02):
             log.info(

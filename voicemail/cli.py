@@ -14,10 +14,20 @@ import signal
 import sys
 from pathlib import Path
 
+from storage.audioformats import detect_format, stored_format
 from storage.conffile import ConfigError
 
 from .config import load_server_config
 from .server import StartupError, VoicemailServer, serve
+
+CONFIG_DIR_HELP = "directory with voicemail.conf, sip.conf, ... (default /etc/asterisk)"
+
+
+def _config_dir_option(parser: argparse.ArgumentParser) -> None:
+    """`-C DIR` after any subcommand, with the same help as before it."""
+    parser.add_argument(
+        "-C", "--config-dir", type=Path, dest="config_dir_sub", metavar="DIR", help=CONFIG_DIR_HELP
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,21 +37,35 @@ def _parser() -> argparse.ArgumentParser:
         "--config-dir",
         type=Path,
         default=Path("/etc/asterisk"),
-        help="directory with voicemail.conf, sip.conf, ... (default /etc/asterisk)",
+        metavar="DIR",
+        help=CONFIG_DIR_HELP,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the server in the foreground")
-    serve_cmd.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(serve_cmd)
     db = commands.add_parser("db", help="database set-up")
-    db.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(db)
     db_commands = db.add_subparsers(dest="db_command", required=True)
     init = db_commands.add_parser("init", help="create missing tables")
-    init.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(init)
     reload = commands.add_parser("reload", help="make the running server re-read its files")
-    reload.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(reload)
     check = db_commands.add_parser("check", help="compare the database with the expected schema")
-    check.add_argument("-C", "--config-dir", type=Path, dest="config_dir_sub")
+    _config_dir_option(check)
+    message = commands.add_parser("message", help="messages in the database")
+    _config_dir_option(message)
+    message_commands = message.add_subparsers(dest="message_command", required=True)
+    export = message_commands.add_parser(
+        "export", help="write one message's audio, as stored, to a file"
+    )
+    _config_dir_option(export)
+    export.add_argument("mailbox", help="MAILBOX[@CONTEXT] (context default: default)")
+    export.add_argument("msgnum", type=int, help="message number in the folder (0 is the first)")
+    export.add_argument("--folder", default="INBOX", help="INBOX, Old, Urgent, ... (INBOX)")
+    export.add_argument(
+        "-o", "--output", type=Path, help="file to write (default msgNNNN.<format> here)"
+    )
     return parser
 
 
@@ -109,6 +133,40 @@ async def _run_db_check(config_dir: Path) -> int:
     return 1 if errors else 0
 
 
+# File name endings of the stored formats (Asterisk's: wav49 is written as .WAV).
+_EXTENSIONS = {"wav": "wav", "wav49": "WAV", "gsm": "gsm", "ulaw": "ulaw", "alaw": "alaw"}
+
+
+async def _run_message_export(config_dir: Path, args: argparse.Namespace) -> int:
+    config = load_server_config(config_dir)
+    server = VoicemailServer(config)
+    mailbox, _, context = args.mailbox.partition("@")
+    try:
+        await server.open_storage()
+        assert server.store is not None
+        message = await server.store.retrieve(
+            context or "default", mailbox, args.folder, args.msgnum
+        )
+    finally:
+        for pool in server.pools.values():
+            await pool.close()
+    if message is None:
+        print(
+            f"voicemail: no message {args.msgnum} in {mailbox}@{context or 'default'} "
+            f"{args.folder}",
+            file=sys.stderr,
+        )
+        return 1
+    fmt = detect_format(message.recording) or stored_format("|".join(config.voicemail.formats))
+    output = args.output or Path(f"msg{args.msgnum:04d}.{_EXTENSIONS.get(fmt, fmt)}")
+    output.write_bytes(message.recording)
+    print(
+        f"{output}: {len(message.recording)} bytes, {fmt}, {message.duration} s, "
+        f"from {message.callerid}"
+    )
+    return 0
+
+
 def _reload(config_dir: Path) -> int:
     """Signal the server that serves this configuration (its pid is in the local spool)."""
     config = load_server_config(config_dir)
@@ -137,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(_run_serve(config_dir))
         elif args.command == "reload":
             return _reload(config_dir)
+        elif args.command == "message":
+            return asyncio.run(_run_message_export(config_dir, args))
         elif args.command == "db" and args.db_command == "check":
             return asyncio.run(_run_db_check(config_dir))
         elif args.command == "db":

@@ -1,7 +1,9 @@
 """Finding a mailbox: voicemail.conf first, then the realtime `voicemail` family.
 
-Asterisk's find_user order. Realtime rows are not cached (as in Asterisk), so a row an
-operator inserts works for the next call.
+Asterisk's find_user order. Realtime rows are read on every call (as in Asterisk), so a row
+an operator inserts works for the next call. The last row read for each mailbox is kept, and
+used only when the database is away (refused, lost or too slow), so that a known mailbox keeps
+its options, greeting choice and limits through an outage.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from storage.odbc import DatabaseUnavailable
 from storage.realtime import Realtime
 
+from .callpath import CallPathDatabase
 from .config import VoicemailSettings
 
 log = logging.getLogger(__name__)
@@ -60,9 +64,17 @@ _ROW_FIELDS = ("context", "mailbox", "password", "fullname", "email", "pager", "
 
 
 class MailboxDirectory:
-    def __init__(self, settings: VoicemailSettings, realtime: Realtime) -> None:
+    def __init__(
+        self,
+        settings: VoicemailSettings,
+        realtime: Realtime,
+        call_path: CallPathDatabase | None = None,
+    ) -> None:
         self.settings = settings
         self.realtime = realtime
+        self.call_path = call_path or CallPathDatabase()
+        # The last realtime answer per (context, mailbox), for when the database is away.
+        self._last_known: dict[tuple[str, str], Mailbox] = {}
 
     def _general_options(self) -> dict[str, str]:
         names = set(DEFAULTS) | {"maxmessage"}
@@ -92,14 +104,29 @@ class MailboxDirectory:
             )
         if not self.realtime.has_family("voicemail"):
             return None
-        row = await self.realtime.load("voicemail", mailbox=mailbox, context=context)
+        try:
+            row = await self.call_path.read(
+                self.realtime.load("voicemail", mailbox=mailbox, context=context)
+            )
+        except DatabaseUnavailable as exc:
+            known = self._last_known.get((context, mailbox))
+            if known is None:
+                raise
+            log.warning(
+                "mailbox %s@%s: database away (%s); using its row as last read",
+                mailbox,
+                context,
+                exc,
+            )
+            return Mailbox(**{**known.__dict__, "source": "last-known"})
         if row is None:
+            self._last_known.pop((context, mailbox), None)
             return None
         password = row.get("vmsecret") or row.get("password") or row.get("secret") or ""
         for name, value in row.items():
             if name not in _ROW_FIELDS and value != "":
                 options[name] = value
-        return Mailbox(
+        found = Mailbox(
             context=context,
             mailbox=mailbox,
             password=password,
@@ -109,3 +136,5 @@ class MailboxDirectory:
             options=options,
             source="realtime",
         )
+        self._last_known[(context, mailbox)] = found
+        return found

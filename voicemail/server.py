@@ -34,7 +34,8 @@ from storage.spool import PendingMessage, Spool, SpoolFlusher
 from storage.staticconfig import ast_config_table
 
 from .app_voicemail import VoiceMailApp
-from .config import ServerConfig, load_server_config, voicemail_settings
+from .callpath import CallPathDatabase
+from .config import ServerConfig, SipSettings, load_server_config, voicemail_settings
 from .dialplan import Dialplan, Step, pattern_regex, steps_from_rows, substitute
 from .mailboxes import MailboxDirectory
 from .sounds import SoundLibrary, SoundNotFound
@@ -67,6 +68,8 @@ class VoicemailServer:
         self.mailboxes: MailboxDirectory | None = None
         self.voicemail: VoiceMailApp | None = None
         self.mwi: MwiService | None = None
+        # Database reads on a caller's time: bounded, skipped for a while after an outage.
+        self.call_path = CallPathDatabase()
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -167,7 +170,7 @@ class VoicemailServer:
         if self.flusher.backlog:
             log.info("%d message(s) waiting in the local spool", self.flusher.backlog)
         self._flusher_task = asyncio.ensure_future(self.flusher.run())
-        self.mailboxes = MailboxDirectory(self.config.voicemail, self.realtime)
+        self.mailboxes = MailboxDirectory(self.config.voicemail, self.realtime, self.call_path)
         self.voicemail = VoiceMailApp(
             self.store, self.flusher, self.mailboxes, self.sounds, self.config.voicemail.formats
         )
@@ -231,11 +234,9 @@ class VoicemailServer:
         self.registrations = Registrations(
             self.endpoint, directory, realm=sip.realm, registrar=registrar
         )
-        general = self.config.voicemail.general
-        poll = 0.0
-        if general.get("pollmailboxes", "yes").lower() in ("yes", "true", "1", "on"):
-            poll = float(general.get("pollfreq", "5") or 5)
-        self.mwi = MwiService(self.endpoint, self.registrations, self._mwi_counts, poll)
+        self.mwi = MwiService(
+            self.endpoint, self.registrations, self._mwi_counts, self._poll_interval()
+        )
         self.endpoint.handlers.update(
             {
                 "REGISTER": self.registrations.handle_register,
@@ -353,6 +354,7 @@ class VoicemailServer:
             self.voicemail.set_formats(fresh.voicemail.formats)
         if self.registrations is not None:
             self.registrations.peers.static = peers
+        self._apply_sip_settings(fresh.sip)
         self.realtime.invalidate()
         log.info(
             "configuration reloaded: %d static mailboxes, %d dial plan contexts, %d static peers",
@@ -361,6 +363,48 @@ class VoicemailServer:
             len(peers),
         )
         return True
+
+    def _apply_sip_settings(self, fresh: SipSettings) -> None:
+        """sip.conf [general] options that take effect for the next call or request; the
+        listening sockets (bindaddr, ports, transports, certificates) need a restart."""
+        old = self.config.sip
+        restart_only = ("bindaddr", "bindport", "tcpenable", "tcpport", "tlsenable", "tlsport")
+        for name in restart_only + ("tlscertfile", "tlsprivatekey"):
+            if getattr(old, name) != getattr(fresh, name):
+                log.warning("reload: sip.conf %s changed; that takes effect after a restart", name)
+        for name in restart_only + ("tlscertfile", "tlsprivatekey"):
+            setattr(fresh, name, getattr(old, name))
+        self.config.sip = fresh
+        if self.endpoint is not None:
+            config = self.endpoint.config
+            config.default_context = fresh.context
+            config.rtp_timeout = fresh.rtptimeout
+            config.comedia = "comedia" in fresh.nat
+            config.rtp_ports = (fresh.rtpstart, fresh.rtpend)
+        if self.registrations is not None:
+            self.registrations.realm = fresh.realm
+            self.registrations.peers.defaults = dict(fresh.general)
+            self.registrations.peers.options = RealtimeOptions(
+                rtcachefriends=fresh.rtcachefriends,
+                rtupdate=fresh.rtupdate,
+                rtautoclear=fresh.rtautoclear,
+                ignoreregexpire=fresh.ignoreregexpire,
+                regserver=fresh.regserver,
+            )
+            registrar = self.registrations.registrar
+            registrar.min_expires = fresh.minexpiry
+            registrar.max_expires = fresh.maxexpiry
+            registrar.default_expires = min(
+                max(fresh.defaultexpiry, fresh.minexpiry), fresh.maxexpiry
+            )
+        if self.mwi is not None:
+            self.mwi.poll_interval = self._poll_interval()
+
+    def _poll_interval(self) -> float:
+        general = self.config.voicemail.general
+        if general.get("pollmailboxes", "yes").lower() in ("yes", "true", "1", "on"):
+            return float(general.get("pollfreq", "5") or 5)
+        return 0.0
 
     def _tls_context(self) -> ssl.SSLContext | None:
         sip = self.config.sip
@@ -411,12 +455,16 @@ class VoicemailServer:
                 log.warning("switch => Realtime/%s: family not in extconfig.conf", switch.family)
                 continue
             try:
-                rows = await self.realtime.load_multi(
-                    switch.family, {"exten": exten, "context": switch.db_context}
+                rows = await self.call_path.read(
+                    self.realtime.load_multi(
+                        switch.family, {"exten": exten, "context": switch.db_context}
+                    )
                 )
                 if not rows and switch.patterns:
-                    candidates = await self.realtime.load_multi(
-                        switch.family, {"exten LIKE": "\\_%", "context": switch.db_context}
+                    candidates = await self.call_path.read(
+                        self.realtime.load_multi(
+                            switch.family, {"exten LIKE": "\\_%", "context": switch.db_context}
+                        )
                     )
                     patterns = sorted(
                         {row.get("exten", "") for row in candidates}, key=len, reverse=True
@@ -454,6 +502,15 @@ class VoicemailServer:
                 )
                 return
             args = substitute(step.args, variables)
+            log.info(
+                "call %s: executing [%s@%s:%d] %s(%s)",
+                info.call_id,
+                info.exten,
+                info.context,
+                step.priority,
+                step.app,
+                args,
+            )
             try:
                 keep_going = await app(channel, args, variables)
             except ChannelHungUp:
