@@ -33,9 +33,12 @@ class VoiceMailArgs:
     options: str
 
 
-def parse_args(args: str) -> VoiceMailArgs:
-    """`1000@default&1001,us` -> recipients and option letters (arguments in parens dropped)."""
-    boxes, _, options = args.partition(",")
+def parse_args(args: list[str]) -> VoiceMailArgs:
+    """[`1000@default&1001`, `us`] -> recipients and option letters (arguments in parens
+    dropped). The arguments arrive split and then substituted, so nothing a caller chose
+    (the extension) can add an option or a recipient list of its own."""
+    boxes = args[0] if args else ""
+    options = ",".join(args[1:])
     recipients = []
     for item in boxes.split("&"):
         item = item.strip()
@@ -155,7 +158,7 @@ class VoiceMailApp:
         parts.append("vm-isonphone" if wanted == "busy" else "vm-isunavail")
         return parts
 
-    async def run(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
+    async def run(self, channel: Channel, args: list[str], variables: dict[str, str]) -> bool:
         """Returns False when the dial plan should stop (the caller hung up)."""
         parsed = parse_args(args)
         if not parsed.recipients:

@@ -170,7 +170,7 @@ async def _run_message_export(config_dir: Path, args: argparse.Namespace) -> int
 def _reload(config_dir: Path) -> int:
     """Signal the server that serves this configuration (its pid is in the local spool)."""
     config = load_server_config(config_dir)
-    pidfile = config.local_spool / "voicemail.pid"
+    pidfile = config.pidfile
     try:
         pid = int(pidfile.read_text().strip())
         os.kill(pid, signal.SIGHUP)

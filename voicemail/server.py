@@ -10,13 +10,12 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from sipmessage import Address, Request
 
-from channels.channel import CallerInfo, Channel, ChannelHungUp
-from channels.sip.endpoint import CallHandler, EndpointConfig, SipEndpoint
+from channels.sip.endpoint import EndpointConfig, SipEndpoint
 from channels.sip.messages import make_response, new_tag
 from channels.sip.mwi_service import MwiService
 from channels.sip.peers import Peer
@@ -34,16 +33,15 @@ from storage.spool import PendingMessage, Spool, SpoolFlusher
 from storage.staticconfig import ast_config_table
 
 from .app_voicemail import VoiceMailApp
+from .basic_apps import BasicApplications
 from .callpath import CallPathDatabase
 from .config import ServerConfig, SipSettings, load_server_config, voicemail_settings
-from .dialplan import Dialplan, Step, pattern_regex, steps_from_rows, substitute
+from .dialplan import Dialplan
+from .dialplan_runner import DialplanRunner
 from .mailboxes import MailboxDirectory
-from .sounds import SoundLibrary, SoundNotFound
+from .sounds import SoundLibrary
 
 log = logging.getLogger(__name__)
-
-# A dial plan application: returns False to stop the dial plan.
-Application = Callable[[Channel, str, dict[str, str]], Awaitable[bool]]
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
@@ -60,7 +58,7 @@ class VoicemailServer:
         self.sounds = SoundLibrary([config.sounds_dir], PROMPTS_DIR, config.language)
         self.endpoint: SipEndpoint | None = None
         self.store: MessageStore | None = None
-        self.applications: dict[str, Application] = {}
+        self.runner: DialplanRunner | None = None
         self.flusher: SpoolFlusher | None = None
         self._flusher_task: asyncio.Future[None] | None = None
         self.registrations: Registrations | None = None
@@ -175,15 +173,14 @@ class VoicemailServer:
             self.store, self.flusher, self.mailboxes, self.sounds, self.config.voicemail.formats
         )
         voicemail = self.voicemail
-        self.applications = {
-            "voicemail": voicemail.run,
-            "answer": self._app_answer,
-            "ringing": self._app_ringing,
-            "wait": self._app_wait,
-            "playback": self._app_playback,
-            "hangup": self._app_hangup,
-            "noop": self._app_noop,
-        }
+        self.runner = DialplanRunner(
+            self.dialplan,
+            self.realtime,
+            self.call_path,
+            {"voicemail": voicemail.run, **BasicApplications(self.sounds).table()},
+        )
+        for problem in self.runner.unsupported_applications():
+            log.warning("%s", problem)
         sip = self.config.sip
         self.endpoint = SipEndpoint(
             EndpointConfig(
@@ -198,7 +195,7 @@ class VoicemailServer:
                 rtp_timeout=sip.rtptimeout,
                 comedia="comedia" in sip.nat,
             ),
-            self.route,
+            self.runner.route,
         )
         try:
             await self.endpoint.start()
@@ -349,6 +346,10 @@ class VoicemailServer:
         self.config.voicemail = fresh.voicemail
         self.config.extensions = fresh.extensions
         self.dialplan = dialplan
+        if self.runner is not None:
+            for problem in self.runner.unsupported_applications(dialplan):
+                log.warning("reload: %s", problem)
+            self.runner.dialplan = dialplan
         if self.mailboxes is not None and self.voicemail is not None:
             self.mailboxes.settings = fresh.voicemail
             self.voicemail.set_formats(fresh.voicemail.formats)
@@ -433,127 +434,6 @@ class VoicemailServer:
         for pool in self.pools.values():
             await pool.close()
 
-    # -- dial plan ----------------------------------------------------------------------
-
-    async def route(self, info: CallerInfo) -> CallHandler | None:
-        extension = self.dialplan.match(info.context, info.exten)
-        steps = extension.steps if extension is not None else None
-        if steps is None:
-            steps = await self._realtime_steps(info.context, info.exten)
-        if not steps:
-            return None
-
-        async def run(channel: Channel) -> None:
-            await self.execute(channel, steps)
-
-        return run
-
-    async def _realtime_steps(self, context: str, exten: str) -> list[Step] | None:
-        """pbx_realtime: exact rows first, then `_` pattern rows, longest pattern first."""
-        for switch in self.dialplan.switches.get(context, []):
-            if not self.realtime.has_family(switch.family):
-                log.warning("switch => Realtime/%s: family not in extconfig.conf", switch.family)
-                continue
-            try:
-                rows = await self.call_path.read(
-                    self.realtime.load_multi(
-                        switch.family, {"exten": exten, "context": switch.db_context}
-                    )
-                )
-                if not rows and switch.patterns:
-                    candidates = await self.call_path.read(
-                        self.realtime.load_multi(
-                            switch.family, {"exten LIKE": "\\_%", "context": switch.db_context}
-                        )
-                    )
-                    patterns = sorted(
-                        {row.get("exten", "") for row in candidates}, key=len, reverse=True
-                    )
-                    for pattern in patterns:
-                        if pattern_regex(pattern).match(exten):
-                            rows = [row for row in candidates if row.get("exten") == pattern]
-                            break
-            except (DatabaseError, ValueError) as exc:
-                log.warning("realtime dial plan lookup of %s@%s failed: %s", exten, context, exc)
-                continue
-            if rows:
-                return steps_from_rows(rows)
-        return None
-
-    async def execute(self, channel: Channel, steps: list[Step]) -> None:
-        info = channel.info
-        variables = {
-            "EXTEN": info.exten,
-            "CONTEXT": info.context,
-            "CALLERID(num)": info.caller_id_num,
-            "CALLERID(name)": info.caller_id_name,
-            "CHANNEL": info.channel_name,
-            "REDIRECTING(from-num)": info.redirecting_from,
-            "REDIRECTING(reason)": info.redirect_reason,
-        }
-        for step in steps:
-            app = self.applications.get(step.app.lower())
-            if app is None:
-                log.warning(
-                    "%s:%d: application %s is not supported; ending the call",
-                    step.filename,
-                    step.line,
-                    step.app,
-                )
-                return
-            args = substitute(step.args, variables)
-            log.info(
-                "call %s: executing [%s@%s:%d] %s(%s)",
-                info.call_id,
-                info.exten,
-                info.context,
-                step.priority,
-                step.app,
-                args,
-            )
-            try:
-                keep_going = await app(channel, args, variables)
-            except ChannelHungUp:
-                return
-            if not keep_going:
-                return
-
-    async def _app_answer(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
-        await channel.answer()
-        return True
-
-    async def _app_ringing(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
-        await channel.ring()
-        return True
-
-    async def _app_wait(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
-        try:
-            seconds = float(args or "0")
-        except ValueError:
-            log.warning("Wait(%s): not a number", args)
-            return True
-        await channel.wait(seconds)
-        return True
-
-    async def _app_playback(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
-        names, _, options = args.partition(",")
-        if "noanswer" not in options:
-            await channel.answer()
-        for name in names.split("&"):
-            try:
-                await channel.play(self.sounds.load_pcm(name.strip()))
-            except SoundNotFound:
-                log.warning("Playback: %s not found", name)
-        return True
-
-    async def _app_hangup(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
-        code = {"17": 486, "1": 404, "21": 403}.get(args.strip())
-        channel.hangup(code, f"Hangup({args})")
-        return False
-
-    async def _app_noop(self, channel: Channel, args: str, variables: dict[str, str]) -> bool:
-        return True
-
 
 async def serve(
     config: ServerConfig, ready: Callable[[VoicemailServer], None] | None = None
@@ -563,8 +443,13 @@ async def serve(
     await server.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(server.reload()))
-    pidfile = config.local_spool / "voicemail.pid"
-    pidfile.write_text(f"{os.getpid()}\n")
+    pidfile = config.pidfile
+    try:
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        pidfile.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        await server.stop()
+        raise StartupError(f"cannot write the pid file {pidfile}: {exc}") from exc
     try:
         if ready is not None:
             ready(server)
