@@ -233,7 +233,7 @@ class Spool:
         with self._lock:
             self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
             stamp = self._last_stamp
-        return self.directory / f"{stamp:020d}-{_UNSAFE.sub('_', message.msg_id)[:40]}{_SUFFIX}"
+        return self.directory / f"{stamp:020d}-{name_part(message.msg_id)}{_SUFFIX}"
 
     def _write_at(self, path: Path, message: PendingMessage) -> None:
         data = _serialise(message)
@@ -343,6 +343,11 @@ class Spool:
             os.rename(tmp, final)
             log.warning("spool: recovered %s, written completely before a crash", final.name)
         fsync_directory(self.directory)
+
+
+def name_part(msg_id: str) -> str:
+    """A msg_id as it appears in file names: safe characters only, at most 40."""
+    return _UNSAFE.sub("_", msg_id)[:40]
 
 
 def _stamp_of(path: Path) -> int:
