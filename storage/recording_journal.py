@@ -90,6 +90,7 @@ class RecordingJournal:
         self._buffer: list[bytes] = []
         self._state = "open"  # open, finished (delete), left (keep the file), or failed
         self._fd: int | None = None
+        self._created = False  # only a file this object created is ever deleted by it
         self._size = 0
 
     def append(self, pcm: bytes) -> None:
@@ -131,6 +132,7 @@ class RecordingJournal:
         """Create the file (header) on the first pass, then append a block; fsync."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._created = True
             self._append(self._header)
             os.fsync(self._fd)
             fsync_directory(self.path.parent)
@@ -151,7 +153,7 @@ class RecordingJournal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if delete:
+        if delete and self._created:
             self.path.unlink(missing_ok=True)
             self._owner.spool._untrack(self.path)
 
@@ -229,35 +231,40 @@ class RecordingJournals:
         with self._lock:
             journals = list(self._open.values())
         for journal in journals:
-            journal._close(delete=False)
+            self._attempt(journal, journal._close, False)
 
     def _write_pass(self) -> None:
         with self._lock:
             journals = list(self._open.items())
         for name, journal in journals:
             data, state = journal._take()
-            try:
-                if state == "finished":
-                    journal._close(delete=True)
-                elif state in ("open", "left"):
-                    journal._write(data)
-            except OSError as exc:
-                log.error(
-                    "recording journal %s cannot be written, the recording continues without "
-                    "one: %s",
-                    journal.path,
-                    exc,
-                )
-                with journal._lock:
-                    if journal._state == "open":
-                        journal._state = "failed"
-                        journal._buffer.clear()
-                continue
+            if state == "finished":
+                self._attempt(journal, journal._close, True)
+            elif state in ("open", "left"):
+                self._attempt(journal, journal._write, data)
+            if state == "left":
+                self._attempt(journal, journal._close, False)
             if state in ("finished", "left"):
-                if state == "left":
-                    journal._close(delete=False)
                 with self._lock:
                     self._open.pop(name, None)
+
+    @staticmethod
+    def _attempt(journal: RecordingJournal, step: Any, argument: Any) -> None:
+        """One disk step for one journal; a failure ends that journal's journaling (the
+        recording itself goes on in memory), never the thread."""
+        try:
+            step(argument)
+        except Exception as exc:
+            log.error(
+                "recording journal %s: %s failed, the recording continues without it: %s",
+                journal.path,
+                step.__name__.strip("_"),
+                exc,
+            )
+            with journal._lock:
+                if journal._state == "open":
+                    journal._state = "failed"
+                    journal._buffer.clear()
 
     # --- recovery ------------------------------------------------------------------------------
 

@@ -84,7 +84,8 @@ def test_audio_is_journaled_while_recording_and_finish_deletes_the_journal(
         msg_id, header, _, torn = read_journal(journal.path.read_bytes())
         assert (msg_id, header, torn) == ("1700000000-aa", metadata(), False)
         assert journal.path.parent == tmp_path / "recording"
-        assert spool.bytes_used == journal.path.stat().st_size  # counted for spoolmaxmb
+        # Counted for spoolmaxmb (just after the write).
+        eventually(lambda: spool.bytes_used == journal.path.stat().st_size, 10, "counted")
         journal.finish()
         eventually(lambda: not journal.path.exists(), 10, "journal deleted")
         assert spool.bytes_used == 0
@@ -224,3 +225,25 @@ def test_begin_refuses_what_could_never_be_spooled(tmp_path: Path) -> None:
         journals.begin("1-2", metadata())
         with pytest.raises(ValueError, match="already journaled"):
             journals.begin("1-2", metadata())
+
+
+def test_a_journal_that_cannot_be_written_is_logged_and_others_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path)
+    with journals_of(spool) as journals:
+        # A journal of an earlier crash with the same name, not recovered: never overwritten.
+        leftover = tmp_path / "recording" / "1700000000-99.rec"
+        leftover.write_bytes(b"from before")
+        clash = journals.begin("1700000000-99", metadata())
+        clash.append(pcm(0.2))
+        eventually(lambda: "failed" in caplog.text, 10, "error logged")
+        clash.append(pcm(0.2))  # the recording goes on without a journal
+        clash.finish()
+        other = journals.begin("1700000000-98", metadata())
+        other.append(pcm(0.3))
+        eventually(
+            lambda: other.path.exists() and journal_pcm(other.path) == pcm(0.3), 10, "journaled"
+        )
+    assert leftover.read_bytes() == b"from before"
+    assert "1700000000-99.rec" in caplog.text and "File exists" in caplog.text
