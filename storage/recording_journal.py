@@ -13,7 +13,14 @@ into a spooled message (the flusher stores it): the audio that had been fsynced,
 the format in the header, with category `recovered-after-crash`. The spool file is written
 (atomically) before the journal is deleted, and nothing is spooled for a msg_id the spool
 already holds; the store is idempotent by msg_id, so a crash anywhere in between, or running
-recovery twice, gives one message.
+recovery twice, gives one message. The same holds for a crash after the deposit but before
+finish() deleted the journal: the recovered copy finds its msg_id in the folder and adds no
+row (the on_stored hook may run again, as after any crash between commit and spool removal).
+
+Why the category: it is the one free-text column Asterisk stores per message (VM_CATEGORY,
+String(30)) and shows only where a template asks for it (${VM_CATEGORY} in notification mail);
+flag must stay "", "Urgent" or "PRIORITY" (it picks the folder), and callerid and duration are
+what the caller and the audio say. A dialplan VM_CATEGORY it replaces is logged.
 
 File format: b"ARA-VM-REC 1\\n", one line of JSON (the header), then blocks of
 (length, CRC-32 of the PCM) as two little-endian 32-bit numbers followed by the PCM. A block
