@@ -9,20 +9,27 @@ folder, so a crash between the commit and the removal of the file stores nothing
 Order per folder is kept the way Asterisk keeps it with its folder lock: deposits to one
 mailbox folder are serialised, and once anything waits in the spool every new deposit queues
 behind it instead of overtaking it. One spool directory belongs to one server process.
+
+maxmsg: a finished recording is never dropped. `maxmsg` is checked by the application before
+the recording (the caller hears vm-mailboxfull) and again by MessageStore.store where the
+message number is allocated. When that second check finds the folder full (another server
+filled it during the recording, or a message spooled during an outage finds it full when the
+database is back), the message is stored anyway, past maxmsg, with a warning in the log naming
+the mailbox, folder, msg_id and the limit; `DepositResult.past_maxmsg` tells the application.
+
+spoolmaxmb: `Spool.bytes_used` counts the spool's files (spooled messages and recording
+journals) and `Spool.over_limit` compares it with the limit. Nothing already recorded is
+refused for size; the server refuses new calls (503) while the spool is over the limit.
+
+The file format and the directory are in storage/spool_files.py, the crash-safe recording
+journals in storage/recording_journal.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
 import inspect
-import json
 import logging
-import os
-import re
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,268 +37,53 @@ from typing import Any, TypeVar
 
 import pyodbc
 
-from storage.messages import FOLDERS, MessageStore
+from storage.messages import MailboxFull, MessageStore
 from storage.odbc import DatabaseError, DatabaseUnavailable
+from storage.spool_files import (
+    BAD_DIR,
+    CorruptSpoolFile,
+    FolderKey,
+    PendingMessage,
+    Spool,
+    validate_message,
+)
+
+__all__ = [
+    "BAD_DIR",
+    "CorruptSpoolFile",
+    "DepositResult",
+    "PendingMessage",
+    "Spool",
+    "SpoolFlusher",
+    "bounded_store",
+]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_MAGIC = b"ARA-VM-SPOOL 1\n"  # then one line of JSON metadata, then the audio
-_SUFFIX = ".vmsg"
-_TMP_SUFFIX = ".tmp"
-_NAME = re.compile(r"^(\d{20})-[A-Za-z0-9_.-]*\.vmsg$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-BAD_DIR = "bad"
-
-FolderKey = tuple[str, str, str]  # (context, mailbox, folder)
-OnStored = Callable[["PendingMessage", int], Awaitable[None] | None]
+OnStored = Callable[[PendingMessage, int], Awaitable[None] | None]
 
 
-@dataclass
-class PendingMessage:
-    """A recorded message with everything MessageStore.store needs, as kept in the spool."""
+@dataclass(frozen=True)
+class DepositResult:
+    """What became of a deposit.
 
-    msg_id: str
-    context: str
-    mailbox: str
-    folder: str
-    recording: bytes
-    callerid: str
-    origtime: int
-    duration: int
-    caller_context: str
-    flag: str = ""
-    category: str | None = None
-
-    @property
-    def folder_key(self) -> FolderKey:
-        return (self.context, self.mailbox, self.folder)
-
-    def store_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for MessageStore.store."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-
-
-_TEXT_FIELDS = ("msg_id", "context", "mailbox", "folder", "callerid", "caller_context", "flag")
-_INT_FIELDS = ("origtime", "duration")
-
-
-class CorruptSpoolFile(ValueError):
-    """A spool file that cannot be read back as the message that was written."""
-
-
-def _validate(message: PendingMessage) -> None:
-    """Refuse at write time what MessageStore.store would refuse later, so no poison is spooled."""
-    if not message.msg_id or len(message.msg_id) > 40:
-        raise ValueError(f"msg_id must be 1 to 40 characters: {message.msg_id!r}")
-    if message.folder not in FOLDERS:
-        raise ValueError(f"unknown folder {message.folder!r}; expected one of {', '.join(FOLDERS)}")
-    for what in ("context", "mailbox"):
-        value = getattr(message, what)
-        if not value or "/" in value:
-            raise ValueError(f"invalid {what} {value!r}")
-    if not isinstance(message.recording, bytes | bytearray | memoryview):
-        raise ValueError("recording must be bytes")
-
-
-def _serialise(message: PendingMessage) -> bytes:
-    recording = bytes(message.recording)
-    metadata = {name: getattr(message, name) for name in (*_TEXT_FIELDS, *_INT_FIELDS)}
-    metadata["category"] = message.category
-    metadata["recording_length"] = len(recording)
-    metadata["recording_sha256"] = hashlib.sha256(recording).hexdigest()
-    line = json.dumps(metadata, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-    return _MAGIC + line + b"\n" + recording
-
-
-def _parse(data: bytes) -> PendingMessage:
-    if not data.startswith(_MAGIC):
-        raise CorruptSpoolFile("not a spool file (bad magic)")
-    end = data.find(b"\n", len(_MAGIC))
-    if end < 0:
-        raise CorruptSpoolFile("metadata line is incomplete")
-    try:
-        metadata = json.loads(data[len(_MAGIC) : end])
-    except ValueError as exc:
-        raise CorruptSpoolFile(f"metadata is not JSON: {exc}") from None
-    if not isinstance(metadata, dict):
-        raise CorruptSpoolFile("metadata is not a JSON object")
-    recording = data[end + 1 :]
-    if len(recording) != metadata.get("recording_length"):
-        raise CorruptSpoolFile(
-            f"audio is {len(recording)} bytes, metadata says {metadata.get('recording_length')}"
-        )
-    if hashlib.sha256(recording).hexdigest() != metadata.get("recording_sha256"):
-        raise CorruptSpoolFile("audio checksum does not match")
-    fields: dict[str, Any] = {}
-    for name in _TEXT_FIELDS:
-        if not isinstance(metadata.get(name), str):
-            raise CorruptSpoolFile(f"metadata field {name} is missing or not text")
-        fields[name] = metadata[name]
-    for name in _INT_FIELDS:
-        value = metadata.get(name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise CorruptSpoolFile(f"metadata field {name} is missing or not a number")
-        fields[name] = value
-    category = metadata.get("category")
-    if category is not None and not isinstance(category, str):
-        raise CorruptSpoolFile("metadata field category is not text")
-    return PendingMessage(recording=recording, category=category, **fields)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class Spool:
-    """A directory of messages not yet (known to be) committed, one file per message.
-
-    File names start with a 20-digit arrival stamp, so sorting names sorts by arrival. The
-    methods block on disk I/O; async code calls them through asyncio.to_thread.
+    msgnum: the message number once committed; None while the message waits in the spool for
+    the flusher (safe on disk: the caller is told "saved" all the same).
+    past_maxmsg: the mailbox's maxmsg when the folder was already full at store time and the
+    message was stored anyway past it; None otherwise.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        if not self.directory.is_dir():
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.directory, 0o700)  # mkdir's mode is cut by the umask
-            _fsync_directory(self.directory.parent)  # so the new directory survives a crash
-        self._lock = threading.Lock()
-        self._last_stamp = 0
-        self._recover_unfinished_writes()
-        for path in self._paths():
-            self._last_stamp = max(self._last_stamp, _stamp_of(path))
+    msgnum: int | None
+    past_maxmsg: int | None = None
 
-    def write(self, message: PendingMessage) -> Path:
-        """Store a message durably (temporary file, fsync, rename, fsync the directory)."""
-        _validate(message)
-        path = self._allocate(message)
-        self._write_at(path, message)
-        return path
-
-    def remove(self, message_or_path: PendingMessage | Path) -> None:
-        """Forget a message once the database holds it; removing a missing one is no error."""
-        if isinstance(message_or_path, PendingMessage):
-            path = self._find(message_or_path)
-            if path is None:
-                return
-        else:
-            path = Path(message_or_path)
-        path.unlink(missing_ok=True)
-
-    def pending(self) -> list[PendingMessage]:
-        """The spooled messages, oldest first; unreadable files are moved aside to bad/."""
-        messages = []
-        for path in self._paths():
-            message = self._load(path)
-            if message is not None:
-                messages.append(message)
-        return messages
-
-    # --- used by SpoolFlusher -----------------------------------------------------------------
-
-    def _allocate(self, message: PendingMessage) -> Path:
-        """The next file name: a stamp that never goes backwards, then the msg_id for people."""
-        with self._lock:
-            self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
-            stamp = self._last_stamp
-        return self.directory / f"{stamp:020d}-{_UNSAFE.sub('_', message.msg_id)[:40]}{_SUFFIX}"
-
-    def _write_at(self, path: Path, message: PendingMessage) -> None:
-        data = _serialise(message)
-        tmp = path.with_name(path.name + _TMP_SUFFIX)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.rename(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_directory(self.directory)
-
-    def _paths(self) -> list[Path]:
-        """Spool files in arrival order (temporary files excluded)."""
-        return sorted(
-            entry for entry in self.directory.iterdir() if _NAME.match(entry.name) is not None
-        )
-
-    def _load(self, path: Path) -> PendingMessage | None:
-        """One spooled message; None when it is gone or was unreadable (then moved to bad/)."""
-        try:
-            return _parse(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, CorruptSpoolFile) as exc:
-            self._quarantine(path, str(exc))
-            return None
-
-    def _quarantine(self, path: Path, reason: str) -> None:
-        """Move a file that cannot be stored to bad/, where an operator can look at it."""
-        bad = self.directory / BAD_DIR
-        try:
-            bad.mkdir(mode=0o700, exist_ok=True)
-            target = bad / path.name
-            counter = 0
-            while target.exists():
-                counter += 1
-                target = bad / f"{path.name}.{counter}"
-            os.rename(path, target)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.error("spool file %s is unusable (%s) and cannot be moved: %s", path, reason, exc)
-            return
-        log.error("spool file %s is unusable (%s); moved to %s", path.name, reason, target)
-
-    def _find(self, message: PendingMessage) -> Path | None:
-        """The file holding this message (same msg_id and folder), reading metadata only."""
-        wanted = _message_key(message)
-        for path in self._paths():
-            try:
-                with path.open("rb") as file:
-                    if file.read(len(_MAGIC)) != _MAGIC:
-                        continue
-                    metadata = json.loads(file.readline(1 << 20))
-            except (OSError, ValueError):
-                continue
-            if isinstance(metadata, dict) and wanted == tuple(
-                metadata.get(name) for name in ("msg_id", "context", "mailbox", "folder")
-            ):
-                return path
-        return None
-
-    def _recover_unfinished_writes(self) -> None:
-        """Temporary files left by a crash: complete ones were fsynced, so keep them."""
-        for tmp in sorted(self.directory.glob(f"*{_SUFFIX}{_TMP_SUFFIX}")):
-            final = tmp.with_name(tmp.name[: -len(_TMP_SUFFIX)])
-            try:
-                _parse(tmp.read_bytes())
-            except (OSError, CorruptSpoolFile) as exc:
-                self._quarantine(tmp, f"unfinished write: {exc}")
-                continue
-            if _NAME.match(final.name) is None or final.exists():
-                self._quarantine(tmp, "unfinished write with an unexpected name")
-                continue
-            os.rename(tmp, final)
-            log.warning("spool: recovered %s, written completely before a crash", final.name)
-        _fsync_directory(self.directory)
+    @property
+    def spooled(self) -> bool:
+        return self.msgnum is None
 
 
-def _stamp_of(path: Path) -> int:
-    match = _NAME.match(path.name)
-    return int(match.group(1)) if match else 0
-
-
-def _message_key(message: PendingMessage) -> tuple[str, str, str, str]:
-    return (message.msg_id, message.context, message.mailbox, message.folder)
+_SPOOLED = DepositResult(None)
 
 
 class _RetryBoundPool:
@@ -357,7 +149,7 @@ class SpoolFlusher:
         self._in_flight: set[Path] = set()
         # Files the flusher must store: left by a previous process, or handed over by deposit().
         self._waiting: set[Path] = set(spool._paths())
-        self._results: dict[Path, asyncio.Future[int | None]] = {}
+        self._results: dict[Path, asyncio.Future[DepositResult]] = {}
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._stopped = False
@@ -375,18 +167,22 @@ class SpoolFlusher:
         return self._database_down
 
     async def deposit(self, message: PendingMessage, *, wait: float = 3.0) -> int | None:
+        """deposit_result(message, wait=wait).msgnum, for callers that need only the number."""
+        return (await self.deposit_result(message, wait=wait)).msgnum
+
+    async def deposit_result(self, message: PendingMessage, *, wait: float = 3.0) -> DepositResult:
         """Spool a message, then store it within `wait` seconds if the database allows.
 
-        Returns the msgnum once committed, or None when the message stays spooled for the
-        flusher (the caller is told "saved" all the same). Raises ValueError for a message the
-        store can never take and OSError when the spool itself cannot be written: only then is
-        the message not saved.
+        The result has the msgnum once committed, or None when the message stays spooled for
+        the flusher (the caller is told "saved" all the same), and says whether it was stored
+        past a full folder's maxmsg. Raises ValueError for a message the store can never take
+        and OSError when the spool itself cannot be written: only then is the message not saved.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        _validate(message)
-        msgnum: int | None = None
-        result: asyncio.Future[int | None] | None = None
+        validate_message(message)
+        outcome = _SPOOLED
+        waiting_for: asyncio.Future[DepositResult] | None = None
         async with self._folder_lock(message.folder_key):
             path = self.spool._allocate(message)
             self._in_flight.add(path)
@@ -394,27 +190,27 @@ class SpoolFlusher:
                 await asyncio.to_thread(self.spool._write_at, path, message)
                 queued_behind = bool(self._waiting)
                 if not queued_behind:  # nothing older waits: store at once
-                    msgnum = await self._store_directly(message, wait, deadline - loop.time())
-                    if msgnum is not None:
+                    outcome = await self._store_directly(message, wait, deadline - loop.time())
+                    if not outcome.spooled:
                         await self._remove_file(path)
-                if msgnum is None:
+                if outcome.spooled:
                     self._waiting.add(path)  # the flusher's now
                     if queued_behind and not self._database_down:
-                        result = self._results[path] = loop.create_future()
+                        waiting_for = self._results[path] = loop.create_future()
             finally:
                 self._in_flight.discard(path)
-        if msgnum is not None:
-            await self._notify(message, msgnum)
-            return msgnum
+        if outcome.msgnum is not None:
+            await self._notify(message, outcome.msgnum)
+            return outcome
         self._wake.set()
-        if result is None:
-            return None
+        if waiting_for is None:
+            return outcome
         # Queued behind older spooled messages while the database is up: the flusher is about
         # to store this one too, so wait for it within what is left of `wait`.
         try:
-            return await asyncio.wait_for(asyncio.shield(result), deadline - loop.time())
+            return await asyncio.wait_for(asyncio.shield(waiting_for), deadline - loop.time())
         except TimeoutError:
-            return None
+            return _SPOOLED
         finally:
             self._results.pop(path, None)
 
@@ -460,14 +256,14 @@ class SpoolFlusher:
                     break
                 message = await asyncio.to_thread(self.spool._load, path)
                 if message is None:  # gone, or moved to bad/
-                    self._forget(path, None)
+                    self._forget(path, _SPOOLED)
                     continue
                 key = message.folder_key
                 if key in blocked:
                     continue
                 async with self._folder_lock(key):
                     try:
-                        msgnum = await self._flush_store.store(**message.store_arguments())
+                        outcome = await self._store_past_maxmsg(self._flush_store, message)
                     except DatabaseUnavailable as exc:
                         self._database_down = self._round_failed = True
                         self._release_waiting_deposits()
@@ -484,10 +280,12 @@ class SpoolFlusher:
                         continue
                     except ValueError as exc:
                         await asyncio.to_thread(self.spool._quarantine, path, str(exc))
-                        self._forget(path, None)
+                        self._forget(path, _SPOOLED)
                         continue
                     await self._remove_file(path)
-                    self._forget(path, msgnum)
+                    self._forget(path, outcome)
+                msgnum = outcome.msgnum
+                assert msgnum is not None  # a store that returned has a number
                 self._database_down = False
                 stored += 1
                 log.info(
@@ -517,14 +315,14 @@ class SpoolFlusher:
 
     async def _store_directly(
         self, message: PendingMessage, wait: float, budget: float
-    ) -> int | None:
+    ) -> DepositResult:
         if budget <= 0:
-            return None
+            return _SPOOLED
         store = self._direct_stores.get(wait)
         if store is None:
             store = self._direct_stores[wait] = bounded_store(self.store, wait)
         try:
-            return await asyncio.wait_for(store.store(**message.store_arguments()), budget)
+            return await asyncio.wait_for(self._store_past_maxmsg(store, message), budget)
         except (DatabaseError, TimeoutError) as exc:
             if not isinstance(exc, DatabaseError) or isinstance(exc, DatabaseUnavailable):
                 self._database_down = True  # later deposits need not wait for the flusher
@@ -535,7 +333,28 @@ class SpoolFlusher:
                 message.context,
                 str(exc) or "timed out",
             )
-            return None
+            return _SPOOLED
+
+    @staticmethod
+    async def _store_past_maxmsg(store: MessageStore, message: PendingMessage) -> DepositResult:
+        """Store a finished recording; a folder found full at store time takes it anyway."""
+        arguments = message.store_arguments()
+        try:
+            return DepositResult(await store.store(**arguments))
+        except MailboxFull as exc:
+            limit = exc.maxmsg
+        msgnum = await store.store(**{**arguments, "maxmsg": None})
+        log.warning(
+            "spool: mailbox %s@%s folder %s already held maxmsg=%d messages; message %s stored "
+            "past the limit as msgnum %d (a finished recording is never dropped)",
+            message.mailbox,
+            message.context,
+            message.folder,
+            limit,
+            message.msg_id,
+            msgnum,
+        )
+        return DepositResult(msgnum, past_maxmsg=limit)
 
     async def _remove_file(self, path: Path) -> None:
         """Remove a stored message's file; if that fails it is stored again later (same row)."""
@@ -548,13 +367,13 @@ class SpoolFlusher:
         """The database is down: deposits waiting for the flusher should not wait longer."""
         for future in self._results.values():
             if not future.done():
-                future.set_result(None)
+                future.set_result(_SPOOLED)
 
-    def _forget(self, path: Path, msgnum: int | None) -> None:
+    def _forget(self, path: Path, outcome: DepositResult) -> None:
         self._waiting.discard(path)
         future = self._results.pop(path, None)
         if future is not None and not future.done():
-            future.set_result(msgnum)
+            future.set_result(outcome)
 
     async def _notify(self, message: PendingMessage, msgnum: int) -> None:
         if self.on_stored is None:
