@@ -173,6 +173,7 @@ class VoicemailServer:
             self.store, self.flusher, self.mailboxes, self.sounds, self.config.voicemail.formats
         )
         voicemail = self.voicemail
+        voicemail.max_record_seconds = self.config.voicemail.maxrecordsecs
         self.runner = DialplanRunner(
             self.dialplan,
             self.realtime,
@@ -353,6 +354,7 @@ class VoicemailServer:
         if self.mailboxes is not None and self.voicemail is not None:
             self.mailboxes.settings = fresh.voicemail
             self.voicemail.set_formats(fresh.voicemail.formats)
+            self.voicemail.max_record_seconds = fresh.voicemail.maxrecordsecs
         if self.registrations is not None:
             self.registrations.peers.static = peers
         self._apply_sip_settings(fresh.sip)
@@ -402,10 +404,8 @@ class VoicemailServer:
             self.mwi.poll_interval = self._poll_interval()
 
     def _poll_interval(self) -> float:
-        general = self.config.voicemail.general
-        if general.get("pollmailboxes", "yes").lower() in ("yes", "true", "1", "on"):
-            return float(general.get("pollfreq", "5") or 5)
-        return 0.0
+        settings = self.config.voicemail
+        return float(settings.pollfreq) if settings.pollmailboxes else 0.0
 
     def _tls_context(self) -> ssl.SSLContext | None:
         sip = self.config.sip
