@@ -71,6 +71,9 @@ class MediaClock:
             self._next = loop.time() + FRAME_SECONDS
             self._handle = loop.call_at(self._next, self._tick)
 
+    def __contains__(self, session: object) -> bool:
+        return session in self._sessions
+
     def remove(self, session: RtpSession) -> None:
         self._sessions.discard(session)
         if not self._sessions and self._handle is not None:
