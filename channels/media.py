@@ -201,9 +201,7 @@ class RtpSession(asyncio.DatagramProtocol):
             self.remote = self._latched  # a re-INVITE does not move the latch
         else:
             self.remote = (address, port)
-        self._muted = negotiated.direction in ("sendonly", "inactive") or (
-            negotiated.remote_address == "0.0.0.0"
-        )
+        self._muted = negotiated.direction in ("sendonly", "inactive") or unspecified
         # The caller's ptime, in whole 20 ms frames (RFC 4566 a=ptime), up to 60 ms.
         self._frames_per_packet = min(max(negotiated.ptime // 20, 1), 3)
 
