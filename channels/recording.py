@@ -12,6 +12,10 @@ from .rtp import FRAME_SAMPLES, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
+# How far received audio may run ahead of the wall clock (network bursts after a stall);
+# more than that is a sender flooding faster than real time, and is not recorded.
+MAX_AHEAD_SECONDS = 2.0
+
 
 class RecordingBuffer:
     """Collects a recording, never longer than `max_seconds`.
@@ -19,8 +23,10 @@ class RecordingBuffer:
     A gap before a packet (lost packets, by RTP timestamp) becomes silence, but only as much
     as the wall clock allows: the recording may be at most as long as the time since it
     started plus one packet. A sender that jumps its timestamps therefore cannot turn a
-    5 s call into minutes of silence. Each piece that becomes part of the recording is also
-    handed to `on_chunk`, in order, so that the caller can keep it on disk as it grows.
+    5 s call into minutes of silence; one that sends audio faster than real time gets no
+    more than `MAX_AHEAD_SECONDS` beyond the wall clock recorded. Each piece that becomes
+    part of the recording is also handed to `on_chunk`, in order, so that the caller can
+    keep it on disk as it grows.
     """
 
     def __init__(
@@ -33,6 +39,7 @@ class RecordingBuffer:
         self.started = started
         self.samples = 0  # in the recording so far
         self.silence_samples = 0  # of those, filled in for lost packets
+        self.dropped_samples = 0  # audio that ran too far ahead of the wall clock
         self.full = self.limit_samples == 0
         self._chunks: list[bytes] = []
         self._on_chunk = on_chunk
@@ -46,8 +53,13 @@ class RecordingBuffer:
         if self.full:
             return
         packet_samples = len(pcm) // 2
+        elapsed = max(now - self.started, 0.0)
+        if self.samples + packet_samples > int((elapsed + MAX_AHEAD_SECONDS) * SAMPLE_RATE):
+            if not self.dropped_samples:
+                log.warning("caller sends audio faster than real time; the excess is dropped")
+            self.dropped_samples += packet_samples
+            return
         if gap_samples > 0:
-            elapsed = max(now - self.started, 0.0)
             allowed = int(elapsed * SAMPLE_RATE) + max(packet_samples, FRAME_SAMPLES)
             fill = min(
                 gap_samples,

@@ -163,3 +163,26 @@ def test_lost_packets_are_still_silence_in_a_real_recording() -> None:
     frame = len(FRAME)
     assert recording.pcm[4 * frame : 6 * frame] == b"\x00" * 2 * frame
     assert len(recording.pcm) == 10 * frame
+
+
+def test_audio_flooded_faster_than_real_time_is_not_recorded() -> None:
+    buffer = RecordingBuffer(600, started=0.0)
+    for _ in range(500):  # 10 s of audio within the first 100 ms
+        buffer.add(FRAME, 0, 0.1)
+    assert buffer.samples <= (0.1 + 2.0) * 8000
+    assert buffer.dropped_samples == 500 * 160 - buffer.samples
+    buffer.add(FRAME, 0, 5.0)  # in real time again: recorded
+    assert buffer.pcm.endswith(FRAME) and buffer.dropped_samples < 500 * 160 - 2 * 8000
+
+
+def test_a_flooding_sender_does_not_make_a_long_recording() -> None:
+    async def flood(peer: Peer, session: object) -> None:
+        for _burst in range(5):  # 60 s of consecutive audio within about half a second
+            for _ in range(150):
+                peer.send_audio(session)  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)
+        peer.send_event(session, 11, 999)  # type: ignore[arg-type]
+
+    recording, elapsed = asyncio.run(record_with(flood, 600))
+    assert recording.reason is StopReason.DIGIT
+    assert recording.seconds <= elapsed + 2.0
