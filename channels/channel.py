@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from .media import RtpSession
+from .recording import RecordingBuffer
 from .rtp import SAMPLE_RATE
+
+# The longest recording the channel makes when its caller gives no limit (seconds).
+HARD_RECORD_LIMIT = 600.0
 
 
 class ChannelHungUp(Exception):
@@ -205,38 +210,53 @@ class Channel:
         self._check()
         raise TimeoutError
 
-    async def record(self, max_seconds: float | None, stop_digits: str = "#") -> Recording:
-        """Record the caller until a stop digit, a hang-up or `max_seconds` (None: unlimited)."""
-        self._check()
-        chunks: list[bytes] = []
-        received = 0
-        limit_bytes = int(max_seconds * SAMPLE_RATE * 2) if max_seconds else None
-        reached_limit = asyncio.get_running_loop().create_future()
+    async def record(
+        self,
+        max_seconds: float | None = HARD_RECORD_LIMIT,
+        stop_digits: str = "#",
+        *,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> Recording:
+        """Record the caller until a stop digit, a hang-up or `max_seconds` of wall clock.
 
-        def on_audio(pcm: bytes) -> None:
-            nonlocal received
-            if reached_limit.done():
-                return
-            if limit_bytes is not None and received + len(pcm) >= limit_bytes:
-                pcm = pcm[: limit_bytes - received]
+        The limit holds even when no audio arrives. None or 0 means `HARD_RECORD_LIMIT`:
+        the application passes its own limit (maxsecs, maxrecordsecs), the channel never
+        records without one. `on_chunk` gets every piece of PCM as it becomes part of the
+        recording (silence for lost packets included); together they are `Recording.pcm`.
+        """
+        self._check()
+        limit = max_seconds if max_seconds is not None and max_seconds > 0 else HARD_RECORD_LIMIT
+        loop = asyncio.get_running_loop()
+        buffer = RecordingBuffer(limit, loop.time(), on_chunk)
+        reached_limit = loop.create_future()
+
+        def limit_reached() -> None:
+            if not reached_limit.done():
                 reached_limit.set_result(None)
-            chunks.append(pcm)
-            received += len(pcm)
+
+        def on_audio(pcm: bytes, gap_samples: int) -> None:
+            buffer.add(pcm, gap_samples, loop.time())
+            if buffer.full:
+                limit_reached()
 
         self.flush_digits()
         self._media.on_audio = on_audio
+        timer = loop.call_later(limit, limit_reached)
         try:
             digit = await self._wait_for_digit(stop_digits, reached_limit)
             while digit is None and not reached_limit.done():
                 digit = await self._wait_for_digit(stop_digits, reached_limit)
+            if digit is None:
+                self._media.flush_received()  # what the jitter buffer holds, up to the limit
         except ChannelHungUp:
             self._media.flush_received()
-            return Recording(b"".join(chunks), StopReason.HANGUP)
+            return Recording(buffer.pcm, StopReason.HANGUP)
         finally:
+            timer.cancel()
             self._media.on_audio = None
         if digit is not None:
-            return Recording(b"".join(chunks), StopReason.DIGIT, digit)
-        return Recording(b"".join(chunks), StopReason.MAX_DURATION)
+            return Recording(buffer.pcm, StopReason.DIGIT, digit)
+        return Recording(buffer.pcm, StopReason.MAX_DURATION)
 
     def hangup(self, code: int | None = None, reason: str = "normal clearing") -> None:
         """End the call: BYE if answered, else a final response (`code`, default 480)."""

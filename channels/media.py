@@ -7,6 +7,7 @@ falls behind at 800 (reference/stack.md), so `MediaClock` ticks once for all ses
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import socket
@@ -18,7 +19,6 @@ from .rtp import (
     FRAME_BYTES,
     FRAME_SAMPLES,
     G711,
-    SILENCE_FRAME,
     DtmfReceiver,
     JitterBuffer,
     ReceiveBuffer,
@@ -31,6 +31,28 @@ from .sdp import NegotiatedAudio
 log = logging.getLogger(__name__)
 
 FRAME_SECONDS = 0.020
+
+# sip.conf dtmfmode values: where a caller's keys come from (shortinfo is info for RTP).
+DTMF_MODES = frozenset({"rfc2833", "inband", "info", "shortinfo", "auto"})
+
+
+def ip_key(text: str) -> str:
+    """An address in one spelling, so that the SDP's and the socket's forms compare equal."""
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return text.lower()  # a host name
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def is_ip_literal(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 class MediaClock:
@@ -49,6 +71,9 @@ class MediaClock:
             self._next = loop.time() + FRAME_SECONDS
             self._handle = loop.call_at(self._next, self._tick)
 
+    def __contains__(self, session: object) -> bool:
+        return session in self._sessions
+
     def remove(self, session: RtpSession) -> None:
         self._sessions.discard(session)
         if not self._sessions and self._handle is not None:
@@ -59,14 +84,6 @@ class MediaClock:
         loop = asyncio.get_running_loop()
         now = loop.time()
         self._ticks += 1
-        check_timeouts = self._ticks % 50 == 0  # once a second
-        for session in list(self._sessions):
-            try:
-                session.tick()
-                if check_timeouts:
-                    session.check_timeout(now)
-            except Exception:  # noqa: BLE001 - one broken call must not stop the others
-                log.exception("media tick failed")
         self._next += FRAME_SECONDS
         if now - self._next > 0.2:  # the loop stalled; resynchronise instead of bursting
             log.warning(
@@ -74,7 +91,26 @@ class MediaClock:
                 (now - self._next) * 1000,
             )
             self._next = now + FRAME_SECONDS
-        self._handle = loop.call_at(self._next, self._tick) if self._sessions else None
+        # The next tick is booked before any session runs: nothing a session does (not even
+        # a BaseException) can stop the clock for the others. remove() cancels it if the
+        # last session goes during this tick.
+        self._handle = loop.call_at(self._next, self._tick)
+        check_timeouts = self._ticks % 50 == 0  # once a second
+        for session in list(self._sessions):
+            if session.closed:
+                self._sessions.discard(session)
+                continue
+            try:
+                session.tick()
+                if check_timeouts:
+                    session.check_timeout(now)
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - one broken call must not stop the others
+                session.tick_failures += 1
+                if session.tick_failures == 1:  # a traceback once, not every 20 ms
+                    log.exception("media tick failed (RTP port %s)", session.local_port)
+        if not self._sessions and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class RtpSession(asyncio.DatagramProtocol):
@@ -87,6 +123,8 @@ class RtpSession(asyncio.DatagramProtocol):
         comedia: bool = False,
         dtmfmode: str = "auto",
     ) -> None:
+        if dtmfmode not in DTMF_MODES:
+            raise ValueError(f"dtmfmode {dtmfmode!r} is not one of {', '.join(sorted(DTMF_MODES))}")
         self._clock = clock
         # sip.conf dtmfmode of the calling peer: rfc2833, inband, info or auto.
         self.dtmfmode = dtmfmode
@@ -112,10 +150,21 @@ class RtpSession(asyncio.DatagramProtocol):
         self._dtmf = DtmfReceiver()
         self._buffer = ReceiveBuffer()
         self._jitter = JitterBuffer()
-        self.on_audio: Callable[[bytes], None] | None = None
+        # Received audio in order: (pcm, samples lost just before it, to be silence).
+        self.on_audio: Callable[[bytes, int], None] | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         self.packets_received = 0
         self.packets_sent = 0
+        # Where RTP may come from: the SDP's address (None: any IP, the SDP named a host)
+        # and port, or with comedia the first source that sent, latched for the call.
+        self._expected: tuple[str | None, int] | None = None
+        self._latched: tuple[str, int] | None = None  # as received, to send to
+        self._latched_key: tuple[str, int] | None = None  # normalised, to compare
+        self._accepted: object = None  # the last source address that passed, as received
+        self.packets_dropped = 0  # RTP from a source other than the expected one
+        self.send_errors = 0  # sendto or socket errors (logged once per call)
+        self.tick_failures = 0  # exceptions out of tick() (logged once by the clock)
+        self.closed = False
         self._muted = False  # the caller holds (RFC 3264 6.1): play on, send nothing
 
     async def open(self, host: str, port_range: tuple[int, int]) -> None:
@@ -137,19 +186,40 @@ class RtpSession(asyncio.DatagramProtocol):
         raise OSError(f"no free RTP port in {low}-{high}")
 
     def configure(self, negotiated: NegotiatedAudio) -> None:
+        """Apply the negotiated SDP (the call's INVITE, or a re-INVITE)."""
         self._codec = G711(negotiated.codec)
         self._payload_type = negotiated.payload_type
-        self._telephone_event = negotiated.telephone_event
-        # A caller that offers no telephone-event sends its keys in the audio itself.
-        self._inband = InbandDtmfDetector() if negotiated.telephone_event is None else None
-        self.remote = (negotiated.remote_address, negotiated.remote_port)
-        self._muted = negotiated.direction in ("sendonly", "inactive") or (
-            negotiated.remote_address == "0.0.0.0"
+        self._configure_dtmf(negotiated.telephone_event)
+        address, port = negotiated.remote_address, negotiated.remote_port
+        unspecified = (
+            is_ip_literal(address) and ipaddress.ip_address(ip_key(address)).is_unspecified
         )
+        if not unspecified:  # c=0.0.0.0 (hold) does not move where the caller sends from
+            self._expected = (ip_key(address) if is_ip_literal(address) else None, port)
+            self._accepted = None
+        if self.comedia and self._latched is not None:
+            self.remote = self._latched  # a re-INVITE does not move the latch
+        else:
+            self.remote = (address, port)
+        self._muted = negotiated.direction in ("sendonly", "inactive") or unspecified
         # The caller's ptime, in whole 20 ms frames (RFC 4566 a=ptime), up to 60 ms.
         self._frames_per_packet = min(max(negotiated.ptime // 20, 1), 3)
 
+    def _configure_dtmf(self, telephone_event: int | None) -> None:
+        """dtmfmode: rfc2833 = telephone-event only, inband = tones in the audio only (events
+        ignored), info/shortinfo = none on RTP (SIP INFO), auto = events if negotiated, else
+        the tones in the audio (a caller that offers no telephone-event sends them so)."""
+        mode = self.dtmfmode
+        self._telephone_event = telephone_event if mode in ("rfc2833", "auto") else None
+        inband = mode == "inband" or (mode == "auto" and telephone_event is None)
+        if not inband:
+            self._inband = None
+        elif self._inband is None:
+            self._inband = InbandDtmfDetector()
+
     def start(self) -> None:
+        if self.closed:
+            return
         self.last_received = asyncio.get_running_loop().time()
         self._clock.add(self)
 
@@ -160,6 +230,7 @@ class RtpSession(asyncio.DatagramProtocol):
                 self.on_timeout()
 
     def close(self) -> None:
+        self.closed = True
         self._clock.remove(self)
         self.stop_playing()
         if self.transport is not None:
@@ -206,8 +277,12 @@ class RtpSession(asyncio.DatagramProtocol):
                 payload=self._codec.encode(frame),
                 marker=self._marker,
             )
-            self.transport.sendto(bytes(packet), self.remote)
-            self.packets_sent += 1
+            try:
+                self.transport.sendto(bytes(packet), self.remote)
+            except Exception as exc:  # noqa: BLE001 - uvloop raises what asyncio reports
+                self._socket_error(exc)
+            else:
+                self.packets_sent += 1
             self._sequence = (self._sequence + 1) & 0xFFFF
             self._marker = False
         if not self._frames and self._play_done is not None and not self._play_done.done():
@@ -221,14 +296,14 @@ class RtpSession(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if is_rtcp(data) or self._codec is None:
             return
+        if addr != self._accepted and not self._source_allowed(addr):
+            return
         try:
             packet = RtpPacket.parse(data)
         except RtpError:
             return
         self.packets_received += 1
         self.last_received = asyncio.get_running_loop().time()
-        if self.comedia and self.remote != addr[:2]:
-            self.remote = (addr[0], addr[1])
         if packet.payload_type == self._telephone_event:
             digit = self._dtmf.receive(packet)
             if digit is not None and self.on_dtmf is not None:
@@ -239,6 +314,49 @@ class RtpSession(asyncio.DatagramProtocol):
         for ordered, pcm in self._jitter.push(packet, self._codec.decode(packet.payload)):
             self._deliver(ordered, pcm)
 
+    def _source_allowed(self, addr: tuple[str, int]) -> bool:
+        """RTP only from the SDP's address and port, or (comedia) the first source that sent.
+
+        sipp, our end-to-end peer, sends its RTP from the port its SDP names, so the port
+        is checked too. Checked once per new source address; the result is remembered.
+        """
+        source = (ip_key(addr[0]), addr[1])
+        if self.comedia:
+            if self._latched is None:
+                self._latched = (addr[0], addr[1])
+                self._latched_key = source
+                self.remote = self._latched
+                log.info("RTP port %s: sending to %s:%s, where the caller's RTP comes from",
+                         self.local_port, *self._latched)  # fmt: skip
+            allowed = source == self._latched_key
+        else:
+            expected = self._expected
+            allowed = (
+                expected is not None
+                and expected[1] == source[1]
+                and expected[0] in (None, source[0])
+            )
+        if allowed:
+            self._accepted = addr
+            return True
+        self.packets_dropped += 1
+        if self.packets_dropped == 1:
+            log.warning(
+                "RTP port %s: dropped RTP from %s:%s, expected %s; later drops are only counted",
+                self.local_port,
+                addr[0],
+                addr[1],
+                self._describe_expected(),
+            )
+        return False
+
+    def _describe_expected(self) -> str:
+        if self.comedia and self._latched is not None:
+            return f"{self._latched[0]}:{self._latched[1]} (nat=comedia, latched)"
+        if self._expected is None:
+            return "nothing (no SDP yet)"
+        return f"{self._expected[0] or 'any address'}:{self._expected[1]}"
+
     def _deliver(self, packet: RtpPacket, pcm: bytes) -> None:
         if self._inband is not None and self.on_dtmf is not None:
             for digit in self._inband.feed(pcm):
@@ -246,9 +364,7 @@ class RtpSession(asyncio.DatagramProtocol):
         gap = self._buffer.place(packet, len(pcm) // 2)
         if gap < 0 or self.on_audio is None:
             return
-        if gap:
-            self.on_audio(SILENCE_FRAME[:2] * gap)
-        self.on_audio(pcm)
+        self.on_audio(pcm, gap)  # gap: samples lost before this packet
 
     def flush_received(self) -> None:
         """Hand up what the jitter buffer still holds (a recording is about to end)."""
@@ -256,4 +372,23 @@ class RtpSession(asyncio.DatagramProtocol):
             self._deliver(packet, pcm)
 
     def error_received(self, exc: Exception) -> None:
-        log.debug("RTP socket error: %s", exc)
+        self._socket_error(exc)  # asyncio reports a failed sendto here, uvloop raises it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The socket is gone (a fatal error, or close): ticks go on consuming frames, so a
+        # prompt still ends on time, but nothing is sent any more.
+        self.transport = None
+        if exc is not None:
+            self._socket_error(exc)
+
+    def _socket_error(self, exc: BaseException) -> None:
+        """One log line per call, however many packets fail; the rest are counted."""
+        self.send_errors += 1
+        if self.send_errors == 1:
+            remote = f"{self.remote[0]}:{self.remote[1]}" if self.remote else "nowhere"
+            log.warning(
+                "RTP port %s: socket error sending to %s: %s (later errors only counted)",
+                self.local_port,
+                remote,
+                exc,
+            )
