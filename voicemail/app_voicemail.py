@@ -18,6 +18,7 @@ from channels.channel import Channel, ChannelHungUp, StopReason
 from storage.audioformats import TranscodeError, decode, detect_format, encode, stored_format
 from storage.messages import MessageStore, StoredMessage, new_msg_id
 from storage.odbc import DatabaseError
+from storage.recording_journal import RecordingJournals, RecordingMetadata
 from storage.spool import PendingMessage, SpoolFlusher, bounded_store
 
 from .callpath import CALL_PATH_DB_WAIT, is_permanent
@@ -86,11 +87,13 @@ class VoiceMailApp:
         mailboxes: MailboxDirectory,
         sounds: SoundLibrary,
         formats: list[str],
+        journals: RecordingJournals,
     ) -> None:
         # Reads on the caller's time give up quickly instead of waiting out an outage.
         self.quick_store = bounded_store(store, CALL_PATH_DB_WAIT)
         self.db = mailboxes.call_path
         self.flusher = flusher
+        self.journals = journals
         self.mailboxes = mailboxes
         self.sounds = sounds
         # Deposits being recorded per (context, mailbox), counted against maxmsg. Calls in
@@ -276,54 +279,92 @@ class VoiceMailApp:
         await self._play_prompts(channel, ["beep"], "")
         origtime = int(time.time())
         maxsecs = box.int_option("maxsecs")
+        maxmsg = box.int_option("maxmsg")
         limit = min(maxsecs, self.max_record_seconds) if maxsecs > 0 else self.max_record_seconds
-        log.info(
-            "call %s: recording for %s@%s (at most %d s)",
-            channel.info.call_id,
-            box.mailbox,
-            box.context,
-            limit,
-        )
-        recording = await channel.record(limit, "#")
-        seconds = recording.seconds
-        if seconds < max(box.int_option("minsecs"), 0.02):
-            log.info(
-                "recording for %s@%s was %.2f s, shorter than minsecs; discarded",
-                box.mailbox,
-                box.context,
-                seconds,
-            )
-            return "FAILED"
         flag = "Urgent" if "U" in options else "PRIORITY" if "P" in options else ""
         msg_id = new_msg_id()
+        callerid = caller_id_string(channel.info.caller_id_name, channel.info.caller_id_num)
+        category = variables.get("VM_CATEGORY") or None
+        # The audio goes to disk as it is recorded, so a crash (even SIGKILL) mid-message
+        # leaves a journal that the next start stores, instead of losing what was said.
+        journal = self.journals.begin(
+            msg_id,
+            RecordingMetadata(
+                context=box.context,
+                mailbox=box.mailbox,
+                folder=folder,
+                callerid=callerid,
+                origtime=origtime,
+                caller_context=channel.info.context,
+                audio_format=self.format,
+                flag=flag,
+                category=category,
+                maxmsg=maxmsg if maxmsg > 0 else None,
+                min_seconds=box.int_option("minsecs"),
+            ),
+        )
         try:
-            audio = await asyncio.to_thread(encode, recording.pcm, self.format)
-            msgnum = await self.flusher.deposit(
-                PendingMessage(
-                    msg_id=msg_id,
-                    context=box.context,
-                    mailbox=box.mailbox,
-                    folder=folder,
-                    recording=audio,
-                    callerid=caller_id_string(
-                        channel.info.caller_id_name, channel.info.caller_id_num
-                    ),
-                    origtime=origtime,
-                    duration=int(round(seconds)),
-                    caller_context=channel.info.context,
-                    flag=flag,
-                    category=variables.get("VM_CATEGORY") or None,
-                )
-            )
-        except (ValueError, OSError, TranscodeError) as exc:
-            log.error(
-                "Failed to store voicemail for %s@%s (msg_id %s): %s",
+            log.info(
+                "call %s: recording for %s@%s (at most %d s)",
+                channel.info.call_id,
                 box.mailbox,
                 box.context,
-                msg_id,
-                exc,
+                limit,
             )
-            return "FAILED"
+            recording = await channel.record(limit, "#", on_chunk=journal.append)
+            seconds = recording.seconds
+            if seconds < max(box.int_option("minsecs"), 0.02):
+                log.info(
+                    "recording for %s@%s was %.2f s, shorter than minsecs; discarded",
+                    box.mailbox,
+                    box.context,
+                    seconds,
+                )
+                journal.discard()
+                return "FAILED"
+            try:
+                audio = await asyncio.to_thread(encode, recording.pcm, self.format)
+                result = await self.flusher.deposit_result(
+                    PendingMessage(
+                        msg_id=msg_id,
+                        context=box.context,
+                        mailbox=box.mailbox,
+                        folder=folder,
+                        recording=audio,
+                        callerid=callerid,
+                        origtime=origtime,
+                        duration=int(round(seconds)),
+                        caller_context=channel.info.context,
+                        flag=flag,
+                        category=category,
+                        maxmsg=maxmsg if maxmsg > 0 else None,
+                    )
+                )
+            except ValueError as exc:
+                journal.discard()  # a message the store can never take
+                log.error(
+                    "Failed to store voicemail for %s@%s (msg_id %s): %s",
+                    box.mailbox,
+                    box.context,
+                    msg_id,
+                    exc,
+                )
+                return "FAILED"
+            except (OSError, TranscodeError) as exc:
+                # The journal stays: the next start stores the message from it.
+                log.error(
+                    "Failed to store voicemail for %s@%s (msg_id %s): %s; kept in the "
+                    "recording journal for the next start",
+                    box.mailbox,
+                    box.context,
+                    msg_id,
+                    exc,
+                )
+                return "FAILED"
+            journal.finish()
+        finally:
+            journal.leave()  # a cancelled call (shutdown) leaves its audio for recovery
+        msgnum = result.msgnum
         where = (
             f"as msgnum {msgnum}" if msgnum is not None else "in the local spool (database away)"
         )

@@ -27,6 +27,7 @@ from storage.messages import MessageStore
 from storage.odbc import DatabaseError, OdbcPool, check_blob_column
 from storage.realtime import Realtime
 from storage.realtime_tables import extensions_table, sippeers_table
+from storage.recording_journal import RecordingJournals
 from storage.schema import create_tables, messages_table, voicemail_table
 from storage.schemacheck import Finding, check_table
 from storage.spool import PendingMessage, Spool, SpoolFlusher
@@ -59,6 +60,7 @@ class VoicemailServer:
         self.endpoint: SipEndpoint | None = None
         self.store: MessageStore | None = None
         self.runner: DialplanRunner | None = None
+        self.journals: RecordingJournals | None = None
         self.flusher: SpoolFlusher | None = None
         self._flusher_task: asyncio.Future[None] | None = None
         self.registrations: Registrations | None = None
@@ -162,15 +164,31 @@ class VoicemailServer:
             raise StartupError(str(exc)) from exc
         try:
             spool = Spool(self.config.local_spool)
+            self.journals = RecordingJournals(spool)
+            # Recordings a crash interrupted become spooled messages before the flusher starts.
+            recovered = await asyncio.to_thread(self.journals.recover)
         except OSError as exc:
             raise StartupError(f"local spool {self.config.local_spool}: {exc}") from exc
+        for message in recovered:
+            log.warning(
+                "recovered message %s for %s@%s (%d s) from a recording interrupted by a crash",
+                message.msg_id,
+                message.mailbox,
+                message.context,
+                message.duration,
+            )
         self.flusher = SpoolFlusher(spool, self.store, on_stored=self._message_stored)
         if self.flusher.backlog:
             log.info("%d message(s) waiting in the local spool", self.flusher.backlog)
         self._flusher_task = asyncio.ensure_future(self.flusher.run())
         self.mailboxes = MailboxDirectory(self.config.voicemail, self.realtime, self.call_path)
         self.voicemail = VoiceMailApp(
-            self.store, self.flusher, self.mailboxes, self.sounds, self.config.voicemail.formats
+            self.store,
+            self.flusher,
+            self.mailboxes,
+            self.sounds,
+            self.config.voicemail.formats,
+            self.journals,
         )
         voicemail = self.voicemail
         voicemail.max_record_seconds = self.config.voicemail.maxrecordsecs
@@ -427,6 +445,8 @@ class VoicemailServer:
             self.registrations.stop()
         if self.endpoint is not None:
             await self.endpoint.stop()
+        if self.journals is not None:
+            self.journals.close()
         if self.flusher is not None:
             self.flusher.stop()
             if self._flusher_task is not None:
