@@ -14,6 +14,7 @@ from channels.sip.mwi import (
     SubscriptionStateError,
     build_notify,
     build_unsolicited_notify,
+    header_tag,
     message_summary,
 )
 
@@ -426,3 +427,49 @@ def test_unsolicited_notify_is_chan_sips_out_of_dialog_form() -> None:
     assert message.headers["Content-Type"] == "application/simple-message-summary"
     assert top_via(message).parameters["branch"] == "z9hG4bK-unsolicited"
     assert message.body == body
+
+
+# -- what counts as in dialog ------------------------------------------------------------
+
+
+def test_header_tag_is_parsed_not_searched_for() -> None:
+    assert header_tag('"tag=" <sip:1000@voicemail.example>') is None
+    assert header_tag("<sip:1000@voicemail.example;tag=uri-param>") is None
+    assert header_tag('"a;tag=b" <sip:1000@voicemail.example> ; TAG=real') == "real"
+    assert header_tag("sip:1000@voicemail.example;tag=bare") == "bare"
+    with pytest.raises(ValueError):
+        header_tag("<<not an address")
+
+
+def test_dialog_of_needs_call_id_to_tag_and_from_tag_to_match() -> None:
+    manager = SubscriptionManager()
+    _, outcome = new_subscription(manager)
+    sub = outcome.subscription
+    assert sub is not None
+    assert manager.dialog_of(subscribe_request(to_tag=sub.local_tag, cseq=2)) is sub
+    assert manager.dialog_of(subscribe_request(to_tag="guessed", cseq=2)) is None
+    other_call = subscribe_request(to_tag=sub.local_tag, cseq=2, call_id="other@x")
+    assert manager.dialog_of(other_call) is None
+    other_from = subscribe_request(to_tag=sub.local_tag, cseq=2)
+    other_from.headers.set("From", "<sip:1234@voicemail.example>;tag=someone-else")
+    assert manager.dialog_of(other_from) is None
+    forged = subscribe_request(cseq=2)
+    forged.headers.set("To", f'"tag={sub.local_tag}" <sip:asterisk@voicemail.example>')
+    assert manager.dialog_of(forged) is None
+
+
+def test_forged_to_tag_in_the_display_name_is_a_new_subscription() -> None:
+    """The manager sees no tag, so this is not a refresh of anything (the endpoint then
+    challenges it, see tests/test_sipsec_subscribe_e2e.py)."""
+    manager = SubscriptionManager()
+    request = subscribe_request()
+    request.headers.set("To", '"tag=" <sip:asterisk@voicemail.example>')
+    outcome = manager.subscribe(request, PHONE, "udp", "1234", MAILBOXES, T0)
+    assert outcome.code == 200 and outcome.to_tag is not None
+
+
+def test_unparseable_to_gets_400() -> None:
+    manager = SubscriptionManager()
+    request = subscribe_request()
+    request.headers.set("To", "<<garbage")
+    assert manager.subscribe(request, PHONE, "udp", "1234", MAILBOXES, T0).code == 400

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from sipmessage import URI, Address, Request, Response, Via
 
-from .messages import SERVER_NAME, cseq_of, make_response, new_tag, tag_of
+from .messages import SERVER_NAME, cseq_of, make_response, new_tag
 
 Addr = tuple[str, int]
 
@@ -170,6 +170,20 @@ class SubscribeOutcome:
         return make_response(request, self.code, self.phrase, to_tag=self.to_tag, headers=headers)
 
 
+def header_tag(value: str) -> str | None:
+    """The `tag` parameter of a From or To header, from the parsed address.
+
+    Parsed rather than searched for: `To: "tag=" <sip:1000@host>` has no tag (its display
+    name only says so), and taking it for an in-dialog request would skip authentication.
+    A value that is not a name-addr / addr-spec is a ValueError.
+    """
+    address = Address.parse(value)
+    for name, parameter in address.parameters.items():
+        if name.lower() == "tag":
+            return parameter or None
+    return None
+
+
 def _event(value: str | None) -> tuple[str, str | None]:
     """(event type, id parameter) of an Event header; ("", None) when absent."""
     if value is None:
@@ -244,7 +258,11 @@ class SubscriptionManager:
         """Answer a SUBSCRIBE from an authenticated peer watching `mailboxes`."""
         if request.method != "SUBSCRIBE":
             raise ValueError(f"not a SUBSCRIBE: {request.method}")
-        in_dialog = tag_of(request.headers["To"]) is not None
+        try:
+            in_dialog = header_tag(request.headers["To"]) is not None
+            header_tag(request.headers["From"])
+        except ValueError:
+            return SubscribeOutcome(400, "Bad Request (bad From or To)", to_tag=new_tag())
         try:
             if in_dialog:
                 return self._refresh(request, source, transport, now)
@@ -301,7 +319,7 @@ class SubscriptionManager:
         subscription = Subscription(
             call_id=request.headers["Call-ID"],
             local_tag=local_tag,
-            remote_tag=tag_of(request.headers["From"]) or "",
+            remote_tag=header_tag(request.headers["From"]) or "",
             remote_target=target,
             route_set=route_set,
             source=source,
@@ -333,12 +351,7 @@ class SubscriptionManager:
         self, request: Request, source: Addr, transport: str, now: float
     ) -> SubscribeOutcome:
         requested, event_id = self._check_common(request)
-        key = (
-            request.headers["Call-ID"],
-            tag_of(request.headers["To"]) or "",
-            tag_of(request.headers["From"]) or "",
-        )
-        subscription = self._subscriptions.get(key)
+        subscription = self.dialog_of(request)
         if subscription is None or subscription.event_id != event_id:
             raise _Refused(481)
         if not _accepts_summary(request):
@@ -358,6 +371,25 @@ class SubscriptionManager:
         else:
             subscription.expires_at = now + expires
         return SubscribeOutcome(200, headers=[("Expires", str(expires))], subscription=subscription)
+
+    def dialog_of(self, request: Request) -> Subscription | None:
+        """The live subscription an in-dialog SUBSCRIBE belongs to, or None.
+
+        In dialog means all three of RFC 3261 12's dialog identifiers match one of our
+        subscriptions: the Call-ID, the To tag (ours) and the From tag (the subscriber's),
+        each taken from the parsed header. Anything else is not in dialog: with a To tag it
+        gets 481 (RFC 3261 12.2.2, as chan_sip answers a To-tagged request it has no dialog
+        for), without one it is a new subscription and is authenticated.
+        """
+        try:
+            local_tag = header_tag(request.headers["To"])
+            remote_tag = header_tag(request.headers["From"]) or ""
+        except ValueError:
+            return None
+        if local_tag is None:
+            return None
+        key = (request.headers["Call-ID"], local_tag, remote_tag)
+        return self._subscriptions.get(key)
 
     # -- lifetime ----------------------------------------------------------------------
 

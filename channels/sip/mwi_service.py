@@ -26,6 +26,7 @@ from .mwi import (
     SubscriptionManager,
     build_notify,
     build_unsolicited_notify,
+    header_tag,
     message_summary,
 )
 from .peers import Peer
@@ -71,24 +72,34 @@ class MwiService:
         self._tasks.spawn(self._subscribe(transport, request, tx))
 
     async def _subscribe(self, transport: object, request: Request, tx: ServerTransaction) -> None:
+        """Refreshes of a subscription we hold are authenticated by their dialog; anything
+        else is a new subscription and goes through the digest challenge."""
         endpoint = self.endpoint
         try:
             user = Address.parse(request.headers["From"]).uri.user or ""
+            to_tag = header_tag(request.headers["To"])
         except ValueError:
-            endpoint.respond(transport, tx, make_response(request, 400, "Bad From"))
+            endpoint.respond(transport, tx, make_response(request, 400, "Bad From or To"))
             return
-        in_dialog = "tag=" in request.headers["To"]
+        in_dialog = to_tag is not None
         peer: Peer | None
         if in_dialog:
-            peer = await self.registrations.peers.find(user)  # refresh: the dialog authenticates
+            existing = self.subscriptions.dialog_of(request)
+            if existing is None:
+                # A To tag, but not one of our dialogs (or its Call-ID / From tag differ).
+                log.info("SUBSCRIBE from %s:%s matches no MWI subscription: 481", *tx.source[:2])
+                endpoint.respond(transport, tx, make_response(request, 481))
+                return
+            peer = await self.registrations.peers.find(existing.peer_name)
         else:
             peer = await self.registrations.authenticate(transport, request, tx, user)
             if peer is None:
                 return
         mailboxes = peer.mailbox if peer is not None else []
+        peer_name = peer.name if peer is not None else user
         now = transport.now()
         outcome = self.subscriptions.subscribe(
-            request, tx.source, transport.name.lower(), user, mailboxes, now
+            request, tx.source, transport.name.lower(), peer_name, mailboxes, now
         )
         contact = endpoint.contact_for(transport, request.uri.user or "asterisk")
         endpoint.respond(transport, tx, outcome.response(request, contact=contact))
@@ -96,7 +107,7 @@ class MwiService:
         if outcome.code // 100 != 2 or subscription is None:
             return
         if not in_dialog:
-            log.info("peer %s subscribed to MWI for %s", user, mailboxes)
+            log.info("peer %s subscribed to MWI for %s", peer_name, mailboxes)
         await self._notify_subscription(subscription, peer, force=True)
 
     async def _notify_subscription(
