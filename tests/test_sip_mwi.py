@@ -473,3 +473,17 @@ def test_unparseable_to_gets_400() -> None:
     request = subscribe_request()
     request.headers.set("To", "<<garbage")
     assert manager.subscribe(request, PHONE, "udp", "1234", MAILBOXES, T0).code == 400
+
+
+@pytest.mark.parametrize(
+    ("accept", "code"),
+    [
+        ("application/simple-message-summary;q=0", 406),
+        ("application/simple-message-summary; q=0.0, text/plain", 406),
+        ("application/simple-message-summary;q=0.5", 200),
+        ("text/plain;q=0, application/*", 200),
+    ],
+)
+def test_accept_media_ranges_are_parsed_with_their_q_value(accept: str, code: int) -> None:
+    _, outcome = new_subscription(SubscriptionManager(), extra=f"Accept: {accept}")
+    assert outcome.code == code

@@ -198,16 +198,32 @@ def _event(value: str | None) -> tuple[str, str | None]:
 
 
 def _accepts_summary(request: Request) -> bool:
-    """Does the Accept header (if any) allow application/simple-message-summary?"""
+    """Does the Accept header (if any) allow application/simple-message-summary?
+
+    Each media range is parsed (type/subtype and its parameters), so `q=0`, which RFC 3261
+    20.1 / RFC 9110 12.4.2 define as "not acceptable", refuses it.
+    """
     values = request.headers.getlist("Accept")
     if not values:
         return True
     for value in values:
         for item in value.split(","):
-            media = item.split(";")[0].strip().lower()
-            if media in (CONTENT_TYPE, "application/*", "*/*"):
+            media, *parameters = item.split(";")
+            if media.strip().lower() not in (CONTENT_TYPE, "application/*", "*/*"):
+                continue
+            if not any(_is_q_zero(parameter) for parameter in parameters):
                 return True
     return False
+
+
+def _is_q_zero(parameter: str) -> bool:
+    name, _, value = parameter.partition("=")
+    if name.strip().lower() != "q":
+        return False
+    try:
+        return float(value.strip()) == 0
+    except ValueError:
+        return False
 
 
 class _Refused(Exception):

@@ -49,7 +49,8 @@ class MwiService:
     subscriptions: SubscriptionManager = field(default_factory=SubscriptionManager)
     # Counts last sent by unsolicited NOTIFY, per peer.
     _sent: dict[str, tuple[int, int]] = field(default_factory=dict)
-    _pending: dict[int, Subscription] = field(default_factory=dict)
+    # In-dialog NOTIFYs awaiting their answer (transactions hash by identity).
+    _pending: dict[ClientTransaction, Subscription] = field(default_factory=dict)
     _tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start(self) -> None:
@@ -131,7 +132,7 @@ class MwiService:
         )
         subscription.last_counts = counts
         tx = transport.layer.send_request(request, subscription.source, now)
-        self._pending[id(tx)] = subscription
+        self._pending[tx] = subscription
         transport.flush()
 
     # -- unsolicited NOTIFY to registered peers ------------------------------------------
@@ -220,7 +221,7 @@ class MwiService:
 
     def notify_result(self, transaction: ClientTransaction, code: int | None) -> None:
         """A NOTIFY we sent was answered (or timed out): drop dead subscriptions."""
-        subscription = self._pending.pop(id(transaction), None)
+        subscription = self._pending.pop(transaction, None)
         if subscription is not None and not self.subscriptions.notify_result(subscription, code):
             log.info("MWI subscription of %s ended (%s)", subscription.peer_name, code)
         elif code is None or code >= 300:

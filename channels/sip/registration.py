@@ -172,12 +172,12 @@ class Registrations:
             return None
         if peer is not None and not peer.requires_auth:
             return peer
-        header = request.headers.get("Authorization")
-        if not header:
+        headers = request.headers.getlist("Authorization")
+        if not headers:
             self._challenge(transport, request, tx, stale=False)
             return None
         try:
-            credentials = parse_credentials(header)
+            credentials = self._credentials_for_our_realm(headers)
         except ValueError:
             endpoint.respond(transport, tx, make_response(request, 400, "Bad Authorization"))
             return None
@@ -204,6 +204,12 @@ class Registrations:
             return None
         self.limiter.succeeded(source_ip)
         return peer
+
+    def _credentials_for_our_realm(self, headers: list[str]) -> dict[str, str]:
+        """The parsed credentials answering our realm (RFC 3261 22.3: a UA may send one
+        Authorization header per realm), else the first header's; ValueError if unparseable."""
+        parsed = [parse_credentials(header) for header in headers]
+        return next((c for c in parsed if c.get("realm") == self.realm), parsed[0])
 
     def _challenge(
         self, transport: object, request: Request, tx: ServerTransaction, stale: bool
