@@ -404,6 +404,7 @@ def test_notify_over_tcp_says_so_in_via_and_contact() -> None:
 
 
 def test_unsolicited_notify_is_chan_sips_out_of_dialog_form() -> None:
+    """chan_sip's form, plus the Subscription-State res_pjsip_mwi sends (baresip needs it)."""
     body = message_summary(1, 0, domain="198.51.100.1")
     notify = build_unsolicited_notify(
         "sip:1234@192.0.2.20:5062;line=abc",
@@ -423,7 +424,7 @@ def test_unsolicited_notify_is_chan_sips_out_of_dialog_form() -> None:
     assert tag_of(message.headers["To"]) is None
     assert message.headers["CSeq"] == "102 NOTIFY"
     assert message.headers["Event"] == "message-summary"
-    assert message.headers.get("Subscription-State") is None
+    assert message.headers["Subscription-State"] == "active"  # as res_pjsip_mwi
     assert message.headers["Content-Type"] == "application/simple-message-summary"
     assert top_via(message).parameters["branch"] == "z9hG4bK-unsolicited"
     assert message.body == body
@@ -487,3 +488,33 @@ def test_unparseable_to_gets_400() -> None:
 def test_accept_media_ranges_are_parsed_with_their_q_value(accept: str, code: int) -> None:
     _, outcome = new_subscription(SubscriptionManager(), extra=f"Accept: {accept}")
     assert outcome.code == code
+
+
+def test_unsolicited_notify_byte_for_byte() -> None:
+    body = message_summary(2, 1, domain="198.51.100.1")
+    notify = build_unsolicited_notify(
+        "sip:1234@192.0.2.20:5062",
+        body,
+        local_host="198.51.100.1",
+        local_port=5060,
+        branch="z9hG4bK-b",
+        from_user="asterisk",
+        call_id="c@198.51.100.1",
+        tag="t",
+    )
+    assert serialize(notify) == (
+        b"NOTIFY sip:1234@192.0.2.20:5062 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-b;rport\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: <sip:asterisk@198.51.100.1>;tag=t\r\n"
+        b"To: <sip:1234@192.0.2.20:5062>\r\n"
+        b"Call-ID: c@198.51.100.1\r\n"
+        b"CSeq: 102 NOTIFY\r\n"
+        b"Contact: <sip:asterisk@198.51.100.1:5060>\r\n"
+        b"Event: message-summary\r\n"
+        b"Subscription-State: active\r\n"
+        b"Content-Type: application/simple-message-summary\r\n"
+        b"User-Agent: ARA Voicemail\r\n"
+        b"Content-Length: 93\r\n"
+        b"\r\n" + body
+    )

@@ -49,6 +49,7 @@ class RawPhone:
     """One UDP socket talking to the server at `target` (host, port)."""
 
     target: tuple[str, int]
+    notify_code: int = 200  # how NOTIFYs are answered
     sock: socket.socket = field(init=False)
     received: list[Request | Response] = field(default_factory=list)
 
@@ -93,7 +94,7 @@ class RawPhone:
         return message
 
     def _answer(self, request: Request) -> None:
-        response = Response(200, "OK")
+        response = Response(self.notify_code, "OK" if self.notify_code == 200 else "No")
         for name in ("Via", "From", "To", "Call-ID", "CSeq"):
             for value in request.headers.getlist(name):
                 response.headers.add(name, value)

@@ -4,6 +4,7 @@ or answered 481 (a To tag of no dialog of ours), and gets no NOTIFY with the cou
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,34 @@ def test_refresh_with_a_foreign_call_id_or_from_tag_is_not_in_dialog(
         assert phone.response(5).code == 200
         notify = phone.notify()
         assert notify is not None and b"Voice-Message: 0/0" in notify.body
+
+
+def test_answered_notifies_of_a_live_subscription_log_no_end(server: RunningServer) -> None:
+    with RawPhone((server.host, server.port)) as phone:
+        tag = subscribed(server, phone, "mwi-sec-live@127.0.0.1")
+        phone.send(
+            subscribe(
+                server, 3, to=f"<sip:6001@[host]>;tag={tag}", call_id="mwi-sec-live@127.0.0.1"
+            )
+        )
+        assert phone.response(3).code == 200
+        assert phone.notify() is not None
+        assert phone.notify(QUIET) is None
+    assert "peer 6001 subscribed to MWI" in server.log()
+    assert "subscription of 6001 ended" not in server.log(), server.log()
+
+
+def test_notify_answered_481_ends_the_subscription_and_says_so(server: RunningServer) -> None:
+    with RawPhone((server.host, server.port), notify_code=481) as phone:
+        tag = subscribed(server, phone, "mwi-sec-gone@127.0.0.1")
+        deadline = time.monotonic() + 5
+        while "MWI subscription of 6001 ended (481)" not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        # Gone: a refresh of it is no longer in dialog.
+        phone.send(
+            subscribe(
+                server, 3, to=f"<sip:6001@[host]>;tag={tag}", call_id="mwi-sec-gone@127.0.0.1"
+            )
+        )
+        assert phone.response(3).code == 481

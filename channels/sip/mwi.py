@@ -43,6 +43,8 @@ DEFAULT_VMEXTEN = "asterisk"  # chan_sip's DEFAULT_VMEXTEN
 STANDARD_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 # chan_sip's first outgoing CSeq (INITIAL_CSEQ 101, incremented before the first request).
 FIRST_UNSOLICITED_CSEQ = 102
+# Subscription-State of an out-of-dialog NOTIFY: what res_pjsip_mwi sends for a count change.
+UNSOLICITED_STATE = "active"
 
 _PHRASES = {
     404: "Not Found (no mailbox)",
@@ -546,8 +548,12 @@ def build_unsolicited_notify(
     """chan_sip's out-of-dialog MWI NOTIFY to a registered peer's contact.
 
     As sip_send_mwi_to_peer() does for a peer without an MWI subscription: a fresh Call-ID and
-    From tag, a To without tag, `Event: message-summary` and no Subscription-State header
-    (chan_sip adds one only when the peer subscribed). `from_user` is sip.conf's `mwi_from`
+    From tag, a To without tag and `Event: message-summary`. Unlike chan_sip, which sends no
+    Subscription-State here, we send `Subscription-State: active` as res_pjsip_mwi does on its
+    unsolicited NOTIFYs (the state of a change notification, no expires: there is no
+    subscription to run out): RFC 6665 8.2.3 makes the header mandatory in every NOTIFY and
+    strict phones (baresip: "400 Bad Subscription-State Header") refuse one without it.
+    `from_user` is sip.conf's `mwi_from`
     (chan_sip falls back to the caller ID, "asterisk" by default). Send it to the peer's
     registered address; the Request-URI stays its Contact even behind NAT.
     """
@@ -565,6 +571,7 @@ def build_unsolicited_notify(
     headers.add("CSeq", f"{cseq} NOTIFY")
     headers.add("Contact", _contact(from_user, local_host, local_port, transport))
     headers.add("Event", EVENT_PACKAGE)
+    headers.add("Subscription-State", UNSOLICITED_STATE)
     headers.add("Content-Type", CONTENT_TYPE)
     headers.add("User-Agent", SERVER_NAME)
     headers.add("Content-Length", str(len(body)))

@@ -220,13 +220,19 @@ class MwiService:
                     await self._notify_peer(peer, binding, force=False)
 
     def notify_result(self, transaction: ClientTransaction, code: int | None) -> None:
-        """A NOTIFY we sent was answered (or timed out): drop dead subscriptions."""
+        """A NOTIFY we sent was answered (or timed out): drop dead subscriptions.
+
+        Only a subscription that ends is logged (481, 408, no answer): a 200 to a NOTIFY of a
+        live subscription is the normal case and says nothing.
+        """
         subscription = self._pending.pop(transaction, None)
-        if subscription is not None and not self.subscriptions.notify_result(subscription, code):
-            log.info("MWI subscription of %s ended (%s)", subscription.peer_name, code)
-        elif code is None or code >= 300:
-            if transaction.request.method == "NOTIFY" and subscription is None:
-                log.info("unsolicited NOTIFY to %s failed (%s)", transaction.destination, code)
+        if subscription is not None:
+            if self.subscriptions.notify_result(subscription, code):
+                answer = "no answer" if code is None else str(code)
+                log.info("MWI subscription of %s ended (%s)", subscription.peer_name, answer)
+            return
+        if transaction.request.method == "NOTIFY" and (code is None or code >= 300):
+            log.info("unsolicited NOTIFY to %s failed (%s)", transaction.destination, code)
 
     async def _housekeeping(self) -> None:
         elapsed = 0.0
