@@ -22,6 +22,8 @@ from channels.sip.auth import parse_credentials
 from channels.sip.messages import parse_message, serialize
 from channels.sip.mwi import header_tag
 
+from .server import RunningServer
+
 
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
@@ -100,7 +102,7 @@ class RawPhone:
                 response.headers.add(name, value)
         self.sock.sendto(serialize(response), self.target)
 
-    def response(self, cseq: int, timeout: float = 5.0) -> Response:
+    def response(self, cseq: int, timeout: float = 10.0) -> Response:
         """The final response to our request with this CSeq number (NOTIFYs are answered)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -114,7 +116,7 @@ class RawPhone:
             ):
                 return message
 
-    def notify(self, timeout: float = 5.0) -> Request | None:
+    def notify(self, timeout: float = 10.0) -> Request | None:
         """The next NOTIFY within `timeout` seconds (answered 200), or None."""
         deadline = time.monotonic() + timeout
         while True:
@@ -132,3 +134,13 @@ def to_tag(response: Response) -> str:
     tag = header_tag(response.headers["To"])
     assert tag, response.headers["To"]
     return tag
+
+
+def wait_for_log(server: RunningServer, text: str, timeout: float = 10.0) -> str:
+    """The server's log once it holds `text` (its output is read by a thread, a little late)."""
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged:\n{server.log()[-4000:]}")
+        time.sleep(0.05)
+    return server.log()

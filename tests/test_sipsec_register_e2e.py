@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from .dbbackends import Backend
-from .server import RunningServer
-from .test_mwi_e2e import PASSWORD, start_mwi_server
-from .test_sipsec_phone import RawPhone, digest_answer
+from .server import RunningServer, start_server, write_config
+from .test_mwi_e2e import PASSWORD, PEERS
+from .test_sipsec_phone import RawPhone, digest_answer, wait_for_log
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -18,9 +18,30 @@ pytestmark = [
 ]
 
 
+# 6201 may only use TLS, 6202 TCP or UDP; both have a mailbox (for SUBSCRIBE).
+TRANSPORT_PEERS = f"""
+[6201]
+type=friend
+host=dynamic
+secret={PASSWORD}
+mailbox=1000@default
+transport=tls
+
+[6202]
+type=friend
+host=dynamic
+secret={PASSWORD}
+mailbox=1000@default
+transport=tcp,udp
+"""
+
+
 @pytest.fixture
 def server(backend: Backend, tmp_path: Path) -> Iterator[RunningServer]:
-    running = start_mwi_server(tmp_path, backend)
+    config = write_config(tmp_path / "etc", backend)
+    with (config / "sip.conf").open("a") as sip_conf:
+        sip_conf.write(PEERS + TRANSPORT_PEERS)
+    running = start_server(config)
     yield running
     assert running.stop() == 0, running.log()
     assert "Traceback" not in running.log(), running.log()
@@ -63,4 +84,57 @@ def test_credentials_for_another_realm_before_ours_do_not_hide_ours(
         )
         phone.send(register(server, "6001", 2, other, ours))
         assert phone.response(2).code == 200
-    assert "peer 6001 registered" in server.log()
+    wait_for_log(server, "peer 6001 registered")
+
+
+def authenticated(server: RunningServer, phone: RawPhone, user: str) -> int:
+    """REGISTER with the right password over UDP; the final answer's code."""
+    www = challenge(server, phone, user)
+    phone.send(
+        register(
+            server,
+            user,
+            2,
+            digest_answer(www, "REGISTER", f"sip:{server.target}", user, PASSWORD),
+        )
+    )
+    return phone.response(2).code
+
+
+def test_tls_only_peer_is_refused_over_udp_after_authentication(server: RunningServer) -> None:
+    with RawPhone((server.host, server.port)) as phone:
+        assert authenticated(server, phone, "6201") == 403
+    log = wait_for_log(
+        server, "REGISTER from 127.0.0.1 for peer 6201 refused: UDP is not a valid transport"
+    )
+    assert "(transport=tls)" in log
+    assert "peer 6201 registered" not in log
+
+
+def test_peer_listing_udp_second_registers_over_udp(server: RunningServer) -> None:
+    with RawPhone((server.host, server.port)) as phone:
+        assert authenticated(server, phone, "6202") == 200
+    wait_for_log(server, "peer 6202 registered")
+
+
+def test_tls_only_peer_cannot_subscribe_to_mwi_over_udp(server: RunningServer) -> None:
+    """Its counts would go back in clear over UDP: refused like its REGISTER."""
+    from .test_sipsec_subscribe_e2e import subscribe
+
+    with RawPhone((server.host, server.port)) as phone:
+        phone.send(subscribe(server, 1, user="6201", call_id="mwi-tls@127.0.0.1"))
+        www = phone.response(1)
+        assert www.code == 401
+        answer = digest_answer(
+            www.headers["WWW-Authenticate"],
+            "SUBSCRIBE",
+            f"sip:6201@{server.target}",
+            "6201",
+            PASSWORD,
+        )
+        phone.send(
+            subscribe(server, 2, user="6201", call_id="mwi-tls@127.0.0.1", authorization=answer)
+        )
+        assert phone.response(2).code == 403
+        assert phone.notify(1.0) is None
+    wait_for_log(server, "SUBSCRIBE from 127.0.0.1 for peer 6201 refused: UDP")

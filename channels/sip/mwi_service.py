@@ -96,6 +96,10 @@ class MwiService:
             peer = await self.registrations.authenticate(transport, request, tx, user)
             if peer is None:
                 return
+        if peer is not None and not self.registrations.transport_allowed(
+            transport, request, tx, peer
+        ):
+            return
         mailboxes = peer.mailbox if peer is not None else []
         peer_name = peer.name if peer is not None else user
         now = transport.now()

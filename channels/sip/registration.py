@@ -246,6 +246,26 @@ class Registrations:
         self.limiter.succeeded(source_ip)
         return peer
 
+    def transport_allowed(
+        self, transport: object, request: Request, tx: ServerTransaction, peer: Peer
+    ) -> bool:
+        """chan_sip's check_request_transport: a request from a peer over a transport its
+        `transport=` does not list is refused 403 (after authentication, as chan_sip), with
+        an error in the log; True when it may go on."""
+        name = transport.name.lower()
+        if peer.allows_transport(name):
+            return True
+        log.error(
+            "%s from %s for peer %s refused: %s is not a valid transport for it (transport=%s)",
+            request.method,
+            tx.source[0],
+            peer.name,
+            name.upper(),
+            ",".join(peer.transport),
+        )
+        self.endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
+        return False
+
     def _credentials_for_our_realm(self, headers: list[str]) -> dict[str, str]:
         """The parsed credentials answering our realm (RFC 3261 22.3: a UA may send one
         Authorization header per realm), else the first header's; ValueError if unparseable."""
@@ -279,6 +299,8 @@ class Registrations:
             self.endpoint.respond(
                 transport, tx, make_response(request, 403, "Peer is not dynamic", to_tag=new_tag())
             )
+            return
+        if not self.transport_allowed(transport, request, tx, peer):
             return
         now = self.now()
         wall = int(time.time())
