@@ -73,7 +73,8 @@ def challenge(server: RunningServer, phone: RawPhone, user: str) -> str:
 def test_credentials_for_another_realm_before_ours_do_not_hide_ours(
     server: RunningServer,
 ) -> None:
-    """RFC 3261 22.3: one Authorization per realm; the one for our realm is checked."""
+    """RFC 3261 22.3: one Authorization per realm; the one for our realm is checked, and
+    another scheme for someone else does not make the request a bad one."""
     with RawPhone((server.host, server.port)) as phone:
         www = challenge(server, phone, "6001")
         uri = f"sip:{server.target}"
@@ -82,7 +83,7 @@ def test_credentials_for_another_realm_before_ours_do_not_hide_ours(
             'Digest username="6001", realm="proxy.example", nonce="abc", '
             f'uri="{uri}", response="00000000000000000000000000000000"'
         )
-        phone.send(register(server, "6001", 2, other, ours))
+        phone.send(register(server, "6001", 2, "Basic b3RoZXI6cmVhbG0=", other, ours))
         assert phone.response(2).code == 200
     wait_for_log(server, "peer 6001 registered")
 
@@ -138,3 +139,10 @@ def test_tls_only_peer_cannot_subscribe_to_mwi_over_udp(server: RunningServer) -
         assert phone.response(2).code == 403
         assert phone.notify(1.0) is None
     wait_for_log(server, "SUBSCRIBE from 127.0.0.1 for peer 6201 refused: UDP")
+
+
+def test_only_unparseable_credentials_get_400(server: RunningServer) -> None:
+    with RawPhone((server.host, server.port)) as phone:
+        phone.send(register(server, "6001", 1, "Basic b3RoZXI6cmVhbG0="))
+        answer = phone.response(1)
+        assert (answer.code, answer.phrase) == (400, "Bad Authorization")

@@ -268,8 +268,16 @@ class Registrations:
 
     def _credentials_for_our_realm(self, headers: list[str]) -> dict[str, str]:
         """The parsed credentials answering our realm (RFC 3261 22.3: a UA may send one
-        Authorization header per realm), else the first header's; ValueError if unparseable."""
-        parsed = [parse_credentials(header) for header in headers]
+        Authorization header per realm), else the first parseable ones; ValueError if none
+        parses (another realm's header in a form we do not know is not our business)."""
+        parsed: list[dict[str, str]] = []
+        for header in headers:
+            try:
+                parsed.append(parse_credentials(header))
+            except ValueError:
+                continue
+        if not parsed:
+            raise ValueError("no parseable Authorization header")
         return next((c for c in parsed if c.get("realm") == self.realm), parsed[0])
 
     def _challenge(
