@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -194,12 +196,88 @@ class SippResult:
     stdout: str
     stderr: str
     errors: str
+    messages: str = ""  # the -trace_msg log, when asked for
 
     def check(self) -> None:
         assert self.returncode == 0, (
             f"sipp failed ({self.returncode}):\n{self.errors}\n{self.stdout[-3000:]}\n"
             f"{self.stderr[-2000:]}"
         )
+
+
+def sipp_command(
+    target: str,
+    scenario_path: Path,
+    *,
+    port: int,
+    media_port: int,
+    control_port: int,
+    calls: int = 1,
+    timeout: float = 60,
+    trace_msg: bool = False,
+    out_of_call_path: Path | None = None,
+    rate: int | None = None,
+    concurrency: int | None = None,
+) -> list[str]:
+    """The one sipp command line of the tests: a UAC on 127.0.0.1, bounded by -timeout.
+
+    Error and message traces go to sipp's default files in its working directory,
+    `<scenario>_<pid>_errors.log` and `<scenario>_<pid>_messages.log`.
+    """
+    cmd = [
+        "sipp",
+        target,
+        "-sf",
+        str(scenario_path),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        str(media_port),
+        "-cp",
+        str(control_port),
+        "-m",
+        str(calls),
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-trace_err",
+        "-nostdin",
+        "-max_recv_loops",
+        "1000",
+    ]
+    if trace_msg:
+        cmd.append("-trace_msg")
+    if out_of_call_path is not None:
+        cmd += ["-oocsf", str(out_of_call_path)]
+    if rate is not None:
+        cmd += ["-r", str(rate)]
+    if concurrency is not None:
+        cmd += ["-l", str(concurrency)]
+    return cmd
+
+
+def _write_scenarios(
+    workdir: Path, name: str, xml: str, out_of_call: str | None
+) -> tuple[Path, Path | None]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"{name}.xml"
+    path.write_text(xml)
+    ooc_path = None
+    if out_of_call is not None:
+        ooc_path = workdir / f"{name}_out_of_call.xml"
+        ooc_path.write_text(out_of_call)
+    return path, ooc_path
+
+
+def _read_logs(workdir: Path, name: str, kind: str) -> str:
+    return "".join(
+        p.read_bytes().decode("utf-8", "replace")
+        for p in sorted(workdir.glob(f"{name}_*_{kind}.log"))
+    )
 
 
 def run_sipp(
@@ -212,45 +290,131 @@ def run_sipp(
     concurrency: int | None = None,
     timeout: float = 60,
     name: str = "scenario",
+    port: int | None = None,
+    trace_msg: bool = False,
+    out_of_call: str | None = None,
 ) -> SippResult:
-    """Run one sipp UAC scenario against `target` (host:port), bounded in time."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"{name}.xml"
-    path.write_text(xml)
+    """Run one sipp UAC scenario against `target` (host:port), bounded in time.
+
+    `port` fixes sipp's SIP port (a phone's registered address); else one is picked.
+    `trace_msg` keeps every message in `SippResult.messages`; `out_of_call` is a scenario
+    for requests outside the calls (an OPTIONS or NOTIFY from the server).
+    """
+    path, ooc_path = _write_scenarios(workdir, name, xml, out_of_call)
+    if trace_msg:
+        for stale in workdir.glob(f"{name}_*_messages.log"):
+            stale.unlink()  # an earlier run of the same scenario name
     offset = next(_PORTS) % 500
-    sip_port = 25060 + offset * 2
-    media_port = 36000 + offset * 8
-    cmd = [
-        "sipp",
+    cmd = sipp_command(
         target,
-        "-sf",
-        str(path),
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(sip_port),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        str(media_port),
-        "-m",
-        str(calls),
-        "-timeout",
-        f"{int(timeout)}s",
-        "-timeout_error",
-        "-trace_err",
-        "-nostdin",
-        "-cp",
-        str(38000 + offset),
-        "-max_recv_loops",
-        "1000",
-    ]
-    if rate is not None:
-        cmd += ["-r", str(rate)]
-    if concurrency is not None:
-        cmd += ["-l", str(concurrency)]
+        path,
+        port=port if port is not None else 25060 + offset * 2,
+        media_port=36000 + offset * 8,
+        control_port=38000 + offset,
+        calls=calls,
+        timeout=timeout,
+        trace_msg=trace_msg,
+        out_of_call_path=ooc_path,
+        rate=rate,
+        concurrency=concurrency,
+    )
     proc = subprocess.run(
         cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30, check=False
     )
-    errors = "".join(p.read_text(errors="replace") for p in workdir.glob(f"{name}_*_errors.log"))
-    return SippResult(proc.returncode, proc.stdout, proc.stderr, errors)
+    return SippResult(
+        proc.returncode,
+        proc.stdout,
+        proc.stderr,
+        _read_logs(workdir, name, "errors"),
+        _read_logs(workdir, name, "messages") if trace_msg else "",
+    )
+
+
+# -- a sipp in the background (a phone waiting for NOTIFYs) --------------------------------
+
+
+@dataclass
+class BackgroundSipp:
+    process: subprocess.Popen[str]
+    workdir: Path
+    name: str
+    port: int
+
+    def wait(self, timeout: float) -> SippResult:
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, stderr = self.process.communicate()
+        errors = _read_logs(self.workdir, self.name, "errors")
+        return SippResult(self.process.returncode, stdout, stderr, errors)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+    def received(self) -> list[tuple[float, str]]:
+        """The messages sipp received so far, with the time it logged for each."""
+        return received_messages(_read_logs(self.workdir, self.name, "messages"))
+
+
+def start_sipp(
+    workdir: Path,
+    xml: str,
+    target: str,
+    *,
+    name: str,
+    calls: int = 1,
+    timeout: int = 30,
+    out_of_call: str | None = None,
+) -> BackgroundSipp:
+    """Start sipp on a port of its own (for a Contact to point at) and do not wait for it."""
+    from .server import free_port
+
+    path, ooc_path = _write_scenarios(workdir, name, xml, out_of_call)
+    port = free_port()
+    cmd = sipp_command(
+        target,
+        path,
+        port=port,
+        media_port=free_port(),
+        control_port=free_port(),
+        calls=calls,
+        timeout=timeout,
+        trace_msg=True,
+        out_of_call_path=ooc_path,
+    )
+    process = subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    return BackgroundSipp(process, workdir, name, port)
+
+
+# -- sipp's -trace_msg log -----------------------------------------------------------------
+
+
+def received_messages(log: str) -> list[tuple[float, str]]:
+    """The messages sipp logged as received, CRLFs kept, with the time it logged each."""
+    found = []
+    for match in re.finditer(
+        r"^-{10,} ([\d-]+ [\d:.]+)\n\S+ message received \[\d+\] bytes :\n\n"
+        r"(.*?)\n(?=-{10,} |\Z)",
+        log,
+        re.S | re.M,
+    ):
+        when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        found.append((when, match.group(2)))
+    return found
+
+
+def traced_messages(log: str) -> list[str]:
+    """Every SIP message of a -trace_msg log, sent and received, in order (LF line ends)."""
+    messages = []
+    for chunk in re.split(r"^-{10,}.*$", log, flags=re.MULTILINE):
+        lines = chunk.strip("\r\n").splitlines()
+        while lines and not re.match(r"(SIP/2\.0 |[A-Z]+ \S+ SIP/2\.0)", lines[0]):
+            lines = lines[1:]
+        if lines:
+            messages.append("\n".join(lines))
+    return messages

@@ -18,7 +18,6 @@ from .test_mwi_e2e import (
     notify_variables,
     recv_notify,
     references,
-    start_sipp,
     summary_regexp,
     wait_for,
 )
@@ -37,7 +36,7 @@ def test_realtime_peer_subscribes_and_is_notified_of_a_new_message(
 ) -> None:
     server = start(general="rtcachefriends=yes\n")
     add_peer(backend, "7001", secret=PASSWORD, mailbox="1000@default")  # added at run time
-    phone = start_sipp(
+    phone = sipp.start_sipp(
         tmp_path / "phone",
         sipp.scenario(
             "phone",

@@ -14,6 +14,7 @@ from channels.sip.mwi import (
     SubscriptionStateError,
     build_notify,
     build_unsolicited_notify,
+    header_tag,
     message_summary,
 )
 
@@ -403,6 +404,7 @@ def test_notify_over_tcp_says_so_in_via_and_contact() -> None:
 
 
 def test_unsolicited_notify_is_chan_sips_out_of_dialog_form() -> None:
+    """chan_sip's form, plus the Subscription-State res_pjsip_mwi sends (baresip needs it)."""
     body = message_summary(1, 0, domain="198.51.100.1")
     notify = build_unsolicited_notify(
         "sip:1234@192.0.2.20:5062;line=abc",
@@ -422,7 +424,97 @@ def test_unsolicited_notify_is_chan_sips_out_of_dialog_form() -> None:
     assert tag_of(message.headers["To"]) is None
     assert message.headers["CSeq"] == "102 NOTIFY"
     assert message.headers["Event"] == "message-summary"
-    assert message.headers.get("Subscription-State") is None
+    assert message.headers["Subscription-State"] == "active"  # as res_pjsip_mwi
     assert message.headers["Content-Type"] == "application/simple-message-summary"
     assert top_via(message).parameters["branch"] == "z9hG4bK-unsolicited"
     assert message.body == body
+
+
+# -- what counts as in dialog ------------------------------------------------------------
+
+
+def test_header_tag_is_parsed_not_searched_for() -> None:
+    assert header_tag('"tag=" <sip:1000@voicemail.example>') is None
+    assert header_tag("<sip:1000@voicemail.example;tag=uri-param>") is None
+    assert header_tag('"a;tag=b" <sip:1000@voicemail.example> ; TAG=real') == "real"
+    assert header_tag("sip:1000@voicemail.example;tag=bare") == "bare"
+    with pytest.raises(ValueError):
+        header_tag("<<not an address")
+
+
+def test_dialog_of_needs_call_id_to_tag_and_from_tag_to_match() -> None:
+    manager = SubscriptionManager()
+    _, outcome = new_subscription(manager)
+    sub = outcome.subscription
+    assert sub is not None
+    assert manager.dialog_of(subscribe_request(to_tag=sub.local_tag, cseq=2)) is sub
+    assert manager.dialog_of(subscribe_request(to_tag="guessed", cseq=2)) is None
+    other_call = subscribe_request(to_tag=sub.local_tag, cseq=2, call_id="other@x")
+    assert manager.dialog_of(other_call) is None
+    other_from = subscribe_request(to_tag=sub.local_tag, cseq=2)
+    other_from.headers.set("From", "<sip:1234@voicemail.example>;tag=someone-else")
+    assert manager.dialog_of(other_from) is None
+    forged = subscribe_request(cseq=2)
+    forged.headers.set("To", f'"tag={sub.local_tag}" <sip:asterisk@voicemail.example>')
+    assert manager.dialog_of(forged) is None
+
+
+def test_forged_to_tag_in_the_display_name_is_a_new_subscription() -> None:
+    """The manager sees no tag, so this is not a refresh of anything (the endpoint then
+    challenges it, see tests/test_sipsec_subscribe_e2e.py)."""
+    manager = SubscriptionManager()
+    request = subscribe_request()
+    request.headers.set("To", '"tag=" <sip:asterisk@voicemail.example>')
+    outcome = manager.subscribe(request, PHONE, "udp", "1234", MAILBOXES, T0)
+    assert outcome.code == 200 and outcome.to_tag is not None
+
+
+def test_unparseable_to_gets_400() -> None:
+    manager = SubscriptionManager()
+    request = subscribe_request()
+    request.headers.set("To", "<<garbage")
+    assert manager.subscribe(request, PHONE, "udp", "1234", MAILBOXES, T0).code == 400
+
+
+@pytest.mark.parametrize(
+    ("accept", "code"),
+    [
+        ("application/simple-message-summary;q=0", 406),
+        ("application/simple-message-summary; q=0.0, text/plain", 406),
+        ("application/simple-message-summary;q=0.5", 200),
+        ("text/plain;q=0, application/*", 200),
+    ],
+)
+def test_accept_media_ranges_are_parsed_with_their_q_value(accept: str, code: int) -> None:
+    _, outcome = new_subscription(SubscriptionManager(), extra=f"Accept: {accept}")
+    assert outcome.code == code
+
+
+def test_unsolicited_notify_byte_for_byte() -> None:
+    body = message_summary(2, 1, domain="198.51.100.1")
+    notify = build_unsolicited_notify(
+        "sip:1234@192.0.2.20:5062",
+        body,
+        local_host="198.51.100.1",
+        local_port=5060,
+        branch="z9hG4bK-b",
+        from_user="asterisk",
+        call_id="c@198.51.100.1",
+        tag="t",
+    )
+    assert serialize(notify) == (
+        b"NOTIFY sip:1234@192.0.2.20:5062 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-b;rport\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: <sip:asterisk@198.51.100.1>;tag=t\r\n"
+        b"To: <sip:1234@192.0.2.20:5062>\r\n"
+        b"Call-ID: c@198.51.100.1\r\n"
+        b"CSeq: 102 NOTIFY\r\n"
+        b"Contact: <sip:asterisk@198.51.100.1:5060>\r\n"
+        b"Event: message-summary\r\n"
+        b"Subscription-State: active\r\n"
+        b"Content-Type: application/simple-message-summary\r\n"
+        b"User-Agent: ARA Voicemail\r\n"
+        b"Content-Length: 93\r\n"
+        b"\r\n" + body
+    )

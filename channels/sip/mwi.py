@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from sipmessage import URI, Address, Request, Response, Via
 
-from .messages import SERVER_NAME, cseq_of, make_response, new_tag, tag_of
+from .messages import SERVER_NAME, cseq_of, make_response, new_tag
 
 Addr = tuple[str, int]
 
@@ -43,6 +43,8 @@ DEFAULT_VMEXTEN = "asterisk"  # chan_sip's DEFAULT_VMEXTEN
 STANDARD_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 # chan_sip's first outgoing CSeq (INITIAL_CSEQ 101, incremented before the first request).
 FIRST_UNSOLICITED_CSEQ = 102
+# Subscription-State of an out-of-dialog NOTIFY: what res_pjsip_mwi sends for a count change.
+UNSOLICITED_STATE = "active"
 
 _PHRASES = {
     404: "Not Found (no mailbox)",
@@ -170,6 +172,20 @@ class SubscribeOutcome:
         return make_response(request, self.code, self.phrase, to_tag=self.to_tag, headers=headers)
 
 
+def header_tag(value: str) -> str | None:
+    """The `tag` parameter of a From or To header, from the parsed address.
+
+    Parsed rather than searched for: `To: "tag=" <sip:1000@host>` has no tag (its display
+    name only says so), and taking it for an in-dialog request would skip authentication.
+    A value that is not a name-addr / addr-spec is a ValueError.
+    """
+    address = Address.parse(value)
+    for name, parameter in address.parameters.items():
+        if name.lower() == "tag":
+            return parameter or None
+    return None
+
+
 def _event(value: str | None) -> tuple[str, str | None]:
     """(event type, id parameter) of an Event header; ("", None) when absent."""
     if value is None:
@@ -184,16 +200,32 @@ def _event(value: str | None) -> tuple[str, str | None]:
 
 
 def _accepts_summary(request: Request) -> bool:
-    """Does the Accept header (if any) allow application/simple-message-summary?"""
+    """Does the Accept header (if any) allow application/simple-message-summary?
+
+    Each media range is parsed (type/subtype and its parameters), so `q=0`, which RFC 3261
+    20.1 / RFC 9110 12.4.2 define as "not acceptable", refuses it.
+    """
     values = request.headers.getlist("Accept")
     if not values:
         return True
     for value in values:
         for item in value.split(","):
-            media = item.split(";")[0].strip().lower()
-            if media in (CONTENT_TYPE, "application/*", "*/*"):
+            media, *parameters = item.split(";")
+            if media.strip().lower() not in (CONTENT_TYPE, "application/*", "*/*"):
+                continue
+            if not any(_is_q_zero(parameter) for parameter in parameters):
                 return True
     return False
+
+
+def _is_q_zero(parameter: str) -> bool:
+    name, _, value = parameter.partition("=")
+    if name.strip().lower() != "q":
+        return False
+    try:
+        return float(value.strip()) == 0
+    except ValueError:
+        return False
 
 
 class _Refused(Exception):
@@ -244,7 +276,11 @@ class SubscriptionManager:
         """Answer a SUBSCRIBE from an authenticated peer watching `mailboxes`."""
         if request.method != "SUBSCRIBE":
             raise ValueError(f"not a SUBSCRIBE: {request.method}")
-        in_dialog = tag_of(request.headers["To"]) is not None
+        try:
+            in_dialog = header_tag(request.headers["To"]) is not None
+            header_tag(request.headers["From"])
+        except ValueError:
+            return SubscribeOutcome(400, "Bad Request (bad From or To)", to_tag=new_tag())
         try:
             if in_dialog:
                 return self._refresh(request, source, transport, now)
@@ -301,7 +337,7 @@ class SubscriptionManager:
         subscription = Subscription(
             call_id=request.headers["Call-ID"],
             local_tag=local_tag,
-            remote_tag=tag_of(request.headers["From"]) or "",
+            remote_tag=header_tag(request.headers["From"]) or "",
             remote_target=target,
             route_set=route_set,
             source=source,
@@ -333,12 +369,7 @@ class SubscriptionManager:
         self, request: Request, source: Addr, transport: str, now: float
     ) -> SubscribeOutcome:
         requested, event_id = self._check_common(request)
-        key = (
-            request.headers["Call-ID"],
-            tag_of(request.headers["To"]) or "",
-            tag_of(request.headers["From"]) or "",
-        )
-        subscription = self._subscriptions.get(key)
+        subscription = self.dialog_of(request)
         if subscription is None or subscription.event_id != event_id:
             raise _Refused(481)
         if not _accepts_summary(request):
@@ -358,6 +389,25 @@ class SubscriptionManager:
         else:
             subscription.expires_at = now + expires
         return SubscribeOutcome(200, headers=[("Expires", str(expires))], subscription=subscription)
+
+    def dialog_of(self, request: Request) -> Subscription | None:
+        """The live subscription an in-dialog SUBSCRIBE belongs to, or None.
+
+        In dialog means all three of RFC 3261 12's dialog identifiers match one of our
+        subscriptions: the Call-ID, the To tag (ours) and the From tag (the subscriber's),
+        each taken from the parsed header. Anything else is not in dialog: with a To tag it
+        gets 481 (RFC 3261 12.2.2, as chan_sip answers a To-tagged request it has no dialog
+        for), without one it is a new subscription and is authenticated.
+        """
+        try:
+            local_tag = header_tag(request.headers["To"])
+            remote_tag = header_tag(request.headers["From"]) or ""
+        except ValueError:
+            return None
+        if local_tag is None:
+            return None
+        key = (request.headers["Call-ID"], local_tag, remote_tag)
+        return self._subscriptions.get(key)
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -498,8 +548,12 @@ def build_unsolicited_notify(
     """chan_sip's out-of-dialog MWI NOTIFY to a registered peer's contact.
 
     As sip_send_mwi_to_peer() does for a peer without an MWI subscription: a fresh Call-ID and
-    From tag, a To without tag, `Event: message-summary` and no Subscription-State header
-    (chan_sip adds one only when the peer subscribed). `from_user` is sip.conf's `mwi_from`
+    From tag, a To without tag and `Event: message-summary`. Unlike chan_sip, which sends no
+    Subscription-State here, we send `Subscription-State: active` as res_pjsip_mwi does on its
+    unsolicited NOTIFYs (the state of a change notification, no expires: there is no
+    subscription to run out): RFC 6665 8.2.3 makes the header mandatory in every NOTIFY and
+    strict phones (baresip: "400 Bad Subscription-State Header") refuse one without it.
+    `from_user` is sip.conf's `mwi_from`
     (chan_sip falls back to the caller ID, "asterisk" by default). Send it to the peer's
     registered address; the Request-URI stays its Contact even behind NAT.
     """
@@ -517,6 +571,7 @@ def build_unsolicited_notify(
     headers.add("CSeq", f"{cseq} NOTIFY")
     headers.add("Contact", _contact(from_user, local_host, local_port, transport))
     headers.add("Event", EVENT_PACKAGE)
+    headers.add("Subscription-State", UNSOLICITED_STATE)
     headers.add("Content-Type", CONTENT_TYPE)
     headers.add("User-Agent", SERVER_NAME)
     headers.add("Content-Length", str(len(body)))

@@ -26,6 +26,7 @@ from .mwi import (
     SubscriptionManager,
     build_notify,
     build_unsolicited_notify,
+    header_tag,
     message_summary,
 )
 from .peers import Peer
@@ -48,7 +49,8 @@ class MwiService:
     subscriptions: SubscriptionManager = field(default_factory=SubscriptionManager)
     # Counts last sent by unsolicited NOTIFY, per peer.
     _sent: dict[str, tuple[int, int]] = field(default_factory=dict)
-    _pending: dict[int, Subscription] = field(default_factory=dict)
+    # In-dialog NOTIFYs awaiting their answer (transactions hash by identity).
+    _pending: dict[ClientTransaction, Subscription] = field(default_factory=dict)
     _tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start(self) -> None:
@@ -71,24 +73,38 @@ class MwiService:
         self._tasks.spawn(self._subscribe(transport, request, tx))
 
     async def _subscribe(self, transport: object, request: Request, tx: ServerTransaction) -> None:
+        """Refreshes of a subscription we hold are authenticated by their dialog; anything
+        else is a new subscription and goes through the digest challenge."""
         endpoint = self.endpoint
         try:
             user = Address.parse(request.headers["From"]).uri.user or ""
+            to_tag = header_tag(request.headers["To"])
         except ValueError:
-            endpoint.respond(transport, tx, make_response(request, 400, "Bad From"))
+            endpoint.respond(transport, tx, make_response(request, 400, "Bad From or To"))
             return
-        in_dialog = "tag=" in request.headers["To"]
+        in_dialog = to_tag is not None
         peer: Peer | None
         if in_dialog:
-            peer = await self.registrations.peers.find(user)  # refresh: the dialog authenticates
+            existing = self.subscriptions.dialog_of(request)
+            if existing is None:
+                # A To tag, but not one of our dialogs (or its Call-ID / From tag differ).
+                log.info("SUBSCRIBE from %s:%s matches no MWI subscription: 481", *tx.source[:2])
+                endpoint.respond(transport, tx, make_response(request, 481))
+                return
+            peer = await self.registrations.peers.find(existing.peer_name)
         else:
             peer = await self.registrations.authenticate(transport, request, tx, user)
             if peer is None:
                 return
+        if peer is not None and not self.registrations.transport_allowed(
+            transport, request, tx, peer
+        ):
+            return
         mailboxes = peer.mailbox if peer is not None else []
+        peer_name = peer.name if peer is not None else user
         now = transport.now()
         outcome = self.subscriptions.subscribe(
-            request, tx.source, transport.name.lower(), user, mailboxes, now
+            request, tx.source, transport.name.lower(), peer_name, mailboxes, now
         )
         contact = endpoint.contact_for(transport, request.uri.user or "asterisk")
         endpoint.respond(transport, tx, outcome.response(request, contact=contact))
@@ -96,7 +112,7 @@ class MwiService:
         if outcome.code // 100 != 2 or subscription is None:
             return
         if not in_dialog:
-            log.info("peer %s subscribed to MWI for %s", user, mailboxes)
+            log.info("peer %s subscribed to MWI for %s", peer_name, mailboxes)
         await self._notify_subscription(subscription, peer, force=True)
 
     async def _notify_subscription(
@@ -120,7 +136,7 @@ class MwiService:
         )
         subscription.last_counts = counts
         tx = transport.layer.send_request(request, subscription.source, now)
-        self._pending[id(tx)] = subscription
+        self._pending[tx] = subscription
         transport.flush()
 
     # -- unsolicited NOTIFY to registered peers ------------------------------------------
@@ -208,13 +224,19 @@ class MwiService:
                     await self._notify_peer(peer, binding, force=False)
 
     def notify_result(self, transaction: ClientTransaction, code: int | None) -> None:
-        """A NOTIFY we sent was answered (or timed out): drop dead subscriptions."""
-        subscription = self._pending.pop(id(transaction), None)
-        if subscription is not None and not self.subscriptions.notify_result(subscription, code):
-            log.info("MWI subscription of %s ended (%s)", subscription.peer_name, code)
-        elif code is None or code >= 300:
-            if transaction.request.method == "NOTIFY" and subscription is None:
-                log.info("unsolicited NOTIFY to %s failed (%s)", transaction.destination, code)
+        """A NOTIFY we sent was answered (or timed out): drop dead subscriptions.
+
+        Only a subscription that ends is logged (481, 408, no answer): a 200 to a NOTIFY of a
+        live subscription is the normal case and says nothing.
+        """
+        subscription = self._pending.pop(transaction, None)
+        if subscription is not None:
+            if self.subscriptions.notify_result(subscription, code):
+                answer = "no answer" if code is None else str(code)
+                log.info("MWI subscription of %s ended (%s)", subscription.peer_name, answer)
+            return
+        if transaction.request.method == "NOTIFY" and (code is None or code >= 300):
+            log.info("unsolicited NOTIFY to %s failed (%s)", transaction.destination, code)
 
     async def _housekeeping(self) -> None:
         elapsed = 0.0

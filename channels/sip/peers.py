@@ -4,15 +4,31 @@
 lists (ast_true/ast_false, `nat=`, `insecure=`, `qualify=`); `Acl` is Asterisk's permit/deny
 list (ast_append_ha / ast_apply_ha). Nothing here looks anything up: the caller finds the
 section or row and hands over its options.
+
+The options that act on a call (`transport`, `dtmfmode`, `callerid`, `language`,
+`rtptimeout`) are checked here: a value we cannot honour raises `PeerOptionError`, whose
+`option` names the option, so the configuration loader can point at its file and line.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Acl", "AclRule", "Peer", "parse_mailboxes"]
+__all__ = [
+    "Acl",
+    "AclRule",
+    "Peer",
+    "PeerOptionError",
+    "parse_callerid",
+    "parse_dtmfmode",
+    "parse_language",
+    "parse_mailboxes",
+    "parse_rtptimeout",
+    "parse_transports",
+]
 
 TRUE_WORDS = frozenset({"yes", "true", "y", "t", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "n", "f", "0", "off"})
@@ -23,7 +39,19 @@ DEFAULT_MAXMS = 2000  # qualify=yes (chan_sip DEFAULT_MAXMS)
 DEFAULT_QUALIFYFREQ = 60  # seconds (chan_sip DEFAULT_QUALIFYFREQ)
 DEFAULT_VMEXTEN = "asterisk"  # sip.h DEFAULT_VMEXTEN
 PEER_TYPES = ("friend", "peer", "user")
-TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+TRANSPORTS = ("udp", "tcp", "tls")  # the ones we listen on; chan_sip also knows ws, wss
+DTMF_MODES = ("rfc2833", "info", "inband", "auto")
+DEFAULT_DTMFMODE = "rfc2833"  # chan_sip's default
+_LANGUAGE = re.compile(r"[A-Za-z0-9_-]{1,40}")  # a sounds directory name, never a path
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class PeerOptionError(ValueError):
+    """A peer option whose value we cannot honour; `option` is its name (for file:line)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
 
 
 # -- ACL -------------------------------------------------------------------------------
@@ -207,6 +235,73 @@ def parse_qualify(value: str) -> int:
     return number if number > 0 else 0
 
 
+def parse_transports(value: str) -> tuple[str, ...]:
+    """sip.conf `transport=udp,tcp,tls`: the allowed transports, the first the default.
+
+    ws and wss are chan_sip words we do not serve, so they are refused like unknown ones.
+    """
+    words = [word.strip().lower() for word in value.split(",")]
+    if not all(words):
+        raise PeerOptionError("transport", f"empty item in {value!r}")
+    for word in words:
+        if word in ("ws", "wss"):
+            raise PeerOptionError("transport", f"{word} is not supported (udp, tcp, tls)")
+        if word not in TRANSPORTS:
+            raise PeerOptionError("transport", f"unknown transport {word!r} (udp, tcp, tls)")
+    return tuple(dict.fromkeys(words))
+
+
+def parse_dtmfmode(value: str) -> str:
+    """sip.conf `dtmfmode=`: rfc2833, info, inband or auto."""
+    word = value.strip().lower()
+    if word not in DTMF_MODES:
+        raise PeerOptionError("dtmfmode", f"{value!r} is not one of {', '.join(DTMF_MODES)}")
+    return word
+
+
+def parse_callerid(value: str) -> tuple[str, str]:
+    """sip.conf `callerid=` as (name, number), the forms ast_callerid_split accepts:
+    `"Name" <number>`, `Name <number>`, `<number>`, a bare number or a bare name."""
+    text = value.strip()
+    if not text:
+        return "", ""
+    if "<" in text or ">" in text:
+        start, end = text.rfind("<"), text.rfind(">")
+        if start < 0 or end < start or text[end + 1 :].strip():
+            raise PeerOptionError("callerid", f'{value!r} is not "Name" <number>')
+        number = text[start + 1 : end].strip()
+        name = text[:start].strip()
+    elif re.fullmatch(r"[0-9+*#()\- ]+", text):
+        return "", text
+    else:
+        name, number = text, ""
+    if name.startswith('"'):
+        if len(name) < 2 or not name.endswith('"'):
+            raise PeerOptionError("callerid", f"unbalanced quotes in {value!r}")
+        name = name[1:-1].replace('\\"', '"')
+    elif '"' in name:
+        raise PeerOptionError("callerid", f"stray quote in {value!r}")
+    if "<" in number or ">" in number:
+        raise PeerOptionError("callerid", f'{value!r} is not "Name" <number>')
+    return name.strip(), number
+
+
+def parse_language(value: str) -> str:
+    """sip.conf `language=`: a sounds directory name such as en, fr or pt_BR."""
+    text = value.strip()
+    if not _LANGUAGE.fullmatch(text):
+        raise PeerOptionError("language", f"{value!r} is not a language name like en or pt_BR")
+    return text
+
+
+def parse_rtptimeout(value: str) -> int:
+    """sip.conf `rtptimeout=`: seconds without RTP before a call is hung up, 0 = never."""
+    text = value.strip()
+    if not _DIGITS.fullmatch(text):
+        raise PeerOptionError("rtptimeout", f"{value!r} is not a number of seconds")
+    return int(text)
+
+
 def _pairs(options: Mapping[str, str] | Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """Options as (lower-case name, value) pairs in order, multi-values expanded.
 
@@ -246,11 +341,15 @@ class Peer:
     defaultuser: str = ""
     fromdomain: str = ""
     fromuser: str = ""
+    # For calls (the integrator applies them): callerid is the option text, split into
+    # callerid_name / callerid_num; language "" means the server's; rtptimeout 0 means never.
     callerid: str = ""
+    callerid_name: str = ""
+    callerid_num: str = ""
     language: str = ""
     rtptimeout: int = 0
-    dtmfmode: str = "rfc2833"
-    transport: tuple[str, ...] = ("udp",)
+    dtmfmode: str = DEFAULT_DTMFMODE
+    transport: tuple[str, ...] = ("udp",)  # allowed transports; the first is the default
     supportpath: bool = False
     realtime: bool = False
     options: dict[str, str] = field(default_factory=dict)
@@ -268,8 +367,10 @@ class Peer:
         `defaults` are [general] options chan_sip copies into every peer (context, nat,
         qualify, vmexten, language, ...); the peer's own options override them. ACL entries
         (permit/deny, contactpermit/contactdeny) apply in the order given. A bad ACL entry is
-        a ValueError, as chan_sip refuses to build such a peer; other bad values keep the
-        default.
+        a ValueError, as chan_sip refuses to build such a peer; a bad transport, dtmfmode,
+        callerid, language or rtptimeout is a PeerOptionError naming the option (chan_sip
+        would warn and carry on; we do not run a peer other than as configured). Other bad
+        values keep the default, as chan_sip's flag parsing does.
         """
         own = _pairs(options)
         pairs = (_pairs(defaults) if defaults is not None else []) + own
@@ -312,17 +413,22 @@ class Peer:
         peer.fromdomain = text("fromdomain")
         peer.fromuser = text("fromuser")
         peer.callerid = text("callerid")
-        peer.language = text("language")
-        peer.rtptimeout = max(0, _int(last.get("rtptimeout"), 0))
-        peer.dtmfmode = text("dtmfmode", "rfc2833").lower()
-        transports = [
-            word.strip().lower()
-            for word in text("transport", "udp").split(",")
-            if word.strip().lower() in TRANSPORTS
-        ]
-        peer.transport = tuple(dict.fromkeys(transports)) or ("udp",)
+        peer.callerid_name, peer.callerid_num = parse_callerid(peer.callerid)
+        peer.language = parse_language(text("language")) if text("language") else ""
+        peer.rtptimeout = parse_rtptimeout(text("rtptimeout", "0"))
+        peer.dtmfmode = parse_dtmfmode(text("dtmfmode", DEFAULT_DTMFMODE))
+        peer.transport = parse_transports(text("transport", "udp"))
         peer.supportpath = _bool(last.get("supportpath"), False)
         return peer
+
+    @property
+    def default_transport(self) -> str:
+        """The transport requests to this peer use unless it registered over another."""
+        return self.transport[0]
+
+    def allows_transport(self, name: str) -> bool:
+        """Whether a request from this peer may arrive over `name` (udp, tcp, tls)."""
+        return name.lower() in self.transport
 
     @property
     def dynamic(self) -> bool:

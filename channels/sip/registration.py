@@ -14,6 +14,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 # How long a REGISTER's answer waits for the realtime row to be written.
 WRITE_BACK_WAIT = 2.0
+# Seconds a name missing from realtime sippeers is answered "unknown" without a query, and
+# how many such names are remembered (PeerDirectory).
+NEGATIVE_TTL = 5.0
+NEGATIVE_MAX = 10_000
 
 
 @dataclass
@@ -68,7 +73,15 @@ class QualifyState:
 
 
 class PeerDirectory:
-    """Find peers by name: sip.conf first, then the cache, then the realtime family."""
+    """Find peers by name: sip.conf first, then the cache, then the realtime family.
+
+    A name the realtime family does not have (or whose row is unusable) is remembered as
+    unknown for `negative_ttl` seconds (NEGATIVE_TTL, 5 s), so a scanner sending REGISTERs or
+    SUBSCRIBEs for made-up users costs one database query per name per window, not one per
+    request; a row inserted meanwhile is found once the window has passed, or at once after
+    `invalidate()` (which a reload calls). At most `negative_max` names are remembered, the
+    oldest forgotten first. A failed query (database down) is not remembered.
+    """
 
     def __init__(
         self,
@@ -76,12 +89,20 @@ class PeerDirectory:
         realtime: Realtime | None,
         options: RealtimeOptions,
         defaults: dict[str, str] | None = None,
+        *,
+        negative_ttl: float = NEGATIVE_TTL,
+        negative_max: int = NEGATIVE_MAX,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.static = static
         self.realtime = realtime
         self.options = options
         self.defaults = defaults or {}
         self.cache: dict[str, CachedPeer] = {}
+        self.negative_ttl = negative_ttl
+        self.negative_max = negative_max
+        self._clock = clock
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # name -> remembered until
 
     async def find(self, name: str) -> Peer | None:
         peer = self.static.get(name)
@@ -92,18 +113,38 @@ class PeerDirectory:
             return cached.peer
         if self.realtime is None or not self.realtime.has_family("sippeers"):
             return None
+        now = self._clock()
+        until = self._unknown.get(name)
+        if until is not None:
+            if now < until:
+                return None
+            del self._unknown[name]
         try:
             row = await self.realtime.load("sippeers", name=name)
         except DatabaseError as exc:
             log.warning("realtime sippeers lookup of %s failed: %s", name, exc)
             return None
         if row is None:
+            self._remember_unknown(name, now)
             return None
         try:
             return Peer.from_options(name, row, realtime=True, defaults=self.defaults)
         except ValueError as exc:
             log.warning("realtime peer %s is unusable: %s", name, exc)
+            self._remember_unknown(name, now)
             return None
+
+    def _remember_unknown(self, name: str, now: float) -> None:
+        if self.negative_ttl <= 0 or self.negative_max <= 0:
+            return
+        self._unknown[name] = now + self.negative_ttl
+        self._unknown.move_to_end(name)
+        while len(self._unknown) > self.negative_max:
+            self._unknown.popitem(last=False)
+
+    def invalidate(self) -> None:
+        """Forget the names remembered as unknown (reload: rows may have been added)."""
+        self._unknown.clear()
 
     def keep(self, peer: Peer, now: float) -> None:
         """rtcachefriends: keep a realtime peer in memory, like a sip.conf friend."""
@@ -172,12 +213,12 @@ class Registrations:
             return None
         if peer is not None and not peer.requires_auth:
             return peer
-        header = request.headers.get("Authorization")
-        if not header:
+        headers = request.headers.getlist("Authorization")
+        if not headers:
             self._challenge(transport, request, tx, stale=False)
             return None
         try:
-            credentials = parse_credentials(header)
+            credentials = self._credentials_for_our_realm(headers)
         except ValueError:
             endpoint.respond(transport, tx, make_response(request, 400, "Bad Authorization"))
             return None
@@ -204,6 +245,40 @@ class Registrations:
             return None
         self.limiter.succeeded(source_ip)
         return peer
+
+    def transport_allowed(
+        self, transport: object, request: Request, tx: ServerTransaction, peer: Peer
+    ) -> bool:
+        """chan_sip's check_request_transport: a request from a peer over a transport its
+        `transport=` does not list is refused 403 (after authentication, as chan_sip), with
+        an error in the log; True when it may go on."""
+        name = transport.name.lower()
+        if peer.allows_transport(name):
+            return True
+        log.error(
+            "%s from %s for peer %s refused: %s is not a valid transport for it (transport=%s)",
+            request.method,
+            tx.source[0],
+            peer.name,
+            name.upper(),
+            ",".join(peer.transport),
+        )
+        self.endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
+        return False
+
+    def _credentials_for_our_realm(self, headers: list[str]) -> dict[str, str]:
+        """The parsed credentials answering our realm (RFC 3261 22.3: a UA may send one
+        Authorization header per realm), else the first parseable ones; ValueError if none
+        parses (another realm's header in a form we do not know is not our business)."""
+        parsed: list[dict[str, str]] = []
+        for header in headers:
+            try:
+                parsed.append(parse_credentials(header))
+            except ValueError:
+                continue
+        if not parsed:
+            raise ValueError("no parseable Authorization header")
+        return next((c for c in parsed if c.get("realm") == self.realm), parsed[0])
 
     def _challenge(
         self, transport: object, request: Request, tx: ServerTransaction, stale: bool
@@ -232,6 +307,8 @@ class Registrations:
             self.endpoint.respond(
                 transport, tx, make_response(request, 403, "Peer is not dynamic", to_tag=new_tag())
             )
+            return
+        if not self.transport_allowed(transport, request, tx, peer):
             return
         now = self.now()
         wall = int(time.time())
