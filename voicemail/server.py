@@ -18,7 +18,7 @@ from sipmessage import Address, Request
 from channels.sip.endpoint import EndpointConfig, SipEndpoint
 from channels.sip.messages import make_response, new_tag
 from channels.sip.mwi_service import MwiService
-from channels.sip.peers import Peer
+from channels.sip.peers import Peer, PeerOptionError
 from channels.sip.registrar import Registrar
 from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrations
 from channels.sip.transactions import ServerTransaction
@@ -226,14 +226,11 @@ class VoicemailServer:
         """Peers (sip.conf and realtime sippeers), REGISTER, SUBSCRIBE and MWI."""
         assert self.endpoint is not None
         sip = self.config.sip
-        static: dict[str, Peer] = {}
-        # [general] options chan_sip copies into every peer (context, nat, qualify, vmexten...).
+        try:
+            static = static_peers(sip)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from exc
         defaults = list(sip.general.items())
-        for name, options in sip.peers:
-            try:
-                static[name] = Peer.from_options(name, options, realtime=False, defaults=defaults)
-            except ValueError as exc:
-                raise StartupError(f"sip.conf: peer [{name}]: {exc}") from exc
         directory = PeerDirectory(
             static,
             self.realtime,
@@ -330,13 +327,8 @@ class VoicemailServer:
         try:
             fresh = load_server_config(self.config.directory)
             dialplan = Dialplan.from_config(fresh.extensions)
-            peers = {
-                name: Peer.from_options(
-                    name, options, realtime=False, defaults=list(fresh.sip.general.items())
-                )
-                for name, options in fresh.sip.peers
-            }
-        except (ConfigError, ValueError) as exc:
+            peers = static_peers(fresh.sip)
+        except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return False
         if self.realtime.has_family("voicemail.conf"):
@@ -377,6 +369,8 @@ class VoicemailServer:
             self.registrations.peers.static = peers
         self._apply_sip_settings(fresh.sip)
         self.realtime.invalidate()
+        if self.registrations is not None:
+            self.registrations.peers.invalidate()  # names found missing may exist now
         log.info(
             "configuration reloaded: %d static mailboxes, %d dial plan contexts, %d static peers",
             len(fresh.voicemail.mailboxes),
@@ -453,6 +447,21 @@ class VoicemailServer:
                 await asyncio.wait({self._flusher_task}, timeout=5)
         for pool in self.pools.values():
             await pool.close()
+
+
+def static_peers(sip: SipSettings) -> dict[str, Peer]:
+    """sip.conf's peer sections; a bad option is a ConfigError at its file and line."""
+    # [general] options chan_sip copies into every peer (context, nat, qualify, vmexten...).
+    defaults = list(sip.general.items())
+    peers: dict[str, Peer] = {}
+    for name, options in sip.peers:
+        try:
+            peers[name] = Peer.from_options(name, options, realtime=False, defaults=defaults)
+        except PeerOptionError as exc:
+            raise sip.peer_error(name, exc.option, str(exc)) from exc
+        except ValueError as exc:
+            raise ConfigError("sip.conf", 0, f"peer [{name}]: {exc}") from exc
+    return peers
 
 
 async def serve(
