@@ -160,13 +160,67 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
+def _header_parameters(value: str) -> str:
+    """The header parameters of a From/To/Contact-style value (RFC 3261 20.10), as text.
+
+    In name-addr form they follow the closing `>`; in addr-spec form (no angle brackets)
+    every `;` starts one, since such a URI cannot carry parameters of its own. Quoted
+    strings (the display name) are skipped, so a `;` or `>` in them means nothing.
+    """
+    quoted = escaped = False
+    start = None
+    for index, char in enumerate(value):
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == "<":
+            end = value.find(">", index)
+            return "" if end < 0 else value[end + 1 :]
+        elif char == ";" and start is None:
+            start = index
+    return "" if start is None else value[start:]
+
+
+def _split_parameters(text: str) -> list[tuple[str, str]]:
+    """`;name=value;flag` as (lower-case name, value) pairs, quoted values kept whole."""
+    pairs: list[tuple[str, str]] = []
+    current, quoted = "", False
+    for char in text + ";":
+        if char == '"':
+            quoted = not quoted
+        if char == ";" and not quoted:
+            name, _, val = current.partition("=")
+            if name.strip():
+                pairs.append((name.strip().lower(), val.strip()))
+            current = ""
+        else:
+            current += char
+    return pairs
+
+
 def tag_of(header_value: str) -> str | None:
-    """The tag parameter of a From or To header value, without a full address parse."""
-    for part in header_value.split(">")[-1].split(";")[1:]:
-        name, _, value = part.partition("=")
-        if name.strip().lower() == "tag":
-            return value.strip()
+    """The tag parameter of a From or To header value (its first one), else None."""
+    for name, value in _split_parameters(_header_parameters(header_value)):
+        if name == "tag":
+            return value or None
     return None
+
+
+def header_tokens(message: Message, name: str) -> list[str]:
+    """A comma-separated token header (Require, Supported...) over every line, lower-cased."""
+    joined = ",".join(message.headers.getlist(name))
+    return [token.strip().lower() for token in joined.split(",") if token.strip()]
+
+
+def media_type(message: Message) -> str:
+    """The Content-Type without parameters, lower-cased ("" when absent)."""
+    return (message.headers.get("Content-Type") or "").split(";")[0].strip().lower()
 
 
 def make_response(

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Callable
 
 from .stream import FramingError, StreamFramer
-from .transactions import TransactionLayer
+from .transactions import DEFAULT_MAX_TRANSACTIONS, TransactionLayer
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,14 @@ class SipTransport:
 
     name = "UDP"
 
-    def __init__(self, reliable: bool, on_events: Callable[[SipTransport], None]) -> None:
-        self.layer = TransactionLayer(reliable=reliable)
+    def __init__(
+        self,
+        reliable: bool,
+        on_events: Callable[[SipTransport], None],
+        max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
+    ) -> None:
+        self.reliable = reliable
+        self.layer = TransactionLayer(reliable=reliable, max_transactions=max_transactions)
         self._on_events = on_events
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
@@ -73,6 +79,10 @@ class SipTransport:
     def send(self, data: bytes, addr: Addr) -> None:
         raise NotImplementedError
 
+    def connected(self, addr: Addr) -> bool:
+        """Whether a message to `addr` goes out on what the peer opened (always, for UDP)."""
+        return True
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -82,8 +92,12 @@ class SipTransport:
 class UdpTransport(SipTransport, asyncio.DatagramProtocol):
     name = "UDP"
 
-    def __init__(self, on_events: Callable[[SipTransport], None]) -> None:
-        super().__init__(False, on_events)
+    def __init__(
+        self,
+        on_events: Callable[[SipTransport], None],
+        max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
+    ) -> None:
+        super().__init__(False, on_events, max_transactions)
         self.transport: asyncio.DatagramTransport | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -152,9 +166,12 @@ class StreamTransport(SipTransport):
     """TCP, or TLS when given an SSL context."""
 
     def __init__(
-        self, on_events: Callable[[SipTransport], None], ssl_context: ssl.SSLContext | None = None
+        self,
+        on_events: Callable[[SipTransport], None],
+        ssl_context: ssl.SSLContext | None = None,
+        max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
     ) -> None:
-        super().__init__(True, on_events)
+        super().__init__(True, on_events, max_transactions)
         self.name = "TLS" if ssl_context is not None else "TCP"
         self.ssl_context = ssl_context
         self.connections: dict[Addr, _StreamConnection] = {}
@@ -170,6 +187,9 @@ class StreamTransport(SipTransport):
         )
         self.host, self.port = self.server.sockets[0].getsockname()[:2]
         self._idle_task = asyncio.ensure_future(self._close_idle())
+
+    def connected(self, addr: Addr) -> bool:
+        return addr in self.connections
 
     def send(self, data: bytes, addr: Addr) -> None:
         connection = self.connections.get(addr)
