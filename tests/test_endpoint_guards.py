@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from channels.sip.endpoint import EndpointConfig
 from channels.sip.messages import tag_of
 
-from .test_endpoint_harness import LiveEndpoint, Phone, live  # noqa: F401 - fixture
+from .test_endpoint_harness import LiveEndpoint, Phone, live_endpoints
 
 pytestmark = pytest.mark.timeout(60)
 
 Live = Callable[..., LiveEndpoint]
+
+
+@pytest.fixture
+def live() -> Iterator[Live]:
+    yield from live_endpoints()
 
 
 # -- dial plan injection ------------------------------------------------------------------

@@ -97,9 +97,9 @@ class LiveEndpoint:
         return self.endpoint.config.port
 
 
-@pytest.fixture
-def live() -> Iterator[Callable[..., LiveEndpoint]]:
-    """`live(config, router)` starts an endpoint that is stopped after the test."""
+def live_endpoints() -> Iterator[Callable[..., LiveEndpoint]]:
+    """The body of a `live` fixture: `live(config, router)` starts an endpoint that is
+    stopped after the test. (Each test module declares the fixture with `yield from`.)"""
     started: list[LiveEndpoint] = []
 
     def start(config: EndpointConfig | None = None, router: Router | None = None) -> LiveEndpoint:
@@ -217,6 +217,11 @@ def _is_final_for(message: Any, call_id: str, method: str) -> bool:
         and message.headers["Call-ID"] == call_id
         and message.headers["CSeq"].split()[-1] == method
     )
+
+
+@pytest.fixture
+def live() -> Iterator[Callable[..., LiveEndpoint]]:
+    yield from live_endpoints()
 
 
 def test_a_call_through_the_harness(live: Callable[..., LiveEndpoint]) -> None:
