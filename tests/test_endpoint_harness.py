@@ -133,6 +133,8 @@ class Phone:
         self.port = self.sip.getsockname()[1]
         self.rtp_port = self.rtp.getsockname()[1]
         self._count = 0
+        # The From header value, formatted with `address` and `call_id`.
+        self.from_template = "<sip:5551234@{address}>;tag=phone-{call_id}"
         self.backlog: list[Any] = []
 
     def close(self) -> None:
@@ -150,25 +152,27 @@ class Phone:
         to_tag: str = "",
         branch: str | None = None,
         extra: str = "",
-        body: str = "",
+        body: str | bytes = "",
         content_type: str = "application/sdp",
+        to_params: str = "",
     ) -> str:
         """Send one request; returns its Via branch."""
         self._count += 1
         branch = branch or f"z9hG4bK-{call_id}-{method}-{cseq}-{self._count}"
         uri = uri or f"sip:{user}@127.0.0.1:{self.target[1]}"
-        to = f"<sip:{user}@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+        to = f"<sip:{user}@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "") + to_params
+        data = body if isinstance(body, bytes) else body.encode()
         text = (
             f"{method} {uri} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {self.address}:{self.port};branch={branch};rport\r\n"
-            f"From: <sip:5551234@{self.address}>;tag=phone-{call_id}\r\n"
+            f"From: {self.from_template.format(address=self.address, call_id=call_id)}\r\n"
             f"To: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
             f"Contact: <sip:5551234@{self.address}:{self.port}>\r\nMax-Forwards: 70\r\n"
             + extra
             + (f"Content-Type: {content_type}\r\n" if body else "")
-            + f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+            + f"Content-Length: {len(data)}\r\n\r\n"
         )
-        self.sip.sendto(text.encode(), self.target)
+        self.sip.sendto(text.encode() + data, self.target)
         return branch
 
     def invite(self, call_id: str, *, address: str | None = None, **kwargs: Any) -> str:

@@ -30,6 +30,7 @@ from .messages import (
     media_type,
     new_branch,
     new_tag,
+    sdp_body,
     tag_of,
 )
 from .policy import Authorizer, CallPolicy
@@ -63,6 +64,15 @@ Admission = Callable[[], "str | None"]
 # Option tags we support in Require (RFC 3261 8.2.2.3); anything else gets 420.
 SUPPORTED_EXTENSIONS = {"timer"}
 INCOMPATIBLE_ADDRESS = '301 - "Incompatible network address formats"'  # RFC 3261 20.43
+
+
+class OfferRefused(Exception):
+    """An SDP offer we answer with `code` (415, 488) and `headers` (Accept, Warning)."""
+
+    def __init__(self, code: int, headers: list[tuple[str, str]], reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.headers = headers
 
 
 @dataclass
@@ -296,21 +306,10 @@ class SipEndpoint:
             self._refuse(transport, tx, 503, [("Retry-After", str(RETRY_AFTER))])
             return
         try:
-            offer = parse_sdp(request.body) if request.body else None
-            if offer is None:
-                raise SdpError("an INVITE without an SDP offer is not supported")
-            negotiated = negotiate(offer)
-        except SdpError as exc:
-            log.info("INVITE %s refused: %s", info.call_id, exc)
-            self._refuse(transport, tx, 488, [("Warning", f'399 - "{exc}"')])
-            return
-        media_reachable = reachable(negotiated.remote_address, self.rtp_host)
-        if not media_reachable and not self.config.comedia:
-            log.info(
-                "INVITE %s refused: its media address %s is not reachable from our RTP address %s",
-                info.call_id, negotiated.remote_address, self.rtp_host,
-            )  # fmt: skip
-            self._refuse(transport, tx, 488, [("Warning", INCOMPATIBLE_ADDRESS)])
+            negotiated, media_reachable = self._read_offer(request)
+        except OfferRefused as refused:
+            log.info("INVITE %s refused (%d): %s", info.call_id, refused.code, refused)
+            self._refuse(transport, tx, refused.code, refused.headers)
             return
         self.limits.started(source_ip)
         self._tasks.spawn(self._run_call(transport, request, tx, negotiated, info, media_reachable))
@@ -429,6 +428,29 @@ class SipEndpoint:
             headers={key.lower(): request.headers[key] for key in request.headers.keys()},
         )
 
+    def _read_offer(self, request: Request) -> tuple[NegotiatedAudio, bool]:
+        """The offer in a request and whether our RTP socket can send to it (False only
+        with nat=comedia, which answers the RTP source instead); `OfferRefused` if unusable."""
+        sdp = sdp_body(request)
+        if sdp is None:
+            kind = media_type(request)
+            raise OfferRefused(415, [("Accept", "application/sdp")], f"a {kind} body, not SDP")
+        try:
+            if not sdp:
+                raise SdpError("an INVITE without an SDP offer is not supported")
+            negotiated = negotiate(parse_sdp(sdp))
+        except SdpError as exc:
+            raise OfferRefused(488, [("Warning", f'399 - "{exc}"')], str(exc)) from exc
+        media_reachable = reachable(negotiated.remote_address, self.rtp_host)
+        if not media_reachable and not self.config.comedia:
+            raise OfferRefused(
+                488,
+                [("Warning", INCOMPATIBLE_ADDRESS)],
+                f"media address {negotiated.remote_address} is not reachable from our RTP"
+                f" address {self.rtp_host}",
+            )
+        return negotiated, media_reachable
+
     def _renegotiate(
         self, transport: SipTransport, request: Request, tx: ServerTransaction
     ) -> SipCall | None:
@@ -440,19 +462,11 @@ class SipEndpoint:
         body = b""
         if request.body:
             try:
-                negotiated = negotiate(parse_sdp(request.body))
-            except SdpError as exc:
-                warning = f'399 - "{exc}"'
-                self.respond(
-                    transport, tx, make_response(request, 488, headers=[("Warning", warning)])
-                )
-                return None
-            media_reachable = reachable(negotiated.remote_address, self.rtp_host)
-            if not media_reachable and not self.config.comedia:
-                warning = INCOMPATIBLE_ADDRESS
-                self.respond(
-                    transport, tx, make_response(request, 488, headers=[("Warning", warning)])
-                )
+                negotiated, media_reachable = self._read_offer(request)
+            except OfferRefused as refused:
+                log.info("%s in call %s refused (%d): %s", request.method, call.call_id,
+                         refused.code, refused)  # fmt: skip
+                self._refuse(transport, tx, refused.code, refused.headers)
                 return None
             body = call.offer_received(negotiated, media_reachable)
         self.respond(

@@ -223,6 +223,42 @@ def media_type(message: Message) -> str:
     return (message.headers.get("Content-Type") or "").split(";")[0].strip().lower()
 
 
+def _content_type_parameter(value: str, name: str) -> str | None:
+    _kind, _, parameters = value.partition(";")
+    for key, val in _split_parameters(parameters):
+        if key == name:
+            return val.strip('"')
+    return None
+
+
+def sdp_body(message: Message) -> bytes | None:
+    """The SDP of a message's body: the body itself when it is application/sdp (or has no
+    Content-Type, as broken peers send), or the application/sdp part of a multipart body
+    (RFC 5621, SIP-I gateways); None when the body holds no SDP (415)."""
+    kind = media_type(message)
+    if kind in ("", "application/sdp"):
+        return message.body
+    if not kind.startswith("multipart/"):
+        return None
+    boundary = _content_type_parameter(message.headers.get("Content-Type") or "", "boundary")
+    if not boundary:
+        return None
+    for part in message.body.split(b"--" + boundary.encode())[1:]:
+        if part.startswith(b"--"):
+            break  # the closing delimiter
+        blank = _BLANK_LINE.search(part)
+        if blank is None:
+            continue
+        for line in _LINE_END.split(part[: blank.start()]):
+            name, _, value = line.decode("latin-1").partition(":")
+            part_kind = value.split(";")[0].strip().lower()
+            if name.strip().lower() in ("content-type", "c") and part_kind == "application/sdp":
+                content = part[blank.end() :]
+                # The line end before the next delimiter belongs to the delimiter.
+                return content[:-2] if content.endswith(b"\r\n") else content.removesuffix(b"\n")
+    return None
+
+
 def make_response(
     request: Request,
     code: int,
