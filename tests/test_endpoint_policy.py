@@ -18,6 +18,7 @@ from channels.channel import CallerInfo, Channel, ChannelHungUp
 from channels.sip.endpoint import CallHandler, CallPolicy, EndpointConfig
 from channels.sip.messages import make_response, new_tag, tag_of
 from channels.sip.transactions import ServerTransaction
+from channels.sip.transport import local_address_toward
 
 from .test_endpoint_harness import LiveEndpoint, Phone, live_endpoints
 from .test_tls_e2e import self_signed
@@ -203,3 +204,26 @@ def test_stream_listeners_default_to_the_udp_host(live: Live) -> None:
     while not listening("127.0.0.1", tcp.port) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert listening("127.0.0.1", tcp.port)
+
+
+def test_wildcard_bind_advertises_the_address_toward_the_caller(live: Live) -> None:
+    """bindaddr=0.0.0.0 (Asterisk's default): the SDP must not say c=IN IP4 0.0.0.0
+    (which means "on hold") nor the Contact 0.0.0.0; both name the address the caller
+    reaches us at."""
+    endpoint = live(EndpointConfig(host="0.0.0.0", port=0))
+    phone = Phone(endpoint)
+    try:
+        answer = phone.call("wildcard")
+        assert answer.code == 200, bytes(answer)
+        assert b"c=IN IP4 127.0.0.1\r\n" in answer.body, answer.body
+        assert answer.headers["Contact"].startswith("<sip:1000@127.0.0.1:")
+        assert phone.hang_up(answer, "wildcard").code == 200
+    finally:
+        phone.close()
+
+
+def test_local_address_toward() -> None:
+    assert local_address_toward("0.0.0.0", "127.0.0.1") == "127.0.0.1"
+    assert local_address_toward("127.0.0.1", "192.0.2.1") == "127.0.0.1"  # specific: kept
+    assert local_address_toward("0.0.0.0", "pbx.example") == "0.0.0.0"  # no lookup
+    assert local_address_toward("0.0.0.0", "0.0.0.0") == "0.0.0.0"

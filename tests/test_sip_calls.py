@@ -70,10 +70,10 @@ class RecordingHost:
     def send_request(self, transport: SipTransport, request: Request, destination: Any) -> None:
         self.requests.append((request, destination))
 
-    def contact_for(self, transport: SipTransport, user: str) -> str:
+    def contact_for(self, transport: SipTransport, user: str, toward: str | None = None) -> str:
         return f"<sip:{user}@127.0.0.1:5060>"
 
-    def via_for(self, transport: SipTransport) -> str:
+    def via_for(self, transport: SipTransport, toward: str | None = None) -> str:
         return "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours;rport"
 
     def forget(self, call: SipCall) -> None:

@@ -24,7 +24,7 @@ from ..media import RtpSession
 from ..sdp import NegotiatedAudio, build_answer
 from .messages import ALLOW, SERVER_NAME, header_tokens, make_response, new_tag, tag_of
 from .transactions import ServerTransaction
-from .transport import SipTransport
+from .transport import SipTransport, local_address_toward
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class DialogHost(Protocol):
     def send_request(
         self, transport: SipTransport, request: Request, destination: Addr
     ) -> None: ...
-    def contact_for(self, transport: SipTransport, user: str) -> str: ...
-    def via_for(self, transport: SipTransport) -> str: ...
+    def contact_for(self, transport: SipTransport, user: str, toward: str | None = None) -> str: ...
+    def via_for(self, transport: SipTransport, toward: str | None = None) -> str: ...
     def forget(self, call: SipCall) -> None: ...
 
 
@@ -106,6 +106,9 @@ class SipCall:
         self.pending_bye: ServerTransaction | None = None
         self._bye_deadline: asyncio.TimerHandle | None = None
         self.remote_gone = False
+        # Our address as this caller sees it (the bound one unless that is a wildcard).
+        self.peer_host = invite.source[0]
+        self.media_host = local_address_toward(host.rtp_host, self.peer_host)
 
     @property
     def dialog_key(self) -> tuple[str, str, str]:
@@ -117,12 +120,12 @@ class SipCall:
         return self.dtmfmode in ("info", "auto")
 
     def contact(self) -> str:
-        return self.host.contact_for(self.transport, self.channel.info.exten)
+        return self.host.contact_for(self.transport, self.channel.info.exten, self.peer_host)
 
     def sdp_answer(self) -> bytes:
         return build_answer(
             self.negotiated,
-            self.host.rtp_host,
+            self.media_host,
             self.media.local_port,
             self.session_id,
             self.sdp_version,
@@ -260,8 +263,9 @@ class SipCall:
         uri = contact.uri if contact else Address.parse(request.headers["From"]).uri
         self.local_cseq += 1
         bye = Request("BYE", uri)
-        bye.headers.add("Via", self.host.via_for(self.transport))
         routes = request.headers.getlist("Record-Route")
+        destination = self._bye_destination(routes, contact)
+        bye.headers.add("Via", self.host.via_for(self.transport, destination[0]))
         for route in routes:
             bye.headers.add("Route", route)
         bye.headers.add("Max-Forwards", "70")
@@ -273,6 +277,9 @@ class SipCall:
         bye.headers.add("Call-ID", self.call_id)
         bye.headers.add("CSeq", f"{self.local_cseq} BYE")
         bye.headers.add("User-Agent", SERVER_NAME)
+        return bye, destination
+
+    def _bye_destination(self, routes: list[str], contact: Address | None) -> Addr:
         destination = self.invite.source
         if routes and not self.transport.reliable:
             destination = _first_hop(routes[0]) or destination
@@ -282,7 +289,7 @@ class SipCall:
                 # ephemeral port it used (RFC 3261 18.2.2).
                 default_port = 5061 if self.transport.name == "TLS" else 5060
                 destination = (contact.uri.host.strip("[]"), contact.uri.port or default_port)
-        return bye, destination
+        return destination
 
     def send_bye(self) -> None:
         bye, destination = self.build_bye()

@@ -45,9 +45,7 @@ from .transactions import (
     ResponseReceived,
     ServerTransaction,
 )
-from .transport import SipTransport, StreamTransport, UdpTransport
-
-__all__ = ["Authorizer", "CallPolicy", "EndpointConfig", "SipEndpoint"]
+from .transport import SipTransport, StreamTransport, UdpTransport, local_address_toward
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +152,16 @@ class SipEndpoint:
                 return transport
         return None
 
-    def contact_for(self, transport: SipTransport, user: str) -> str:
+    def contact_for(self, transport: SipTransport, user: str, toward: str | None = None) -> str:
+        """Our Contact; `toward` (the peer's address) picks ours when bound to a wildcard."""
         suffix = "" if transport.name == "UDP" else f";transport={transport.name.lower()}"
         scheme = "sips" if transport.name == "TLS" else "sip"
-        return f"<{scheme}:{user}@{host_reference(transport.host)}:{transport.port}{suffix}>"
+        host = local_address_toward(transport.host, toward) if toward else transport.host
+        return f"<{scheme}:{user}@{host_reference(host)}:{transport.port}{suffix}>"
 
-    def via_for(self, transport: SipTransport) -> str:
-        sent_by = f"{host_reference(transport.host)}:{transport.port}"
+    def via_for(self, transport: SipTransport, toward: str | None = None) -> str:
+        host = local_address_toward(transport.host, toward) if toward else transport.host
+        sent_by = f"{host_reference(host)}:{transport.port}"
         return f"SIP/2.0/{transport.name} {sent_by};branch={new_branch()};rport"
 
     def respond(self, transport: SipTransport, tx: ServerTransaction, response: Response) -> None:

@@ -9,7 +9,9 @@ transaction layer addresses its answers. Idle connections are closed.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 
@@ -20,6 +22,29 @@ log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 IDLE_TIMEOUT = 300.0  # seconds without traffic before we close a connection
+
+
+def local_address_toward(bound: str, remote: str) -> str:
+    """The address to advertise (Contact, Via, SDP) to `remote` for a socket bound to `bound`.
+
+    A socket bound to a wildcard (0.0.0.0, ::) has no address of its own to put in a
+    message; the one the kernel would send from toward `remote` is found with a connected
+    UDP socket, which sends nothing. A specific address, a name or a failure keeps `bound`.
+    """
+    try:
+        wildcard = ipaddress.ip_address(bound.strip("[]")).is_unspecified
+        target = ipaddress.ip_address(remote.strip("[]"))
+    except ValueError:
+        return bound
+    if not wildcard or target.is_unspecified:
+        return bound
+    family = socket.AF_INET6 if target.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((str(target), 9))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return bound
 
 
 class SipTransport:
