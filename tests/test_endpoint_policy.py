@@ -108,6 +108,29 @@ def test_refusing_authorizer_keeps_the_router_out(live: Live) -> None:
         phone.close()
 
 
+def test_failing_authorizer_answers_500_and_the_next_call_is_served(live: Live) -> None:
+    endpoint = live(EndpointConfig(port=0, max_calls=1))
+    sip = endpoint.endpoint
+    calls = 0
+
+    async def authorize(transport: Any, request: Request, tx: ServerTransaction) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return CallPolicy("default", dtmfmode="sip-info")  # raises ValueError
+        return CallPolicy("default")
+
+    endpoint.call_soon(lambda: setattr(sip, "authorize", authorize))
+    phone = Phone(endpoint)
+    try:
+        assert phone.call("broken-auth").code == 500
+        answer = phone.call("fine-auth")
+        assert answer.code == 200  # the failed call gave its slot back
+        phone.hang_up(answer, "fine-auth")
+    finally:
+        phone.close()
+
+
 def test_policy_refuses_an_unknown_dtmfmode() -> None:
     with pytest.raises(ValueError, match="dtmfmode"):
         CallPolicy("default", dtmfmode="sip-info")
@@ -132,8 +155,10 @@ def digit_reader(results: list[str], done: threading.Event) -> Callable[..., Any
     return router
 
 
-@pytest.mark.parametrize(("dtmfmode", "expected"), [("info", "5"), ("auto", "5"),
-                                                    ("rfc2833", ""), ("inband", "")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("dtmfmode", "expected"),
+    [("info", "5"), ("auto", "5"), ("shortinfo", "5"), ("rfc2833", ""), ("inband", "")],
+)
 def test_sip_info_digit_counts_only_for_info_and_auto(
     live: Live, dtmfmode: str, expected: str
 ) -> None:

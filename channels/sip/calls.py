@@ -23,6 +23,7 @@ from ..channel import CallerInfo, Channel
 from ..media import RtpSession
 from ..sdp import NegotiatedAudio, build_answer
 from .messages import ALLOW, SERVER_NAME, header_tokens, make_response, new_tag, tag_of
+from .policy import INFO_DTMF_MODES
 from .transactions import ServerTransaction
 from .transport import SipTransport, local_address_toward
 
@@ -116,8 +117,8 @@ class SipCall:
 
     @property
     def accepts_info_digits(self) -> bool:
-        """SIP INFO DTMF counts only for dtmfmode=info or auto (chan_sip's rule)."""
-        return self.dtmfmode in ("info", "auto")
+        """SIP INFO DTMF counts only for dtmfmode=info (shortinfo) or auto."""
+        return self.dtmfmode in INFO_DTMF_MODES
 
     def contact(self) -> str:
         return self.host.contact_for(self.transport, self.channel.info.exten, self.peer_host)

@@ -325,7 +325,12 @@ class SipEndpoint:
         media_reachable: bool,
     ) -> None:
         try:
-            policy = await self._policy_for(transport, request, tx)
+            try:
+                policy = await self._policy_for(transport, request, tx)
+            except Exception:  # noqa: BLE001 - a broken authorizer refuses one call
+                log.exception("call %s: authorization failed", info.call_id)
+                self._refuse(transport, tx, 500)
+                return
             if policy is not None:
                 await self._call(transport, request, tx, negotiated, info, policy, media_reachable)
         finally:

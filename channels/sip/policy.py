@@ -13,7 +13,9 @@ from .transactions import ServerTransaction
 if TYPE_CHECKING:
     from .transport import SipTransport
 
-DTMF_MODES = ("rfc2833", "inband", "info", "auto")
+# chan_sip's dtmfmode values; shortinfo is SIP INFO with a shorter body, as info for us.
+DTMF_MODES = ("rfc2833", "inband", "info", "shortinfo", "auto")
+INFO_DTMF_MODES = ("info", "shortinfo", "auto")
 
 
 @dataclass(frozen=True)
