@@ -18,7 +18,7 @@ from channels.channel import CallerInfo, Channel, ChannelHungUp
 from channels.sip.endpoint import CallHandler, CallPolicy, EndpointConfig
 from channels.sip.messages import make_response, new_tag, tag_of
 from channels.sip.transactions import ServerTransaction
-from channels.sip.transport import local_address_toward
+from channels.sip.transport import local_address_toward, parse_bind_address
 
 from .test_endpoint_harness import LiveEndpoint, Phone, live_endpoints
 from .test_tls_e2e import self_signed
@@ -252,3 +252,27 @@ def test_local_address_toward() -> None:
     assert local_address_toward("127.0.0.1", "192.0.2.1") == "127.0.0.1"  # specific: kept
     assert local_address_toward("0.0.0.0", "pbx.example") == "0.0.0.0"  # no lookup
     assert local_address_toward("0.0.0.0", "0.0.0.0") == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.2:5070", ("127.0.0.2", 5070)),
+        ("0.0.0.0", ("0.0.0.0", None)),
+        ("[::1]:5061", ("::1", 5061)),
+        ("[::1]", ("::1", None)),
+        ("::", ("::", None)),
+        ("fd00::2", ("fd00::2", None)),
+        ("sip.example:5060", ("sip.example", 5060)),
+    ],
+)
+def test_parse_bind_address(value: str, expected: tuple[str, int | None]) -> None:
+    assert parse_bind_address(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["", ":5060", "127.0.0.1:x", "127.0.0.1:0", "[::1]x", "[::1]:99999"]
+)
+def test_parse_bind_address_refuses(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_bind_address(value)

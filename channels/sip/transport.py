@@ -24,6 +24,31 @@ Addr = tuple[str, int]
 IDLE_TIMEOUT = 300.0  # seconds without traffic before we close a connection
 
 
+def parse_bind_address(value: str) -> tuple[str, int | None]:
+    """sip.conf `bindaddr`-style `host[:port]` as (host, port or None).
+
+    IPv6 addresses come bracketed with a port (`[::1]:5062`) or bare without one (`::1`);
+    ValueError for a port that is not a number in 1-65535 or an empty host.
+    """
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else None
+        if rest and port_text is None:
+            raise ValueError(f"bad address {value!r}")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None  # a name, an IPv4 address or a bare IPv6 address
+    if not host:
+        raise ValueError(f"no host in {value!r}")
+    if port_text is None:
+        return host, None
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad port in {value!r}")
+    return host, int(port_text)
+
+
 def local_address_toward(bound: str, remote: str) -> str:
     """The address to advertise (Contact, Via, SDP) to `remote` for a socket bound to `bound`.
 
