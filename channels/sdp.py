@@ -6,6 +6,7 @@ payload type numbers, as RFC 3264 asks of an answerer.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 # Static payload types (RFC 3551) we can speak, by encoding name.
@@ -188,6 +189,20 @@ def _choose_formats(audio: MediaDescription) -> tuple[tuple[int, str] | None, in
         elif name == "TELEPHONE-EVENT" and rate == 8000 and telephone_event is None:
             telephone_event = pt
     return chosen, telephone_event
+
+
+def reachable(remote_address: str, local_host: str) -> bool:
+    """Whether a socket bound to `local_host` can send to the offer's `remote_address`.
+
+    An IPv4 socket cannot send to an IPv6 address (`c=IN IP6`) nor an IPv6 one to an IPv4
+    address; a name (not an address literal) is left to the resolver and counts as reachable.
+    """
+    try:
+        remote = ipaddress.ip_address(remote_address.strip("[]"))
+        local = ipaddress.ip_address(local_host.strip("[]"))
+    except ValueError:
+        return True
+    return remote.version == local.version
 
 
 def build_answer(

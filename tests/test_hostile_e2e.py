@@ -531,3 +531,46 @@ def test_tcp_connections_that_cannot_be_framed_are_closed(server: RunningServer)
         assert b"Call-ID: tcp-after" in answer
     assert_options_answered(server, "after-tcp")
     assert "Traceback" not in server.log(), server.log()[-5000:]
+
+
+# -- refused before the dial plan: injected extensions, unreachable media (issue 7) --------
+
+
+def invite_with(target: str, local: str, call_id: str, uri_user: str, sdp_address: str) -> bytes:
+    family = "IP6" if ":" in sdp_address else "IP4"
+    sdp = (
+        f"v=0\r\no=- 1 1 IN {family} {sdp_address}\r\ns=-\r\nc=IN {family} {sdp_address}\r\n"
+        "t=0 0\r\nm=audio 49217 RTP/AVP 0\r\n"
+    ).encode()
+    head = (
+        f"INVITE sip:{uri_user}@{target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-{call_id}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=h1\r\n"
+        f"To: <sip:{uri_user}@{target}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+        "Content-Type: application/sdp\r\n"
+    ).encode()
+    return head + f"Content-Length: {len(sdp)}\r\n\r\n".encode() + sdp
+
+
+def test_injected_extension_and_ipv6_offer_are_refused_and_calls_go_on(
+    server: RunningServer, backend: Backend, tmp_path: Path
+) -> None:
+    """`sip:1001%40secret,@host` would match `_X.` and reach VoiceMail(${EXTEN}@default):
+    it gets 404. An IPv4 call whose SDP offers `c=IN IP6` gets 488 (Warning 301)."""
+    udp = RawUdp(server)
+    try:
+        udp.send(invite_with(server.target, udp.local, "inject", "1001%40secret,", "127.0.0.1"))
+        assert udp.final_for("inject", 5) == 404
+        udp.send(invite_with(server.target, udp.local, "v6-offer", "1000", "fd00::2"))
+        assert udp.final_for("v6-offer", 5) == 488
+        answer = next(d for d in udp.received if d.startswith(b"SIP/2.0 488"))
+        assert header(answer, "Warning") == '301 - "Incompatible network address formats"'
+    finally:
+        udp.close()
+    assert "not dial plan safe" in server.log()
+    pcap = DATA / "signal3s_pcmu.pcap"
+    xml = deposit_scenario(
+        "1000", pcap, [0, 101], [sipp.pause(3200), sipp.bye("1000"), sipp.recv(200)]
+    )
+    sipp.run_sipp(tmp_path / "sipp", xml, server.target, timeout=60).check()
+    assert len(rows(backend)) == 1, server.log()

@@ -7,9 +7,12 @@ from sipmessage import Request, Response
 
 from channels.sip.messages import (
     MessageError,
+    header_tokens,
     make_response,
+    media_type,
     parse_message,
     response_address,
+    sdp_body,
     serialize,
     stamp_received,
     tag_of,
@@ -236,6 +239,10 @@ def test_serialize_sets_content_length_from_the_body() -> None:
         ("sip:a@b;tag=plain", "plain"),
         ('"Tag;tag=fake" <sip:a@b>', None),
         ("<sip:a@b;tag=uri-param>", None),
+        ('"a" <sip:a@b>;tag=1;x=">"', "1"),  # a quoted `>` after the URI
+        ('"a\\"<b>;tag=q" <sip:a@b>;tag=real', "real"),  # an escaped quote in the name
+        ("<sip:a@b>;tag", None),
+        ("<sip:a@b>;xtag=1;tag = 2 ", "2"),
     ],
 )
 def test_tag_of_reads_the_header_tag_only(value: str, tag: str | None) -> None:
@@ -299,3 +306,43 @@ def test_ipv6_source_is_stamped_and_routable() -> None:
     same = parsed_request(invite_text(via="SIP/2.0/UDP [2001:db8::5];branch=z9hG4bKa"))
     stamp_received(same, ("2001:db8::5", 5060))
     assert "received" not in top_via(same).parameters
+
+
+# -- header values parsed, not searched ---------------------------------------------------
+
+
+def test_header_tokens_reads_every_line_as_lower_case_tokens() -> None:
+    request = parsed_request(invite_text(headers="Supported: Timer, 100rel\r\nk: path\r\n"))
+    assert header_tokens(request, "Supported") == ["timer", "100rel", "path"]
+    assert header_tokens(request, "Require") == []
+
+
+def test_media_type_drops_parameters_and_case() -> None:
+    request = parsed_request(invite_text().replace(
+        b"application/sdp", b"Application/DTMF-Relay ; charset=utf-8"))  # fmt: skip
+    assert media_type(request) == "application/dtmf-relay"
+
+
+MULTIPART = (
+    b"--unique-boundary-1\r\nContent-Type: application/isup;version=itu-t92+\r\n"
+    b"Content-Disposition: signal;handling=optional\r\n\r\n\x01\x00\xff\x02\r\n"
+    b"--unique-boundary-1\r\nContent-Type: Application/SDP\r\n\r\n" + SDP + b"\r\n"
+    b"--unique-boundary-1--\r\n"
+)
+
+
+def with_body(content_type: str, body: bytes) -> Request:
+    data = invite_text(body=body).replace(b"application/sdp", content_type.encode())
+    return parsed_request(data)
+
+
+def test_sdp_body_of_plain_and_multipart_bodies() -> None:
+    assert sdp_body(parsed_request(invite_text())) == SDP
+    assert sdp_body(with_body('multipart/mixed; boundary="unique-boundary-1"', MULTIPART)) == SDP
+    assert sdp_body(with_body("multipart/mixed;boundary=unique-boundary-1", MULTIPART)) == SDP
+
+
+def test_sdp_body_is_none_without_sdp() -> None:
+    assert sdp_body(with_body("text/plain", b"hello")) is None
+    assert sdp_body(with_body("multipart/mixed", MULTIPART)) is None  # no boundary
+    assert sdp_body(with_body("multipart/mixed;boundary=other", MULTIPART)) is None

@@ -52,3 +52,25 @@ def test_history_info_with_reason_uri_header() -> None:
 def test_plain_call_has_no_redirect_and_garbage_is_ignored() -> None:
     assert redirect_of(invite()) is None
     assert redirect_of(invite("Diversion: not an address")) is None
+
+
+def test_diversion_reason_parameter_name_is_case_insensitive() -> None:
+    redirect = redirect_of(invite("Diversion: <sip:1000@pbx>;Reason=user-busy;counter=1"))
+    assert redirect is not None and (redirect.reason, redirect.greeting) == ("user-busy", "busy")
+
+
+def test_history_info_display_name_with_angle_brackets_is_not_a_uri() -> None:
+    request = invite(
+        'History-Info: "Sales <sip:9999@pbx>, desk" <sip:1000@pbx>;index=1, '
+        "<sip:vm@127.0.0.1;cause=486>;index=1.1"
+    )
+    redirect = redirect_of(request)
+    assert redirect is not None and (redirect.number, redirect.reason) == ("1000", "user-busy")
+
+
+def test_history_info_cause_is_a_whole_parameter_name() -> None:
+    request = invite(
+        "History-Info: <sip:1000@pbx>;index=1, <sip:vm@127.0.0.1;x-because=486>;index=1.1"
+    )
+    redirect = redirect_of(request)
+    assert redirect is not None and redirect.reason == "unknown"

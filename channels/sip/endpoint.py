@@ -14,24 +14,29 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sipmessage import URI, Address, Request, Response
+from sipmessage import Address, Request, Response
 
 from ..channel import CallerInfo, Channel
 from ..media import MediaClock, RtpSession
-from ..sdp import NegotiatedAudio, SdpError, negotiate, parse_sdp
+from ..sdp import NegotiatedAudio, SdpError, negotiate, parse_sdp, reachable
 from ..tasks import BackgroundTasks
+from .admission import RETRY_AFTER, CallLimits, LogLimiter, valid_extension
 from .calls import CallState, SipCall, session_timer_headers
 from .messages import (
     ALLOW,
-    SERVER_NAME,
+    header_tokens,
     host_reference,
     make_response,
+    media_type,
     new_branch,
     new_tag,
+    sdp_body,
     tag_of,
 )
+from .policy import Authorizer, CallPolicy
 from .redirect import redirect_of
 from .transactions import (
+    DEFAULT_MAX_TRANSACTIONS,
     AckReceived,
     AckTimeout,
     CancelReceived,
@@ -40,7 +45,7 @@ from .transactions import (
     ResponseReceived,
     ServerTransaction,
 )
-from .transport import SipTransport, StreamTransport, UdpTransport
+from .transport import SipTransport, StreamTransport, UdpTransport, local_address_toward
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +54,23 @@ CallHandler = Callable[[Channel], Awaitable[None]]
 # The dial plan: which application runs a call, or None (404). Async, because a realtime
 # dial plan (Asterisk's realtime switch) asks the database.
 Router = Callable[[CallerInfo], Awaitable[CallHandler | None]]
-# Who may call: returns the dial plan context for the call, or None when it refused the
-# INVITE (it has sent the 401/403 itself).
-Authorizer = Callable[["SipTransport", Request, ServerTransaction], Awaitable[str | None]]
 # Extra request handlers by method (REGISTER, SUBSCRIBE...), given the transport and source.
 RequestHandler = Callable[["SipTransport", Request, ServerTransaction], None]
+# Asked for each new INVITE: a reason to refuse it with 503 (the spool is full...), or None.
+Admission = Callable[[], "str | None"]
 
-# How long a caller's BYE waits for the application to finish (store the message) before
-# we answer it anyway. Below the caller's 32 s transaction timeout.
-BYE_ANSWER_DEADLINE = 20.0
 # Option tags we support in Require (RFC 3261 8.2.2.3); anything else gets 420.
 SUPPORTED_EXTENSIONS = {"timer"}
+INCOMPATIBLE_ADDRESS = '301 - "Incompatible network address formats"'  # RFC 3261 20.43
+
+
+class OfferRefused(Exception):
+    """An SDP offer we answer with `code` (415, 488) and `headers` (Accept, Warning)."""
+
+    def __init__(self, code: int, headers: list[tuple[str, str]], reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.headers = headers
 
 
 @dataclass
@@ -71,10 +82,15 @@ class EndpointConfig:
     default_context: str = "default"
     tcp: bool = False
     tcp_port: int | None = None  # None: the UDP port
+    tcp_host: str | None = None  # sip.conf tcpbindaddr's address; None: `host`
     tls_context: ssl.SSLContext | None = None
     tls_port: int = 5061
+    tls_host: str | None = None  # sip.conf tlsbindaddr's address; None: `host`
     rtp_timeout: float = 0  # sip.conf rtptimeout: hang up after this many seconds without RTP
     comedia: bool = False  # sip.conf nat=comedia: send RTP where the caller's comes from
+    max_calls: int = 0  # calls in progress at most (sip.conf maxcalls); 0: no limit
+    max_calls_per_ip: int = 0  # calls in progress from one address at most; 0: no limit
+    max_transactions: int = DEFAULT_MAX_TRANSACTIONS  # open server transactions per transport
 
 
 class SipEndpoint:
@@ -89,24 +105,29 @@ class SipEndpoint:
         self._tasks = BackgroundTasks()
         self.handlers: dict[str, RequestHandler] = {}
         self.authorize: Authorizer | None = None
+        self.admission: Admission | None = None
+        self.limits = CallLimits(config.max_calls, config.max_calls_per_ip)
+        self._refusal_log = LogLimiter()
+        self._bad_exten_log = LogLimiter()
         self.rtp_host = config.rtp_host or config.host
         self.contact_host = f"{host_reference(config.host)}:{config.port}"
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.udp = UdpTransport(self._process_events)
-        await self.udp.start(self.config.host, self.config.port)
+        config = self.config
+        self.udp = UdpTransport(self._process_events, config.max_transactions)
+        await self.udp.start(config.host, config.port)
         self.transports.append(self.udp)
-        self.config.port = self.udp.port
+        config.port = self.udp.port
         self.contact_host = f"{host_reference(self.udp.host)}:{self.udp.port}"
-        if self.config.tcp:
-            tcp = StreamTransport(self._process_events)
-            await tcp.start(self.config.host, self.config.tcp_port or self.udp.port)
+        if config.tcp:
+            tcp = StreamTransport(self._process_events, None, config.max_transactions)
+            await tcp.start(config.tcp_host or config.host, config.tcp_port or self.udp.port)
             self.transports.append(tcp)
-        if self.config.tls_context is not None:
-            tls = StreamTransport(self._process_events, self.config.tls_context)
-            await tls.start(self.config.host, self.config.tls_port)
+        if config.tls_context is not None:
+            tls = StreamTransport(self._process_events, config.tls_context, config.max_transactions)
+            await tls.start(config.tls_host or config.host, config.tls_port)
             self.transports.append(tls)
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -131,13 +152,16 @@ class SipEndpoint:
                 return transport
         return None
 
-    def contact_for(self, transport: SipTransport, user: str) -> str:
+    def contact_for(self, transport: SipTransport, user: str, toward: str | None = None) -> str:
+        """Our Contact; `toward` (the peer's address) picks ours when bound to a wildcard."""
         suffix = "" if transport.name == "UDP" else f";transport={transport.name.lower()}"
         scheme = "sips" if transport.name == "TLS" else "sip"
-        return f"<{scheme}:{user}@{host_reference(transport.host)}:{transport.port}{suffix}>"
+        host = local_address_toward(transport.host, toward) if toward else transport.host
+        return f"<{scheme}:{user}@{host_reference(host)}:{transport.port}{suffix}>"
 
-    def via_for(self, transport: SipTransport) -> str:
-        sent_by = f"{host_reference(transport.host)}:{transport.port}"
+    def via_for(self, transport: SipTransport, toward: str | None = None) -> str:
+        host = local_address_toward(transport.host, toward) if toward else transport.host
+        sent_by = f"{host_reference(host)}:{transport.port}"
         return f"SIP/2.0/{transport.name} {sent_by};branch={new_branch()};rport"
 
     def respond(self, transport: SipTransport, tx: ServerTransaction, response: Response) -> None:
@@ -162,13 +186,12 @@ class SipEndpoint:
             elif isinstance(event, CancelReceived):
                 # The layer has answered the CANCEL and sent the 487 already.
                 call = self._calls_by_invite.get(id(event.invite))
-                if call is not None and call.state in (CallState.INCOMING, CallState.RINGING):
-                    call.remote_ended("caller cancelled")
-                    call.finish()
+                if call is not None:
+                    call.cancelled()
             elif isinstance(event, AckReceived):
                 call = self._calls_by_invite.get(id(event.invite))
-                if call is not None and call.state == CallState.ANSWERED:
-                    call.state = CallState.CONFIRMED
+                if call is not None:
+                    call.acknowledged()
             elif isinstance(event, AckTimeout):
                 call = self._calls_by_invite.get(id(event.invite))
                 if call is not None and call.state != CallState.ENDED:
@@ -187,7 +210,9 @@ class SipEndpoint:
 
     def _on_request(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
         method = request.method
-        unsupported = self._unsupported_extensions(request)
+        unsupported = [
+            t for t in header_tokens(request, "Require") if t not in SUPPORTED_EXTENSIONS
+        ]
         if unsupported and method not in ("CANCEL", "BYE"):
             self.respond(
                 transport,
@@ -204,11 +229,15 @@ class SipEndpoint:
             self.handlers[method](transport, request, tx)
         elif method == "INVITE":
             if tag_of(request.headers["To"]) is not None:
-                self._on_reinvite(transport, request, tx)
+                self._renegotiate(transport, request, tx)
             else:
                 self._on_invite(transport, request, tx)
         elif method == "BYE":
-            self._on_bye(transport, request, tx)
+            call = self._dialog_of(request)
+            if call is None:
+                self.respond(transport, tx, make_response(request, 481))
+            else:
+                call.bye_received(tx)
         elif method == "OPTIONS":
             headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
             self.respond(
@@ -217,7 +246,7 @@ class SipEndpoint:
         elif method == "INFO":
             self._on_info(transport, request, tx)
         elif method == "UPDATE":
-            self._on_update(transport, request, tx)
+            self._renegotiate(transport, request, tx)
         elif method == "PRACK":
             # We never send reliable provisionals, so no PRACK can match one (RFC 3262 3).
             self.respond(transport, tx, make_response(request, 481))
@@ -226,12 +255,6 @@ class SipEndpoint:
             self.respond(transport, tx, make_response(request, 405, headers=[("Allow", ALLOW)]))
         else:
             self.respond(transport, tx, make_response(request, 501, headers=[("Allow", ALLOW)]))
-
-    @staticmethod
-    def _unsupported_extensions(request: Request) -> list[str]:
-        required = ",".join(request.headers.getlist("Require"))
-        tags = [t.strip() for t in required.split(",") if t.strip()]
-        return [t for t in tags if t.lower() not in SUPPORTED_EXTENSIONS]
 
     def _dialog_of(self, request: Request) -> SipCall | None:
         key = (
@@ -243,24 +266,54 @@ class SipEndpoint:
 
     # -- calls --------------------------------------------------------------------------
 
+    def _refuse(
+        self,
+        transport: SipTransport,
+        tx: ServerTransaction,
+        code: int,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.respond(
+            transport, tx, make_response(tx.request, code, to_tag=new_tag(), headers=headers)
+        )
+
     def _on_invite(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
-        try:
-            offer = parse_sdp(request.body) if request.body else None
-            if offer is None:
-                raise SdpError("an INVITE without an SDP offer is not supported")
-            negotiated = negotiate(offer)
-        except SdpError as exc:
-            log.info("INVITE %s refused: %s", request.headers["Call-ID"], exc)
-            self.respond(
-                transport,
-                tx,
-                make_response(
-                    request, 488, to_tag=new_tag(), headers=[("Warning", f'399 - "{exc}"')]
-                ),
-            )
-            return
+        """A new call: the checks that cost nothing come first, then its task starts."""
         info = self._caller_info(request)
-        self._tasks.spawn(self._run_call(transport, request, tx, negotiated, info))
+        uri_user = request.uri.user or "s"
+        unsafe = next((e for e in (uri_user, info.exten) if not valid_extension(e)), None)
+        if unsafe is not None:
+            if self._bad_exten_log.should_log(transport.now()):
+                log.warning(
+                    "INVITE %s from %s refused (404): extension %r is not dial plan safe"
+                    " (%d more since the last such line)",
+                    info.call_id, tx.source[0], unsafe, self._bad_exten_log.take_suppressed(),
+                )  # fmt: skip
+            self._refuse(transport, tx, 404)
+            return
+        source_ip = tx.source[0]
+        try:
+            reason = self.limits.refusal(source_ip) or (self.admission and self.admission())
+        except Exception:  # noqa: BLE001 - a broken admission hook refuses one call
+            log.exception("call %s: admission check failed", info.call_id)
+            self._refuse(transport, tx, 500)
+            return
+        if reason:
+            if self._refusal_log.should_log(transport.now()):
+                log.warning(
+                    "INVITE %s from %s refused (503): %s (%d more since the last such line)",
+                    info.call_id, source_ip, reason, self._refusal_log.take_suppressed(),
+                )  # fmt: skip
+            self._refuse(transport, tx, 503, [("Retry-After", str(RETRY_AFTER))])
+            return
+        try:
+            negotiated, media_reachable = self._read_offer(request)
+        except OfferRefused as refused:
+            log.info("INVITE %s refused (%d): %s", info.call_id, refused.code, refused)
+            self._refuse(transport, tx, refused.code, refused.headers)
+            return
+        self.limits.started(source_ip)
+        self._tasks.spawn(self._run_call(transport, request, tx, negotiated, info, media_reachable))
 
     async def _run_call(
         self,
@@ -269,45 +322,78 @@ class SipEndpoint:
         tx: ServerTransaction,
         negotiated: NegotiatedAudio,
         info: CallerInfo,
+        media_reachable: bool,
     ) -> None:
-        if self.authorize is not None:
-            context = await self.authorize(transport, request, tx)
-            if context is None:
+        try:
+            try:
+                policy = await self._policy_for(transport, request, tx)
+            except Exception:  # noqa: BLE001 - a broken authorizer refuses one call
+                log.exception("call %s: authorization failed", info.call_id)
+                self._refuse(transport, tx, 500)
                 return
-            info.context = context
+            if policy is not None:
+                await self._call(transport, request, tx, negotiated, info, policy, media_reachable)
+        finally:
+            self.limits.ended(tx.source[0])
+
+    async def _policy_for(
+        self, transport: SipTransport, request: Request, tx: ServerTransaction
+    ) -> CallPolicy | None:
+        if self.authorize is None:
+            return CallPolicy(self.config.default_context)
+        result = await self.authorize(transport, request, tx)
+        return CallPolicy(result) if isinstance(result, str) else result
+
+    async def _call(
+        self,
+        transport: SipTransport,
+        request: Request,
+        tx: ServerTransaction,
+        negotiated: NegotiatedAudio,
+        info: CallerInfo,
+        policy: CallPolicy,
+        media_reachable: bool,
+    ) -> None:
+        info.context = policy.context
+        info.language = policy.language
+        if policy.caller_id is not None:
+            info.caller_id_name, info.caller_id_num = policy.caller_id
         try:
             handler = await self.router(info)
         except Exception:  # noqa: BLE001 - a broken dial plan lookup refuses one call
             log.exception("call %s: dial plan lookup failed", info.call_id)
-            self.respond(transport, tx, make_response(request, 500, to_tag=new_tag()))
+            self._refuse(transport, tx, 500)
             return
         if handler is None:
             log.info("no dial plan entry for %s@%s", info.exten, info.context)
-            self.respond(transport, tx, make_response(request, 404, to_tag=new_tag()))
+            self._refuse(transport, tx, 404)
             return
         if tx.final_code:
             return  # cancelled during the lookup
-        media = RtpSession(self.clock, self.config.rtp_timeout, self.config.comedia)
+        rtp_timeout = self.config.rtp_timeout if policy.rtp_timeout is None else policy.rtp_timeout
+        media = RtpSession(self.clock, rtp_timeout, self.config.comedia, dtmfmode=policy.dtmfmode)
         try:
             await media.open(self.rtp_host, self.config.rtp_ports)
         except OSError as exc:
             log.error("call %s: %s", info.call_id, exc)
-            self.respond(transport, tx, make_response(request, 503, to_tag=new_tag()))
+            self._refuse(transport, tx, 503)
             return
         media.configure(negotiated)
+        if not media_reachable:
+            media.remote = None  # nat=comedia: wait for the caller's RTP and answer its source
         if tx.final_code:
             media.close()  # cancelled while we were opening the socket
             return
-        call = SipCall(self, transport, tx, negotiated, media, info)
+        call = SipCall(self, transport, tx, negotiated, media, info, policy.dtmfmode)
         self.calls[call.dialog_key] = call
         self._calls_by_invite[id(tx)] = call
 
-        def rtp_timeout() -> None:
+        def on_rtp_timeout() -> None:
             log.info("call %s: RTP timeout (%s s without RTP), hanging up", call.call_id,
-                     self.config.rtp_timeout)  # fmt: skip
+                     rtp_timeout)  # fmt: skip
             call.channel.hangup(None, "RTP timeout")
 
-        media.on_timeout = rtp_timeout
+        media.on_timeout = on_rtp_timeout
         log.info(
             "call %s from %r <%s> to %s@%s (%s, %s)",
             call.call_id,
@@ -323,9 +409,7 @@ class SipEndpoint:
         except Exception:  # noqa: BLE001 - an application bug ends one call, not the server
             log.exception("call %s: application failed", call.call_id)
         finally:
-            if call.state != CallState.ENDED:
-                call.channel.hangup(None, "application finished")
-            self._answer_pending_bye(call)
+            call.application_finished()
 
     def _caller_info(self, request: Request) -> CallerInfo:
         """Who calls and for whom; a forwarded call is routed by the diverting number."""
@@ -350,29 +434,28 @@ class SipEndpoint:
             headers={key.lower(): request.headers[key] for key in request.headers.keys()},
         )
 
-    def _on_bye(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
-        call = self._dialog_of(request)
-        if call is None:
-            self.respond(transport, tx, make_response(request, 481))
-            return
-        call.remote_ended("caller hung up")
-        if call.state == CallState.ENDED:
-            self.respond(transport, tx, make_response(request, 200))
-            return
-        # Answer once the application has stored the message (_run_call), or at the
-        # deadline, whichever comes first.
-        call.pending_bye = tx
-        asyncio.get_running_loop().call_later(BYE_ANSWER_DEADLINE, self._answer_bye_late, call)
-
-    def _answer_pending_bye(self, call: SipCall) -> None:
-        if call.pending_bye is not None:
-            bye, call.pending_bye = call.pending_bye, None
-            self.respond(call.transport, bye, make_response(bye.request, 200))
-
-    def _answer_bye_late(self, call: SipCall) -> None:
-        if call.pending_bye is not None:
-            log.warning("call %s: answering BYE before the application finished", call.call_id)
-            self._answer_pending_bye(call)
+    def _read_offer(self, request: Request) -> tuple[NegotiatedAudio, bool]:
+        """The offer in a request and whether our RTP socket can send to it (False only
+        with nat=comedia, which answers the RTP source instead); `OfferRefused` if unusable."""
+        sdp = sdp_body(request)
+        if sdp is None:
+            kind = media_type(request)
+            raise OfferRefused(415, [("Accept", "application/sdp")], f"a {kind} body, not SDP")
+        try:
+            if not sdp:
+                raise SdpError("an INVITE without an SDP offer is not supported")
+            negotiated = negotiate(parse_sdp(sdp))
+        except SdpError as exc:
+            raise OfferRefused(488, [("Warning", f'399 - "{exc}"')], str(exc)) from exc
+        media_reachable = reachable(negotiated.remote_address, self.rtp_host)
+        if not media_reachable and not self.config.comedia:
+            raise OfferRefused(
+                488,
+                [("Warning", INCOMPATIBLE_ADDRESS)],
+                f"media address {negotiated.remote_address} is not reachable from our RTP"
+                f" address {self.rtp_host}",
+            )
+        return negotiated, media_reachable
 
     def _renegotiate(
         self, transport: SipTransport, request: Request, tx: ServerTransaction
@@ -385,18 +468,13 @@ class SipEndpoint:
         body = b""
         if request.body:
             try:
-                negotiated = negotiate(parse_sdp(request.body))
-            except SdpError as exc:
-                self.respond(
-                    transport,
-                    tx,
-                    make_response(request, 488, headers=[("Warning", f'399 - "{exc}"')]),
-                )
+                negotiated, media_reachable = self._read_offer(request)
+            except OfferRefused as refused:
+                log.info("%s in call %s refused (%d): %s", request.method, call.call_id,
+                         refused.code, refused)  # fmt: skip
+                self._refuse(transport, tx, refused.code, refused.headers)
                 return None
-            call.negotiated = negotiated
-            call.media.configure(negotiated)
-            call.sdp_version += 1
-            body = call.sdp_answer()
+            body = call.offer_received(negotiated, media_reachable)
         self.respond(
             transport,
             tx,
@@ -410,72 +488,21 @@ class SipEndpoint:
         )
         return call
 
-    def _on_reinvite(
-        self, transport: SipTransport, request: Request, tx: ServerTransaction
-    ) -> None:
-        self._renegotiate(transport, request, tx)
-
-    def _on_update(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
-        self._renegotiate(transport, request, tx)
-
     def _on_info(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
         call = self._dialog_of(request)
         if call is None:
             self.respond(transport, tx, make_response(request, 481))
             return
-        content_type = (request.headers.get("Content-Type") or "").lower()
+        content_type = media_type(request)
         body = request.body.decode("utf-8", "replace")
         digit = None
-        if content_type.startswith("application/dtmf-relay"):
+        if content_type == "application/dtmf-relay":
             for line in body.splitlines():
                 name, _, value = line.partition("=")
                 if name.strip().lower() == "signal":
-                    digit = value.strip()[:1]
-        elif content_type.startswith("application/dtmf"):
-            digit = body.strip()[:1]
-        if digit and digit in "0123456789*#ABCD":
+                    digit = value.strip()[:1].upper()
+        elif content_type == "application/dtmf":
+            digit = body.strip()[:1].upper()
+        if digit and digit in "0123456789*#ABCD" and call.accepts_info_digits:
             call.channel.digit_received(digit)
         self.respond(transport, tx, make_response(request, 200))
-
-    # -- requests we send ---------------------------------------------------------------
-
-    def send_bye(self, call: SipCall) -> None:
-        """BYE within the dialog: through the Record-Route set, else to where the INVITE
-        came from (chan_sip's default nat=force_rport)."""
-        request = call.request
-        contact = call.remote_target()
-        uri = contact.uri if contact else Address.parse(request.headers["From"]).uri
-        call.local_cseq += 1
-        bye = Request("BYE", uri)
-        bye.headers.add("Via", self.via_for(call.transport))
-        routes = request.headers.getlist("Record-Route")
-        for route in routes:
-            bye.headers.add("Route", route)
-        bye.headers.add("Max-Forwards", "70")
-        to_value = request.headers["To"]
-        if tag_of(to_value) is None:
-            to_value = f"{to_value};tag={call.local_tag}"
-        bye.headers.add("From", to_value)
-        bye.headers.add("To", request.headers["From"])
-        bye.headers.add("Call-ID", call.call_id)
-        bye.headers.add("CSeq", f"{call.local_cseq} BYE")
-        bye.headers.add("User-Agent", SERVER_NAME)
-        destination = call.invite.source
-        if routes and call.transport.name == "UDP":
-            destination = _first_hop(routes[0]) or destination
-        elif isinstance(call.transport, StreamTransport) and contact is not None:
-            if destination not in call.transport.connections:
-                # The caller closed its connection: open one to its Contact, not to the
-                # ephemeral port it used (RFC 3261 18.2.2).
-                default_port = 5061 if call.transport.name == "TLS" else 5060
-                destination = (contact.uri.host.strip("[]"), contact.uri.port or default_port)
-        self.send_request(call.transport, bye, destination)
-
-
-def _first_hop(route: str) -> Addr | None:
-    """The address of a Record-Route entry we send to first (a loose router, RFC 3261 16.12)."""
-    try:
-        uri: URI = Address.parse_many(route)[0].uri
-    except (ValueError, IndexError):
-        return None
-    return (uri.host.strip("[]"), uri.port or 5060)

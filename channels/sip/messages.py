@@ -160,12 +160,102 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
+def _header_parameters(value: str) -> str:
+    """The header parameters of a From/To/Contact-style value (RFC 3261 20.10), as text.
+
+    In name-addr form they follow the closing `>`; in addr-spec form (no angle brackets)
+    every `;` starts one, since such a URI cannot carry parameters of its own. Quoted
+    strings (the display name) are skipped, so a `;` or `>` in them means nothing.
+    """
+    quoted = escaped = False
+    start = None
+    for index, char in enumerate(value):
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == "<":
+            end = value.find(">", index)
+            return "" if end < 0 else value[end + 1 :]
+        elif char == ";" and start is None:
+            start = index
+    return "" if start is None else value[start:]
+
+
+def _split_parameters(text: str) -> list[tuple[str, str]]:
+    """`;name=value;flag` as (lower-case name, value) pairs, quoted values kept whole."""
+    pairs: list[tuple[str, str]] = []
+    current, quoted = "", False
+    for char in text + ";":
+        if char == '"':
+            quoted = not quoted
+        if char == ";" and not quoted:
+            name, _, val = current.partition("=")
+            if name.strip():
+                pairs.append((name.strip().lower(), val.strip()))
+            current = ""
+        else:
+            current += char
+    return pairs
+
+
 def tag_of(header_value: str) -> str | None:
-    """The tag parameter of a From or To header value, without a full address parse."""
-    for part in header_value.split(">")[-1].split(";")[1:]:
-        name, _, value = part.partition("=")
-        if name.strip().lower() == "tag":
-            return value.strip()
+    """The tag parameter of a From or To header value (its first one), else None."""
+    for name, value in _split_parameters(_header_parameters(header_value)):
+        if name == "tag":
+            return value or None
+    return None
+
+
+def header_tokens(message: Message, name: str) -> list[str]:
+    """A comma-separated token header (Require, Supported...) over every line, lower-cased."""
+    joined = ",".join(message.headers.getlist(name))
+    return [token.strip().lower() for token in joined.split(",") if token.strip()]
+
+
+def media_type(message: Message) -> str:
+    """The Content-Type without parameters, lower-cased ("" when absent)."""
+    return (message.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def _content_type_parameter(value: str, name: str) -> str | None:
+    _kind, _, parameters = value.partition(";")
+    for key, val in _split_parameters(parameters):
+        if key == name:
+            return val.strip('"')
+    return None
+
+
+def sdp_body(message: Message) -> bytes | None:
+    """The SDP of a message's body: the body itself when it is application/sdp (or has no
+    Content-Type, as broken peers send), or the application/sdp part of a multipart body
+    (RFC 5621, SIP-I gateways); None when the body holds no SDP (415)."""
+    kind = media_type(message)
+    if kind in ("", "application/sdp"):
+        return message.body
+    if not kind.startswith("multipart/"):
+        return None
+    boundary = _content_type_parameter(message.headers.get("Content-Type") or "", "boundary")
+    if not boundary:
+        return None
+    for part in message.body.split(b"--" + boundary.encode())[1:]:
+        if part.startswith(b"--"):
+            break  # the closing delimiter
+        blank = _BLANK_LINE.search(part)
+        if blank is None:
+            continue
+        for line in _LINE_END.split(part[: blank.start()]):
+            name, _, value = line.decode("latin-1").partition(":")
+            part_kind = value.split(";")[0].strip().lower()
+            if name.strip().lower() in ("content-type", "c") and part_kind == "application/sdp":
+                content = part[blank.end() :]
+                # The line end before the next delimiter belongs to the delimiter.
+                return content[:-2] if content.endswith(b"\r\n") else content.removesuffix(b"\n")
     return None
 
 

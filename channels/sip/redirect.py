@@ -51,14 +51,16 @@ def _addresses(values: list[str]) -> list[Address]:
 # parser refuses, so its entries are read with two small patterns instead.
 _HISTORY_URI = re.compile(r"<([^>]*)>")
 _URI_USER = re.compile(r"^sips?:([^@;?>]+)@", re.IGNORECASE)
-_CAUSE = re.compile(r"cause(?:=|%3D)(\d{3})", re.IGNORECASE)
+_CAUSE = re.compile(r"(?<![A-Za-z0-9-])cause(?:=|%3D)(\d{3})", re.IGNORECASE)
+# A display name may hold `<...>` or commas: quoted strings are blanked before the search.
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _history_entries(values: list[str]) -> list[tuple[str | None, str | None]]:
     """(user, cause) for each History-Info entry, in header order."""
     entries = []
     for value in values:
-        for uri in _HISTORY_URI.findall(value):
+        for uri in _HISTORY_URI.findall(_QUOTED.sub('""', value)):
             user = _URI_USER.match(uri)
             cause = _CAUSE.search(uri)
             entries.append(
@@ -75,7 +77,9 @@ def redirect_of(request: Request) -> Redirect | None:
     if diversions:
         first = diversions[0]
         if first.uri.user:
-            reason = (first.parameters.get("reason") or "unknown").strip('"').lower()
+            # Parameter names are case-insensitive (RFC 3261 7.3.1), sipmessage's keys are not.
+            given = next((v for k, v in first.parameters.items() if k.lower() == "reason"), None)
+            reason = (given or "unknown").strip('"').lower()
             return Redirect(first.uri.user, reason)
     history = _history_entries(request.headers.getlist("History-Info"))
     if history and history[0][0]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from sipmessage import Request, Response
 
+from .admission import LogLimiter
 from .messages import (
     MessageError,
     cseq_of,
@@ -40,6 +41,12 @@ log = logging.getLogger(__name__)
 T1 = 0.5
 T2 = 4.0
 T4 = 5.0
+
+# Open server transactions one layer keeps at most. Each lives up to 64*T1 (32 s) after its
+# final answer, so this allows some 300 new requests a second; past it new requests get a
+# stateless 503 and memory stays bounded whatever a flood sends.
+DEFAULT_MAX_TRANSACTIONS = 10000
+OVERLOAD_RETRY_AFTER = 10
 
 Addr = tuple[str, int]
 
@@ -159,8 +166,13 @@ class TransactionLayer:
     back to the connection the request came from (18.2.2), named by its remote address.
     """
 
-    def __init__(self, reliable: bool = False) -> None:
+    def __init__(
+        self, reliable: bool = False, max_transactions: int = DEFAULT_MAX_TRANSACTIONS
+    ) -> None:
         self.reliable = reliable
+        self.max_transactions = max_transactions
+        self.overload_count = 0  # requests refused with 503 because the table was full
+        self._overload_log = LogLimiter()
         self._server: dict[tuple[str, str, str], ServerTransaction] = {}
         self._accepted: dict[tuple[str, int, str], ServerTransaction] = {}
         self._client: dict[tuple[str, str], ClientTransaction] = {}
@@ -221,6 +233,9 @@ class TransactionLayer:
         if request.method == "CANCEL":
             self._receive_cancel(request, source, branch, sent_by, now)
             return
+        if len(self._server) >= self.max_transactions:
+            self._refuse_overloaded(request, source, now)
+            return
         is_invite = request.method == "INVITE"
         tx = ServerTransaction(
             key=key,
@@ -234,6 +249,21 @@ class TransactionLayer:
             # Answer at once so the caller stops retransmitting while the application runs.
             self.respond(tx, make_response(request, 100), now)
         self._events.append(RequestReceived(request, tx))
+
+    def _refuse_overloaded(self, request: Request, source: Addr, now: float) -> None:
+        """Stateless 503 (RFC 3261 21.5.4): nothing is kept for the request."""
+        self.overload_count += 1
+        if self._overload_log.should_log(now):
+            log.warning(
+                "%d server transactions open (the limit): refusing new requests with 503"
+                " (%d more since the last such line)",
+                len(self._server),
+                self._overload_log.take_suppressed(),
+            )
+        response = make_response(
+            request, 503, to_tag=new_tag(), headers=[("Retry-After", str(OVERLOAD_RETRY_AFTER))]
+        )
+        self._outgoing.append((serialize(response), self._reply_address(request, source)))
 
     def _retransmitted_request(self, tx: ServerTransaction) -> None:
         if tx.last_response is not None and tx.state in (

@@ -9,12 +9,14 @@ transaction layer addresses its answers. Idle connections are closed.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 
 from .stream import FramingError, StreamFramer
-from .transactions import TransactionLayer
+from .transactions import DEFAULT_MAX_TRANSACTIONS, TransactionLayer
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +24,67 @@ Addr = tuple[str, int]
 IDLE_TIMEOUT = 300.0  # seconds without traffic before we close a connection
 
 
+def parse_bind_address(value: str) -> tuple[str, int | None]:
+    """sip.conf `bindaddr`-style `host[:port]` as (host, port or None).
+
+    IPv6 addresses come bracketed with a port (`[::1]:5062`) or bare without one (`::1`);
+    ValueError for a port that is not a number in 1-65535 or an empty host.
+    """
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else None
+        if rest and port_text is None:
+            raise ValueError(f"bad address {value!r}")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None  # a name, an IPv4 address or a bare IPv6 address
+    if not host:
+        raise ValueError(f"no host in {value!r}")
+    if port_text is None:
+        return host, None
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad port in {value!r}")
+    return host, int(port_text)
+
+
+def local_address_toward(bound: str, remote: str) -> str:
+    """The address to advertise (Contact, Via, SDP) to `remote` for a socket bound to `bound`.
+
+    A socket bound to a wildcard (0.0.0.0, ::) has no address of its own to put in a
+    message; the one the kernel would send from toward `remote` is found with a connected
+    UDP socket, which sends nothing. A specific address, a name or a failure keeps `bound`.
+    """
+    try:
+        wildcard = ipaddress.ip_address(bound.strip("[]")).is_unspecified
+        target = ipaddress.ip_address(remote.strip("[]"))
+    except ValueError:
+        return bound
+    if not wildcard or target.is_unspecified:
+        return bound
+    family = socket.AF_INET6 if target.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((str(target), 9))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return bound
+
+
 class SipTransport:
     """What every transport shares: a transaction layer, its timer and its output."""
 
     name = "UDP"
 
-    def __init__(self, reliable: bool, on_events: Callable[[SipTransport], None]) -> None:
-        self.layer = TransactionLayer(reliable=reliable)
+    def __init__(
+        self,
+        reliable: bool,
+        on_events: Callable[[SipTransport], None],
+        max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
+    ) -> None:
+        self.reliable = reliable
+        self.layer = TransactionLayer(reliable=reliable, max_transactions=max_transactions)
         self._on_events = on_events
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
@@ -73,6 +129,10 @@ class SipTransport:
     def send(self, data: bytes, addr: Addr) -> None:
         raise NotImplementedError
 
+    def connected(self, addr: Addr) -> bool:
+        """Whether a message to `addr` goes out on what the peer opened (always, for UDP)."""
+        return True
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -82,8 +142,12 @@ class SipTransport:
 class UdpTransport(SipTransport, asyncio.DatagramProtocol):
     name = "UDP"
 
-    def __init__(self, on_events: Callable[[SipTransport], None]) -> None:
-        super().__init__(False, on_events)
+    def __init__(
+        self,
+        on_events: Callable[[SipTransport], None],
+        max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
+    ) -> None:
+        super().__init__(False, on_events, max_transactions)
         self.transport: asyncio.DatagramTransport | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -152,9 +216,12 @@ class StreamTransport(SipTransport):
     """TCP, or TLS when given an SSL context."""
 
     def __init__(
-        self, on_events: Callable[[SipTransport], None], ssl_context: ssl.SSLContext | None = None
+        self,
+        on_events: Callable[[SipTransport], None],
+        ssl_context: ssl.SSLContext | None = None,
+        max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
     ) -> None:
-        super().__init__(True, on_events)
+        super().__init__(True, on_events, max_transactions)
         self.name = "TLS" if ssl_context is not None else "TCP"
         self.ssl_context = ssl_context
         self.connections: dict[Addr, _StreamConnection] = {}
@@ -170,6 +237,9 @@ class StreamTransport(SipTransport):
         )
         self.host, self.port = self.server.sockets[0].getsockname()[:2]
         self._idle_task = asyncio.ensure_future(self._close_idle())
+
+    def connected(self, addr: Addr) -> bool:
+        return addr in self.connections
 
     def send(self, data: bytes, addr: Addr) -> None:
         connection = self.connections.get(addr)
