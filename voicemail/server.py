@@ -13,15 +13,11 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from sipmessage import Address, Request
-
 from channels.sip.endpoint import EndpointConfig, SipEndpoint
-from channels.sip.messages import make_response, new_tag
 from channels.sip.mwi_service import MwiService
 from channels.sip.peers import Peer, PeerOptionError
 from channels.sip.registrar import Registrar
 from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrations
-from channels.sip.transactions import ServerTransaction
 from storage.conffile import ConfigError
 from storage.messages import MessageStore
 from storage.odbc import DatabaseError, OdbcPool, check_blob_column
@@ -39,6 +35,7 @@ from .callpath import CallPathDatabase
 from .config import ServerConfig, SipSettings, load_server_config, voicemail_settings
 from .dialplan import Dialplan
 from .dialplan_runner import DialplanRunner
+from .invite_policy import InvitePolicy
 from .mailboxes import MailboxDirectory
 from .sounds import SoundLibrary
 
@@ -213,6 +210,10 @@ class VoicemailServer:
                 tls_port=sip.tlsport,
                 rtp_timeout=sip.rtptimeout,
                 comedia="comedia" in sip.nat,
+                tcp_host=sip.tcp_host,
+                tls_host=sip.tls_host,
+                max_calls=sip.maxcalls,
+                max_calls_per_ip=sip.maxcallsperip,
             ),
             self.runner.route,
         )
@@ -220,6 +221,7 @@ class VoicemailServer:
             await self.endpoint.start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {sip.bindaddr}:{sip.bindport}: {exc}") from exc
+        self.endpoint.admission = self._spool_admission
         self._start_registrations()
 
     def _start_registrations(self) -> None:
@@ -258,41 +260,11 @@ class VoicemailServer:
                 "timeout": self._client_timeout,
             }
         )
-        self.endpoint.authorize = self._authorize_invite
+        self.endpoint.authorize = InvitePolicy(
+            lambda: self.config.sip, self.registrations, self.call_path
+        )
         self.registrations.start()
         self.mwi.start()
-
-    async def _authorize_invite(
-        self, transport: object, request: Request, tx: ServerTransaction
-    ) -> str | None:
-        """chan_sip's INVITE checks: a caller that is a peer (by From user, or a static
-        peer by its host address) passes its ACL and digest unless `insecure=invite`, and
-        calls in the peer's context; anyone else is a guest (`allowguest`, default yes)."""
-        assert self.registrations is not None and self.endpoint is not None
-        sip = self.config.sip
-        directory = self.registrations.peers
-        source_ip = tx.source[0]
-        try:
-            user = Address.parse(request.headers["From"]).uri.user or ""
-        except ValueError:
-            user = ""
-        peer = await directory.find(user) if user else None
-        if peer is None:
-            peer = next((p for p in directory.static.values() if p.host == source_ip), None)
-        if peer is None:
-            if sip.allowguest:
-                return sip.context
-            log.info("INVITE from %s (%s) refused: not a peer, allowguest=no", user, source_ip)
-            self.endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
-            return None
-        if not peer.acl.allows(source_ip):
-            log.info("INVITE from peer %s at %s refused by its ACL", peer.name, source_ip)
-            self.endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
-            return None
-        if "invite" in peer.insecure or not peer.requires_auth:
-            return peer.context
-        authenticated = await self.registrations.authenticate(transport, request, tx, peer.name)
-        return authenticated.context if authenticated is not None else None
 
     async def _mwi_counts(self, mailboxes: list[tuple[str, str]]) -> tuple[int, int]:
         assert self.store is not None
@@ -379,6 +351,16 @@ class VoicemailServer:
         )
         return True
 
+    def _spool_admission(self) -> str | None:
+        """New calls are refused (503) while the local spool holds more than spoolmaxmb:
+        the database has been away long enough that the disk, not a caller, is at risk."""
+        assert self.flusher is not None
+        limit = self.config.voicemail.spoolmaxmb * 1024 * 1024
+        if self.flusher.spool.over_limit(limit):
+            used = self.flusher.spool.bytes_used / 1024 / 1024
+            return f"local spool holds {used:.0f} MB, over spoolmaxmb={limit // 1048576}"
+        return None
+
     def _apply_sip_settings(self, fresh: SipSettings) -> None:
         """sip.conf [general] options that take effect for the next call or request; the
         listening sockets (bindaddr, ports, transports, certificates) need a restart."""
@@ -396,6 +378,8 @@ class VoicemailServer:
             config.rtp_timeout = fresh.rtptimeout
             config.comedia = "comedia" in fresh.nat
             config.rtp_ports = (fresh.rtpstart, fresh.rtpend)
+            config.max_calls = fresh.maxcalls
+            config.max_calls_per_ip = fresh.maxcallsperip
         if self.registrations is not None:
             self.registrations.realm = fresh.realm
             self.registrations.peers.defaults = dict(fresh.general)
