@@ -54,7 +54,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ClauseElement
 
-from storage.odbc import DatabaseError, DatabaseUnavailable, OdbcPool
+from storage.odbc import (
+    DatabaseError,
+    DatabaseUnavailable,
+    OdbcPool,
+    driver_message,
+    sqlstate_of,
+)
 from storage.schema import CompiledSql, compile_sql, messages_table, table_columns
 
 T = TypeVar("T")
@@ -132,11 +138,14 @@ _CONFLICT_STATES = ("40001", "40P01")
 
 _PG_LOCK_SQL = "SELECT pg_advisory_lock(CAST(? AS BIGINT))"
 _PG_UNLOCK_SQL = "SELECT pg_advisory_unlock(CAST(? AS BIGINT))"
+# lock_timeout for the rest of the locking transaction only (set_config's is_local).
+_PG_LOCK_TIMEOUT_SQL = "SELECT set_config('lock_timeout', ?, true)"
+_PG_LOCK_NOT_AVAILABLE = "55P03"
 _MYSQL_LOCK_SQL = "SELECT GET_LOCK(?, ?)"
 _MYSQL_UNLOCK_SQL = "SELECT RELEASE_LOCK(?)"
-# How long a MariaDB session waits for a folder lock (Asterisk gives up on its lock file after 5 s;
-# a folder lock here is held for one short transaction). PostgreSQL waits, and detects deadlocks.
-_LOCK_WAIT_SECONDS = 30
+# How long a folder lock is waited for by default (Asterisk gives up on its lock file after 5 s;
+# a folder lock here is held for one short transaction).
+DEFAULT_LOCK_TIMEOUT = 5.0
 
 # (msgnum, msg_id or None) of one row of a folder.
 _Row = tuple[int, str | None]
@@ -279,8 +288,15 @@ class MessageStore:
         pool: OdbcPool,
         table: str = "voicemessages",
         spool_prefix: str = DEFAULT_SPOOL_PREFIX,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
+        """`lock_timeout`: seconds a write waits for a folder lock before DatabaseUnavailable
+        (on SQLite the driver's busy timeout, `Timeout=` in the connection string, bounds it)."""
+        if not lock_timeout > 0:
+            raise ValueError(f"lock_timeout must be a positive number of seconds: {lock_timeout!r}")
         self.pool = pool
+        self.lock_timeout = float(lock_timeout)
         self.table_name = table
         self.spool_prefix = spool_prefix if spool_prefix.endswith("/") else spool_prefix + "/"
         self._table = messages_table(table)
@@ -755,7 +771,17 @@ class MessageStore:
             if self.pool.backend == "sqlite":
                 # Take the database write lock before reading anything (a transaction that reads
                 # and then writes deadlocks with another writer until the busy timeout).
-                self._execute(cursor, "write_lock")
+                try:
+                    self._execute(cursor, "write_lock")
+                except pyodbc.Error as exc:
+                    if "locked" in driver_message(exc) or "busy" in driver_message(exc):
+                        raise DatabaseUnavailable(
+                            f"[{self.pool.name}] no write lock for {', '.join(folder_dirs)}: "
+                            "the database stayed locked by another writer for the busy "
+                            "timeout (Timeout= of the connection string)",
+                            sqlstate="HYT00",
+                        ) from exc
+                    raise
                 return body(cursor)
             return self._run_under_session_locks(connection, cursor, folder_dirs, body)
 
@@ -771,8 +797,11 @@ class MessageStore:
         """Lock and commit, work and commit, release: the locks outlive transactions."""
         held: list[Any] = []
         try:
-            for lock in sorted(self._lock_id(d) for d in folder_dirs):
-                self._take_lock(cursor, lock)
+            if self.pool.backend == "postgresql":
+                timeout = f"{max(1, round(self.lock_timeout * 1000))}ms"
+                cursor.execute(_PG_LOCK_TIMEOUT_SQL, timeout).fetchall()
+            for lock, folder_dir in sorted((self.folder_lock_key(d), d) for d in folder_dirs):
+                self._take_lock(cursor, lock, folder_dir)
                 held.append(lock)
             connection.commit()  # the work's snapshot must not predate the lock
             result = body(cursor)
@@ -792,18 +821,32 @@ class MessageStore:
                 except pyodbc.Error:
                     break  # a lost session takes its locks with it
 
-    def _take_lock(self, cursor: pyodbc.Cursor, lock: Any) -> None:
-        if self.pool.backend == "postgresql":
-            cursor.execute(_PG_LOCK_SQL, lock).fetchall()
-            return
-        row = cursor.execute(_MYSQL_LOCK_SQL, lock, _LOCK_WAIT_SECONDS).fetchone()
-        if row is None or row[0] != 1:
-            raise DatabaseError(
-                f"[{self.pool.name}] no folder lock within {_LOCK_WAIT_SECONDS} s",
-                sqlstate="HYT00",
-            )
+    def _take_lock(self, cursor: pyodbc.Cursor, lock: Any, folder_dir: str) -> None:
+        """Wait at most lock_timeout for one folder's lock, then raise DatabaseUnavailable.
 
-    def _lock_id(self, folder_dir: str) -> int | str:
+        A pyodbc error must not leave here for a lock timeout: the pool would take it for a
+        broken connection and run the whole unit of work again.
+        """
+        if self.pool.backend == "postgresql":
+            try:
+                cursor.execute(_PG_LOCK_SQL, lock).fetchall()
+            except pyodbc.Error as exc:
+                if sqlstate_of(exc) == _PG_LOCK_NOT_AVAILABLE:
+                    raise self._lock_timed_out(folder_dir) from exc
+                raise
+            return
+        row = cursor.execute(_MYSQL_LOCK_SQL, lock, self.lock_timeout).fetchone()
+        if row is None or row[0] != 1:
+            raise self._lock_timed_out(folder_dir)
+
+    def _lock_timed_out(self, folder_dir: str) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"[{self.pool.name}] no lock on folder {folder_dir} within {self.lock_timeout:g} s: "
+            "another server holds it",
+            sqlstate="HYT00",
+        )
+
+    def folder_lock_key(self, folder_dir: str) -> int | str:
         """The folder's lock: a bigint key on PostgreSQL, a lock name (<= 64 chars) on MariaDB."""
         digest = hashlib.sha256(f"{self.table_name}\0{folder_dir}".encode()).digest()
         if self.pool.backend == "postgresql":
