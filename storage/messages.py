@@ -52,7 +52,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, ColumnElement
 
 from storage.odbc import (
     DatabaseError,
@@ -566,9 +566,9 @@ class MessageStore:
         folder_dir = self._message_dir(context, mailbox, folder)
 
         def body(cursor: pyodbc.Cursor) -> int:
-            rows = self._folder_rows(cursor, folder_dir)
-            mapping = self._compact(cursor, folder_dir, [m for m, _ in rows])
-            return sum(1 for old, new in mapping.items() if old != new)
+            msgnums = [m for m, _ in self._folder_rows(cursor, folder_dir)]
+            self._compact(cursor, folder_dir, msgnums)
+            return sum(1 for new, old in enumerate(msgnums) if old != new)
 
         return await self._run_retrying(self._folder_work([folder_dir], body))
 
@@ -871,22 +871,55 @@ class MessageStore:
     def _compact(
         self, cursor: pyodbc.Cursor, folder_dir: str, keep: Iterable[int]
     ) -> dict[int, int]:
-        """Renumber the rows `keep` to 0..N-1 in order; returns old -> new msgnum.
+        """Renumber the rows `keep` (one msgnum per row) to 0..N-1 in order.
 
-        One UPDATE per moved row, lowest first: each row moves down into a number that is free
-        by then, so the (dir, msgnum) key never clashes mid-way.
+        Returns old -> new msgnum of every msgnum that only one row has. One UPDATE per moved
+        row, lowest first: each row moves down into a number that is free by then, so the
+        (dir, msgnum) key never clashes mid-way. A legacy table without that key can hold
+        several rows with one msgnum (two Asterisk servers racing): those are renumbered
+        apart, row by row, so none is lost or merged.
         """
-        mapping = {old: new for new, old in enumerate(sorted(keep))}
+        ordered = sorted(keep)
+        uses = Counter(ordered)
+        if any(n > 1 for n in uses.values()):
+            self._renumber_apart(cursor, folder_dir, ordered, uses)
+        else:
+            self._executemany(
+                cursor,
+                "renumber",
+                [
+                    {"dir": folder_dir, "msgnum": old, "new_msgnum": new}
+                    for new, old in enumerate(ordered)
+                    if old != new
+                ],
+            )
+        return {old: new for new, old in enumerate(ordered) if uses[old] == 1}
+
+    def _renumber_apart(
+        self, cursor: pyodbc.Cursor, folder_dir: str, ordered: list[int], uses: Counter[int]
+    ) -> None:
+        """Renumber a folder where some msgnums are shared by several rows.
+
+        (dir, msgnum) does not name one row here, so each moving row is first parked alone at a
+        number of its own below -1 (greetings use -1; folders never go below 0), picking one
+        row of its msgnum at a time (by msg_id order where the table has one; PostgreSQL's
+        ctid, SQLite's rowid or MariaDB's UPDATE ... LIMIT 1 to pick exactly one), and then
+        every parked row gets its final number. All of it in the folder's transaction.
+        """
+        moving = [(old, new) for new, old in enumerate(ordered) if uses[old] > 1 or old != new]
+        for old, new in moving:
+            parked = self._execute(
+                cursor, "park_one", dir=folder_dir, msgnum=old, new_msgnum=_parked(new)
+            )
+            if parked.rowcount != 1:
+                raise DatabaseError(
+                    f"[{self.pool.name}] renumbering {folder_dir}: no row left at msgnum {old}"
+                )
         self._executemany(
             cursor,
             "renumber",
-            [
-                {"dir": folder_dir, "msgnum": old, "new_msgnum": new}
-                for old, new in mapping.items()
-                if old != new
-            ],
+            [{"dir": folder_dir, "msgnum": _parked(new), "new_msgnum": new} for _, new in moving],
         )
-        return mapping
 
     async def _count_dirs(self, dirs: Sequence[str]) -> list[int]:
         """Rows per `dir` in one query (comparisons done by the database, as COUNT does)."""
@@ -972,6 +1005,30 @@ class MessageStore:
                 update(t).where(at_dir, at_msgnum).values(msgnum=bindparam("new_msgnum"))
             ),
             "delete": lambda: delete(t).where(at_dir, at_msgnum),
+            "park_one": lambda: self._park_one_statement(at_dir, at_msgnum),
             "write_lock": lambda: update(t).where(false()).values(msgnum=t.c.msgnum),
         }
         return statements[name]()
+
+    def _park_one_statement(
+        self, at_dir: ColumnElement[bool], at_msgnum: ColumnElement[bool]
+    ) -> ClauseElement:
+        """UPDATE of exactly one of the rows at (dir, msgnum), lowest msg_id first."""
+        t = self._table
+        to_msgnum = {"msgnum": bindparam("new_msgnum")}
+        if self.pool.backend == "mysql":
+            return (
+                update(t)
+                .where(at_dir, at_msgnum)
+                .values(to_msgnum)
+                .with_dialect_options(mysql_limit=1)
+            )
+        row_id = literal_column("ctid" if self.pool.backend == "postgresql" else "rowid")
+        order = [t.c.msg_id] if self._columns is not None and "msg_id" in self._columns else []
+        one = select(row_id).where(at_dir, at_msgnum).order_by(*order).limit(1)
+        return update(t).where(row_id == one.scalar_subquery()).values(to_msgnum)
+
+
+def _parked(msgnum: int) -> int:
+    """Where _renumber_apart parks the row bound for `msgnum`: below greetings' -1."""
+    return -2 - msgnum

@@ -903,61 +903,91 @@ def test_greetings_replaced_by_either_side_stay_one_row(backend: Backend, layout
     run(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage/messages.py _compact (l.828-849) renumbers by (dir, msgnum) alone: rows "
-    "sharing a msgnum move together and sweep up the rows above them",
-)
-@pytest.mark.parametrize(
-    "layout_name", ["voicemessages-varchar", "voicemessages-varchar-no-macrocontext"]
-)
+LEGACY_LAYOUTS = ["voicemessages-varchar", "voicemessages-varchar-no-macrocontext"]
+
+
+def race_two_asterisk_servers(asterisk: Asterisk, layout: Layout) -> None:
+    """Leave INBOX msgnums 0, 1, 1, 2, 3: two Asterisk servers racing on a table without a
+    (dir, msgnum) key both STORE msgnum 1 (README: Asterisk's lock file is per host)."""
+    other_server = Asterisk(asterisk.connection, layout, first_msg_id=0x9000)
+    inbox = asterisk.dir("default", "1234", "INBOX")
+    asterisk.leave_voicemail("default", "1234", "INBOX", wav49(0.4, 300), callerid="1", duration=1)
+    # Both servers take LAST_MSG_INDEX + 1 = 1; each DELETEs the slot, then INSERTs.
+    racing = []
+    for server in (asterisk, other_server):
+        assert server.last_msg_index(inbox) == 0
+        server.delete(inbox, 1)
+        racing.append((server, server.msg_id(ORIGTIME)))
+    for (server, msg_id), frequency in zip(racing, (400, 500), strict=True):
+        server.insert(
+            inbox,
+            1,
+            wav49(0.4, frequency),
+            mailboxuser="1234",
+            mailboxcontext="default",
+            callerid="2",
+            origtime=str(ORIGTIME),
+            duration="1",
+            msg_id=msg_id,
+        )
+    for frequency in (600, 700):
+        asterisk.leave_voicemail(
+            "default", "1234", "INBOX", wav49(0.4, frequency), callerid="1", duration=1
+        )
+
+
+async def audio_by_msgnum(store: MessageStore) -> list[tuple[int, str, bytes]]:
+    listed = await store.list_messages("default", "1234", "INBOX")
+    found = []
+    for info in listed:
+        message = await store.retrieve("default", "1234", "INBOX", info.msgnum)
+        assert message is not None
+        found.append((info.msgnum, info.msg_id, message.recording))
+    return found
+
+
+@pytest.mark.parametrize("layout_name", LEGACY_LAYOUTS)
 def test_duplicate_msgnums_left_by_two_asterisk_servers_are_renumbered_apart(
     backend: Backend, layout_name: str
 ) -> None:
-    """Two Asterisk servers racing on a table without a (dir, msgnum) key both STORE msgnum
-    1 (README: Asterisk's lock file is per host). Renumbering must give every message its
-    own number again, not pile them onto one."""
+    """Renumbering must give every message its own number again, not pile them onto one."""
     layout = LAYOUTS[layout_name]
 
     async def scenario() -> None:
         async with shared_table(backend, layout) as (store, asterisk):
-            other_server = Asterisk(asterisk.connection, layout, first_msg_id=0x9000)
-            inbox = asterisk.dir("default", "1234", "INBOX")
-            asterisk.leave_voicemail(
-                "default", "1234", "INBOX", wav49(0.4, 300), callerid="1", duration=1
-            )
-            # Both servers take LAST_MSG_INDEX + 1 = 1; each DELETEs the slot, then INSERTs.
-            racing = []
-            for server, frequency in ((asterisk, 400), (other_server, 500)):
-                assert server.last_msg_index(inbox) == 0
-                server.delete(inbox, 1)
-                racing.append((server, frequency, server.msg_id(ORIGTIME)))
-            for server, frequency, msg_id in racing:
-                server.insert(
-                    inbox,
-                    1,
-                    wav49(0.4, frequency),
-                    mailboxuser="1234",
-                    mailboxcontext="default",
-                    callerid="2",
-                    origtime=str(ORIGTIME),
-                    duration="1",
-                    msg_id=msg_id,
-                )
-            for frequency in (600, 700):
-                asterisk.leave_voicemail(
-                    "default", "1234", "INBOX", wav49(0.4, frequency), callerid="1", duration=1
-                )
+            race_two_asterisk_servers(asterisk, layout)
             listed = await store.list_messages("default", "1234", "INBOX")
             assert [m.msgnum for m in listed] == [0, 1, 1, 2, 3]
             ids_before = sorted(m.msg_id for m in listed)
 
-            await store.resequence("default", "1234", "INBOX")
+            assert await store.resequence("default", "1234", "INBOX") == 3
             listed = await store.list_messages("default", "1234", "INBOX")
             assert [m.msgnum for m in listed] == [0, 1, 2, 3, 4]
             assert sorted(m.msg_id for m in listed) == ids_before
             assert await store.delete_messages("default", "1234", "INBOX", [0]) == 1
             listed = await store.list_messages("default", "1234", "INBOX")
             assert [m.msgnum for m in listed] == [0, 1, 2, 3]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("layout_name", LEGACY_LAYOUTS)
+def test_deleting_next_to_duplicate_msgnums_keeps_both_duplicates_with_their_audio(
+    backend: Backend, layout_name: str
+) -> None:
+    """The compaction after a delete renumbers the two rows sharing msgnum 1 apart too."""
+    layout = LAYOUTS[layout_name]
+
+    async def scenario() -> None:
+        async with shared_table(backend, layout) as (store, asterisk):
+            race_two_asterisk_servers(asterisk, layout)
+            listed = await store.list_messages("default", "1234", "INBOX")
+            kept_ids = sorted(m.msg_id for m in listed[1:])
+            assert await store.delete_messages("default", "1234", "INBOX", [0]) == 1
+            after = await audio_by_msgnum(store)
+            assert [msgnum for msgnum, _, _ in after] == [0, 1, 2, 3]
+            assert sorted(msg_id for _, msg_id, _ in after) == kept_ids
+            pitches = [pitch(decode(recording, "wav49")) for _, _, recording in after]
+            assert sorted(round(p, -2) for p in pitches) == [400, 500, 600, 700]
 
     run(scenario)
