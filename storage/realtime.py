@@ -25,9 +25,14 @@ values: `Row.getall(name)` returns them (blank ones dropped), while `row[name]` 
 column text, decoded and stripped. NULL and blank columns are left out of a row, except
 sorcery-style `@name` columns, which are kept (as "").
 
-Failover: the next priority is tried only when a backend fails (connection or statement
-error), never when it answers "not found". An optional per-family cache (`CachePolicy`) keeps
-answers for a while; Asterisk has none, so it is off unless configured.
+Failover: the next priority is tried only when a backend cannot be reached
+(`DatabaseUnavailable`: connection failure, unknown res_odbc class, unreadable static file),
+never when it answers "not found". Any other `DatabaseError` (a missing table or column, a
+syntax error: SQLSTATE class 42) is the mapping's own fault, not an outage: it is raised to the
+caller at once, for reads, writes and configuration files alike.
+
+An optional per-family cache (`CachePolicy`) keeps answers for a while; Asterisk has none, so
+it is off unless configured.
 """
 
 from __future__ import annotations
@@ -258,7 +263,9 @@ class Realtime:
         """As load(), for field names carrying an operator, e.g. {"exten LIKE": "1%"}.
 
         Returns None when nothing matches (or the family is not mapped). When a mapping's
-        database fails, the next priority is tried; if all fail, the last error is raised.
+        database cannot be reached, the next priority is tried; if none can, the last
+        DatabaseUnavailable is raised. Any other DatabaseError (a missing table, say) is
+        raised at once.
         """
         rows = await self._read(family, where, single=True)
         return rows[0] if rows else None
@@ -278,14 +285,14 @@ class Realtime:
         cached = self._cache_get(key)
         if cached is not None:
             return cached
-        error: DatabaseError | None = None
+        error: DatabaseUnavailable | None = None
         for mapping in mappings:
             try:
                 if mapping.driver.strip().lower() == "static":
                     rows = self._static_select(mapping, conditions, single)
                 else:
                     rows = await self._odbc_select(mapping, conditions, single)
-            except DatabaseError as exc:
+            except DatabaseUnavailable as exc:
                 log.warning("realtime family %s on %s failed: %s", family, mapping.table, exc)
                 error = exc
                 continue
@@ -448,14 +455,14 @@ class Realtime:
         build: Callable[[OdbcPool, RealtimeMapping], Callable[[pyodbc.Connection], int]],
     ) -> int:
         """Run a write on the first mapping that takes it; static mappings are read-only."""
-        error: DatabaseError | None = None
+        error: DatabaseUnavailable | None = None
         for mapping in self._families.get(family, []):
             if mapping.driver.strip().lower() != "odbc":
                 continue
             try:
                 pool = self._pool(mapping)
                 count = await pool.run(build(pool, mapping), retry_for=self._retry_for)
-            except DatabaseError as exc:
+            except DatabaseUnavailable as exc:
                 log.warning("realtime %s of %s on %s failed: %s", what, family, mapping.table, exc)
                 error = exc
                 continue
@@ -502,7 +509,7 @@ class Realtime:
         mappings = self._families.get(filename)
         if not mappings:
             return None
-        error: DatabaseError | None = None
+        error: DatabaseUnavailable | None = None
         for mapping in mappings:
             try:
                 if mapping.driver.strip().lower() == "static":
@@ -514,7 +521,7 @@ class Realtime:
                     except ConfigError as exc:
                         raise DatabaseUnavailable(f"[static {path}] {exc}") from exc
                 return await load_static_config(self._pool(mapping), mapping.table, filename)
-            except DatabaseError as exc:
+            except DatabaseUnavailable as exc:
                 log.warning("configuration %s from %s failed: %s", filename, mapping.table, exc)
                 error = exc
         assert error is not None
