@@ -19,10 +19,9 @@ Table layouts, on SQLite, PostgreSQL and MariaDB:
 from __future__ import annotations
 
 import array
-import asyncio
 import math
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -36,20 +35,10 @@ from storage.audioformats import decode, detect_format, encode
 from storage.messages import MessageStore, StoredMessage, new_msg_id
 from storage.odbc import OdbcPool
 from tests.dbbackends import Backend
+from tests.helpers import BLOB_TYPE, ORIGTIME, SERIAL_KEY, SPOOL, TABLE_OPTIONS, run
 from voicemail.app_voicemail import caller_id_string
 
 pytestmark = pytest.mark.timeout(120)
-
-SPOOL = "/var/spool/asterisk/voicemail/"  # VM_SPOOL_DIR with the default astspooldir
-ORIGTIME = 1_700_000_000
-
-_BLOB = {"postgresql": "BYTEA", "mysql": "LONGBLOB", "sqlite": "BLOB"}
-_TABLE_OPTIONS = {"postgresql": "", "mysql": " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4", "sqlite": ""}
-_SERIAL = {
-    "postgresql": "uniqueid SERIAL PRIMARY KEY",
-    "mysql": "uniqueid INTEGER AUTO_INCREMENT PRIMARY KEY",
-    "sqlite": "uniqueid INTEGER PRIMARY KEY AUTOINCREMENT",
-}
 
 
 @dataclass(frozen=True)
@@ -64,19 +53,19 @@ class Layout:
         macro = "macrocontext VARCHAR(80), " if self.macrocontext else ""
         if self.legacy:
             return (
-                f"CREATE TABLE {self.table} ({_SERIAL[backend]}, msgnum INTEGER, "
+                f"CREATE TABLE {self.table} ({SERIAL_KEY[backend]}, msgnum INTEGER, "
                 f"dir VARCHAR(80), context VARCHAR(80), {macro}callerid VARCHAR(40), "
                 "origtime VARCHAR(40), duration VARCHAR(20), flag VARCHAR(8), "
                 "category VARCHAR(30), mailboxuser VARCHAR(80), mailboxcontext VARCHAR(80), "
-                f"msg_id VARCHAR(40), recording {_BLOB[backend]}){_TABLE_OPTIONS[backend]}"
+                f"msg_id VARCHAR(40), recording {BLOB_TYPE[backend]}){TABLE_OPTIONS[backend]}"
             )
         return (
             f"CREATE TABLE {self.table} (dir VARCHAR(255) NOT NULL, msgnum INTEGER NOT NULL, "
             f"context VARCHAR(80), {macro}callerid VARCHAR(80), origtime INTEGER, "
-            f"duration INTEGER, recording {_BLOB[backend]}, flag VARCHAR(30), "
+            f"duration INTEGER, recording {BLOB_TYPE[backend]}, flag VARCHAR(30), "
             "category VARCHAR(30), mailboxuser VARCHAR(30), mailboxcontext VARCHAR(30), "
             f"msg_id VARCHAR(40), CONSTRAINT {self.table}_dir_msgnum PRIMARY KEY (dir, msgnum))"
-            f"{_TABLE_OPTIONS[backend]}"
+            f"{TABLE_OPTIONS[backend]}"
         )
 
 
@@ -419,10 +408,6 @@ async def shared_table(
             await pool.close()
     finally:
         connection.close()
-
-
-def run(scenario: Callable[[], Any]) -> None:
-    asyncio.run(scenario())
 
 
 def fields(message: StoredMessage | None) -> tuple[Any, ...]:

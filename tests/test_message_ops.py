@@ -7,12 +7,8 @@ how many messages a folder has but which ones, at which msgnum, with intact audi
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import multiprocessing
 import os
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pyodbc
@@ -26,37 +22,23 @@ from storage.messages import (
     new_msg_id,
 )
 from storage.odbc import ConnectionClass, DatabaseError, OdbcPool
-from storage.schema import create_tables, messages_table
 from tests.dbbackends import Backend
+from tests.helpers import (
+    BLOB_TYPE,
+    READ_COLUMN,
+    SERIAL_KEY,
+    SPOOL,
+    TABLE_OPTIONS,
+    contents,
+    digest,
+    message_fields,
+    report,
+    run,
+    run_processes,
+    started_store,
+)
 
 pytestmark = pytest.mark.timeout(120)
-
-SPOOL = "/var/spool/asterisk/voicemail/"
-
-
-def digest(audio: bytes) -> str:
-    return hashlib.sha256(audio).hexdigest()
-
-
-@asynccontextmanager
-async def started_store(
-    backend: Backend,
-    ddl: str | None = None,
-    table: str = "voicemessages",
-    max_connections: int = 2,
-    pool_class: type[OdbcPool] = OdbcPool,
-) -> AsyncIterator[MessageStore]:
-    """A store on a fresh table: ours (create_tables) or one made by hand with `ddl`."""
-    pool = pool_class(backend.connection_class(max_connections=max_connections), retry_timeout=10)
-    await pool.start()
-    try:
-        if ddl is None:
-            await create_tables(pool, [messages_table(table)])
-        else:
-            await pool.run(lambda connection: connection.execute(ddl))
-        yield MessageStore(pool, table, SPOOL)
-    finally:
-        await pool.close()
 
 
 async def deposit(
@@ -64,35 +46,8 @@ async def deposit(
 ) -> tuple[int, str, bytes]:
     """Leave a message; returns (msgnum, msg_id, audio)."""
     audio = os.urandom(random.randint(1_000, 6_000)) if audio is None else audio
-    fields: dict[str, Any] = {
-        "context": "default",
-        "mailbox": "1234",
-        "folder": "INBOX",
-        "recording": audio,
-        "callerid": '"Alice" <5551000>',
-        "origtime": 1_700_000_000,
-        "duration": 7,
-        "caller_context": "from-internal",
-        "msg_id": new_msg_id(),
-    }
-    fields.update(overrides)
+    fields = message_fields(audio, **overrides)
     return await store.store(**fields), fields["msg_id"], audio
-
-
-async def contents(
-    store: MessageStore, context: str, mailbox: str, folder: str
-) -> list[tuple[int, str, str]]:
-    """(msgnum, msg_id, audio checksum) of every message of a folder, in msgnum order."""
-    result = []
-    for info in await store.list_messages(context, mailbox, folder):
-        message = await store.retrieve(context, mailbox, folder, info.msgnum)
-        assert message is not None and message.msg_id == info.msg_id
-        result.append((info.msgnum, info.msg_id, digest(message.recording)))
-    return result
-
-
-def run(scenario: Callable[[], Any]) -> None:
-    asyncio.run(scenario())
 
 
 # --- counting and listing ------------------------------------------------------------------------
@@ -567,15 +522,6 @@ def test_quotes_percent_semicolon_underscore_and_unicode_are_stored_and_found_ex
 
 # --- tables made by hand: Asterisk 22, extra columns, the old PostgreSQL how-to -------------------
 
-_BLOB = {"postgresql": "BYTEA", "mysql": "LONGBLOB", "sqlite": "BLOB"}
-_TABLE_OPTIONS = {"postgresql": "", "mysql": " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4", "sqlite": ""}
-_READ = {"postgresql": '"read" BOOLEAN DEFAULT false', "mysql": "`read` BOOLEAN DEFAULT 0"}
-_SERIAL = {
-    "postgresql": "uniqueid SERIAL PRIMARY KEY",
-    "mysql": "uniqueid INTEGER AUTO_INCREMENT PRIMARY KEY",
-    "sqlite": "uniqueid INTEGER PRIMARY KEY AUTOINCREMENT",
-}
-
 HAND_MADE_TABLES = {
     # Asterisk 22/master alembic: macrocontext dropped.
     "asterisk22": (
@@ -611,10 +557,10 @@ HAND_MADE_TABLES = {
 def test_every_operation_works_on_tables_made_by_hand(backend: Backend, layout: str) -> None:
     table, template = HAND_MADE_TABLES[layout]
     ddl = template.format(
-        blob=_BLOB[backend.name],
-        options=_TABLE_OPTIONS[backend.name],
-        read=_READ.get(backend.name, '"read" BOOLEAN DEFAULT 0'),
-        serial=_SERIAL[backend.name],
+        blob=BLOB_TYPE[backend.name],
+        options=TABLE_OPTIONS[backend.name],
+        read=READ_COLUMN[backend.name],
+        serial=SERIAL_KEY[backend.name],
     )
 
     async def audio_of(store: MessageStore, mailbox: str, folder: str) -> list[str]:
@@ -866,10 +812,7 @@ def _deposit_and_delete(
         finally:
             await pool.close()
 
-    try:
-        results.put((label, asyncio.run(work())))
-    except BaseException as exc:
-        results.put((label, f"{type(exc).__name__}: {exc}"))
+    report(results, label, work)
 
 
 @pytest.mark.parametrize("isolation", ["read_committed", "repeatable_read", "serializable"])
@@ -890,34 +833,15 @@ def test_four_processes_depositing_and_deleting_keep_one_folder_contiguous_and_i
             pass
 
     asyncio.run(create())
-    spawn = multiprocessing.get_context("spawn")
-    barrier = spawn.Barrier(PROCESSES)
-    queue = spawn.Queue()
     shares = [DELETES // PROCESSES + (i < DELETES % PROCESSES) for i in range(PROCESSES)]
-    processes = [
-        spawn.Process(
-            target=_deposit_and_delete,
-            args=(
-                backend.connection_string,
-                isolation,
-                f"server-{i}",
-                shares[i],
-                barrier,
-                queue,
-            ),
-        )
-        for i in range(PROCESSES)
-    ]
-    for process in processes:
-        process.start()
-    try:
-        outcome = dict(queue.get(timeout=90) for _ in processes)
-    finally:
-        for process in processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join()
+    outcome = run_processes(
+        _deposit_and_delete,
+        [
+            (backend.connection_string, isolation, f"server-{i}", shares[i])
+            for i in range(PROCESSES)
+        ],
+        timeout=90,
+    )
     assert all(isinstance(result, tuple) for result in outcome.values()), outcome
     written: dict[str, str] = {}
     removed = listings = 0

@@ -14,14 +14,14 @@ from contextlib import asynccontextmanager
 import pyodbc
 import pytest
 
-from storage.messages import MessageStore, new_msg_id
+from storage.messages import MessageStore
 from storage.odbc import ConnectionClass, DatabaseUnavailable, OdbcPool
 from storage.schema import create_tables, messages_table
 from tests.dbbackends import Backend
+from tests.helpers import SPOOL, message_fields
 
 pytestmark = pytest.mark.timeout(120)
 
-SPOOL = "/var/spool/asterisk/voicemail/"
 LOCK_TIMEOUT = 1.0
 # Generous: the point is that the wait ends (before, MariaDB waited 30 s, PostgreSQL forever).
 BOUND = 15.0
@@ -90,17 +90,7 @@ class LockHolder:
 
 
 async def deposit(store: MessageStore, folder: str = "INBOX") -> int:
-    return await store.store(
-        context="default",
-        mailbox="1234",
-        folder=folder,
-        recording=b"RIFF audio",
-        callerid="5551000",
-        origtime=1_700_000_000,
-        duration=3,
-        caller_context="from-internal",
-        msg_id=new_msg_id(),
-    )
+    return await store.store(**message_fields(b"RIFF audio", folder=folder))
 
 
 async def fails_within_the_bound(operation: object) -> None:
