@@ -19,8 +19,10 @@ from storage.messagerows import (
     MailboxFull,
     MessageNotFound,
     Pin,
+    Row,
     locate,
     pin_messages,
+    without,
 )
 from storage.messagetable import MessageTable
 
@@ -57,11 +59,13 @@ class MessageOperations(MessageTable):
             rows = self._folder_rows(cursor, folder_dir)
             if pins is None:
                 pins = pin_messages(rows, wanted)
-            doomed = {where for pin in pins if (where := locate(rows, pin)) is not None}
-            self._executemany(
-                cursor, "delete", [{"dir": folder_dir, "msgnum": m} for m in sorted(doomed)]
-            )
-            self._compact(cursor, folder_dir, [m for m, _ in rows if m not in doomed])
+            left = list(rows)
+            for pin in pins:
+                where = locate(rows, pin)
+                if where is not None:
+                    self._delete_row(cursor, folder_dir, where, pin.msg_id)
+                    left = without(left, where, pin.msg_id)
+            self._compact(cursor, folder_dir, [m for m, _ in left])
             return len(pins)
 
         return await self._run_retrying(self._folder_work([folder_dir], body))
@@ -178,11 +182,14 @@ class MessageOperations(MessageTable):
             if grows and maxmsg is not None and len(dst_rows) >= maxmsg:
                 raise MailboxFull(dst_dir, maxmsg)
             new = dst_rows[-1][0] + 1 if dst_rows else 0
-            self._insert_copy(cursor, source, src_dir, new, dst_dir, dst_context, dst_mailbox)
+            self._insert_copy(
+                cursor, (source, pin.msg_id), src_dir, new, dst_dir, dst_context, dst_mailbox
+            )
             if not remove_source:
                 return new
-            self._execute(cursor, "delete", dir=src_dir, msgnum=source)
-            keep = [m for m, _ in src_rows if m != source] + ([new] if same_folder else [])
+            self._delete_row(cursor, src_dir, source, pin.msg_id)
+            left = without(src_rows, source, pin.msg_id)
+            keep = [m for m, _ in left] + ([new] if same_folder else [])
             mapping = self._compact(cursor, src_dir, keep)
             return mapping[new] if same_folder else new
 
@@ -192,14 +199,19 @@ class MessageOperations(MessageTable):
     def _insert_copy(
         self,
         cursor: pyodbc.Cursor,
-        msgnum: int,
+        source: Row,
         src_dir: str,
         new_msgnum: int,
         dst_dir: str,
         dst_context: str,
         dst_mailbox: str,
     ) -> None:
-        """INSERT ... SELECT of one row, as Asterisk's COPY, with the destination's owner."""
+        """INSERT ... SELECT of one row, as Asterisk's COPY, with the destination's owner.
+
+        `source` is (msgnum, msg_id): with a msg_id, only that row is copied, even where a
+        legacy table holds other rows at the same msgnum.
+        """
+        msgnum, msg_id = source
         columns = self._table_columns(cursor)
         copied = tuple(name for name in COPIED_COLUMNS if name in columns)
         owner = tuple(name for name in ("mailboxuser", "mailboxcontext") if name in columns)
@@ -216,9 +228,11 @@ class MessageOperations(MessageTable):
             source = select(*(given[n] for n in names), *(t.c[n] for n in copied)).where(
                 t.c.dir == bindparam("src_dir"), t.c.msgnum == bindparam("src_msgnum")
             )
+            if msg_id is not None:
+                source = source.where(t.c.msg_id == bindparam("src_msg_id"))
             return t.insert().from_select([*names, *copied], source)
 
-        statement = self._sql(("copy", copied, owner), build)
+        statement = self._sql(("copy", copied, owner, msg_id is not None), build)
         values = {
             "dst_dir": dst_dir,
             "dst_msgnum": new_msgnum,
@@ -227,4 +241,6 @@ class MessageOperations(MessageTable):
             "src_dir": src_dir,
             "src_msgnum": msgnum,
         }
+        if msg_id is not None:
+            values["src_msg_id"] = msg_id
         cursor.execute(statement.sql, statement.parameters(values))

@@ -171,6 +171,14 @@ def locate(rows: Sequence[Row], pin: Pin) -> int | None:
     return min(found) if found else None
 
 
+def without(rows: Sequence[Row], msgnum: int, msg_id: str | None) -> list[Row]:
+    """The rows left once a message is deleted: the one row with its msg_id when it has one
+    (a legacy table may hold other rows at its msgnum), else every row at its msgnum."""
+    if msg_id is None:
+        return [row for row in rows if row[0] != msgnum]
+    return [row for row in rows if row != (msgnum, msg_id)]
+
+
 def as_int(value: Any) -> int:
     """Legacy tables keep origtime/duration as varchar; Asterisk reads them with atoi."""
     if value is None:

@@ -170,6 +170,15 @@ class MessageTable:
             )
         return {old: new for new, old in enumerate(ordered) if uses[old] == 1}
 
+    def _delete_row(
+        self, cursor: pyodbc.Cursor, folder_dir: str, msgnum: int, msg_id: str | None
+    ) -> None:
+        """Delete one message: by its msg_id when it has one (see messagerows.without)."""
+        if msg_id is None:
+            self._execute(cursor, "delete", dir=folder_dir, msgnum=msgnum)
+        else:
+            self._execute(cursor, "delete_msg_id", dir=folder_dir, msgnum=msgnum, msg_id=msg_id)
+
     def _renumber_apart(
         self, cursor: pyodbc.Cursor, folder_dir: str, ordered: list[int], uses: Counter[int]
     ) -> None:
@@ -280,6 +289,9 @@ class MessageTable:
                 update(t).where(at_dir, at_msgnum).values(msgnum=bindparam("new_msgnum"))
             ),
             "delete": lambda: delete(t).where(at_dir, at_msgnum),
+            "delete_msg_id": lambda: delete(t).where(
+                at_dir, at_msgnum, t.c.msg_id == bindparam("msg_id")
+            ),
             "park_one": lambda: self._park_one_statement(at_dir, at_msgnum),
             "write_lock": lambda: update(t).where(false()).values(msgnum=t.c.msgnum),
         }
