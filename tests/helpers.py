@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing
+import os
+import random
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -80,6 +82,15 @@ def message_fields(recording: bytes, **overrides: Any) -> dict[str, Any]:
     }
     fields.update(overrides)
     return fields
+
+
+async def deposit(
+    store: MessageStore, audio: bytes | None = None, **overrides: Any
+) -> tuple[int, str, bytes]:
+    """Leave a message; returns (msgnum, msg_id, audio)."""
+    audio = os.urandom(random.randint(1_000, 6_000)) if audio is None else audio
+    fields = message_fields(audio, **overrides)
+    return await store.store(**fields), fields["msg_id"], audio
 
 
 def digest(audio: bytes) -> str:
