@@ -186,9 +186,8 @@ class MessageTable:
 
         (dir, msgnum) does not name one row here, so each moving row is first parked alone at a
         number of its own below -1 (greetings use -1; folders never go below 0), picking one
-        row of its msgnum at a time (by msg_id order where the table has one; PostgreSQL's
-        ctid, SQLite's rowid or MariaDB's UPDATE ... LIMIT 1 to pick exactly one), and then
-        every parked row gets its final number. All of it in the folder's transaction.
+        row of its msgnum at a time (see _park_one_statement), and then every parked row gets
+        its final number. All of it in the folder's transaction, under the folder's lock.
         """
         moving = [(old, new) for new, old in enumerate(ordered) if uses[old] > 1 or old != new]
         for old, new in moving:
@@ -300,7 +299,9 @@ class MessageTable:
     def _park_one_statement(
         self, at_dir: ColumnElement[bool], at_msgnum: ColumnElement[bool]
     ) -> ClauseElement:
-        """UPDATE of exactly one of the rows at (dir, msgnum), lowest msg_id first."""
+        """UPDATE of exactly one of the rows at (dir, msgnum): by ctid (PostgreSQL) or rowid
+        (SQLite), lowest msg_id first; MariaDB's UPDATE ... LIMIT 1 takes whichever row its
+        scan meets first (they share the msgnum, so either order is a correct renumbering)."""
         t = self._table
         to_msgnum = {"msgnum": bindparam("new_msgnum")}
         if self.pool.backend == "mysql":
