@@ -25,9 +25,14 @@ values: `Row.getall(name)` returns them (blank ones dropped), while `row[name]` 
 column text, decoded and stripped. NULL and blank columns are left out of a row, except
 sorcery-style `@name` columns, which are kept (as "").
 
-Failover: the next priority is tried only when a backend fails (connection or statement
-error), never when it answers "not found". An optional per-family cache (`CachePolicy`) keeps
-answers for a while; Asterisk has none, so it is off unless configured.
+Failover: the next priority is tried only when a backend cannot be reached
+(`DatabaseUnavailable`: connection failure, unknown res_odbc class, unreadable static file),
+never when it answers "not found". Any other `DatabaseError` (a missing table or column, a
+syntax error: SQLSTATE class 42) is the mapping's own fault, not an outage: it is raised to the
+caller at once, for reads, writes and configuration files alike.
+
+An optional per-family cache (`CachePolicy`) keeps answers for a while; Asterisk has none, so
+it is off unless configured.
 """
 
 from __future__ import annotations
@@ -38,13 +43,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyodbc
 
 from storage.conffile import ConfigError, ConfigFile, load_config
 from storage.identifiers import split_table_name
 from storage.odbc import DatabaseError, DatabaseUnavailable, OdbcPool
+from storage.realtime_rows import (
+    Condition,
+    Row,
+    check_column,
+    decode_value,
+    encode_value,
+    parse_conditions,
+)
+from storage.realtime_static import static_rows, static_select
 from storage.staticconfig import load_static_config
 
 log = logging.getLogger(__name__)
@@ -61,31 +74,12 @@ __all__ = [
 
 DRIVERS = ("odbc", "static")
 
-# Operators a field name may carry after a space ("exten LIKE", "regseconds >"). Asterisk pastes
-# whatever follows the space into the SQL; only these are accepted here.
-_OPERATORS = frozenset({"=", "!=", "<>", "<", "<=", ">", ">=", "LIKE", "NOT LIKE"})
-
-# Column names: identifiers, plus the dashes some Asterisk columns have ("call-limit").
-_COLUMN = re.compile(r"^@?[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-# Asterisk writes ^XX (two upper-case hex digits) for ';' and '^'; decode_chunk takes any XX.
-_ENCODED = re.compile(r"\^([0-7][0-9A-F])")
 
 # ODBC SQL types that hold text (Asterisk's is_text()).
 _TEXT_TYPES = frozenset({1, 12, -1, -8, -9, -10})
 
 _CACHE_LIMIT = 10_000  # entries before expired ones are swept
-
-
-def encode_value(value: str) -> str:
-    """`^` and `;` as res_config_odbc stores them (`^5E`, `^3B`)."""
-    return value.replace("^", "^5E").replace(";", "^3B")
-
-
-def decode_value(value: str) -> str:
-    """The inverse of encode_value (any `^XX` of an ASCII character, as Asterisk decodes)."""
-    return _ENCODED.sub(lambda match: chr(int(match.group(1), 16)), value)
 
 
 @dataclass
@@ -107,46 +101,11 @@ class CachePolicy:
     negative_ttl: float = 0.0
 
 
-class Row(dict[str, str]):
-    """One realtime row: lower-case column name -> whole value; getall() for multi-values."""
-
-    def __init__(
-        self, values: Mapping[str, str] | None = None, multi: Mapping[str, list[str]] | None = None
-    ) -> None:
-        super().__init__(values or {})
-        self._multi = {name: list(items) for name, items in (multi or {}).items()}
-
-    def getall(self, name: str) -> list[str]:
-        """Every value of a column, in order: its `;`-separated parts (or repeated lines)."""
-        key = name.lower()
-        if key in self._multi:
-            return list(self._multi[key])
-        return [self[key]] if key in self else []
-
-    def copy(self) -> Row:
-        return Row(self, self._multi)
-
-
-@dataclass(frozen=True)
-class _Condition:
-    column: str  # lower-case
-    operator: str  # one of _OPERATORS
-    value: str  # as given, not yet encoded
-
-
 @dataclass(frozen=True)
 class _Column:
     name: str
     is_text: bool
     nullable: bool
-
-
-def _check_column(name: str) -> str:
-    if not _COLUMN.match(name):
-        raise ValueError(
-            f"invalid realtime column name {name!r}: only letters, digits, _ and - are allowed"
-        )
-    return name.lower()
 
 
 def _quote(column: str, backend: str) -> str:
@@ -156,19 +115,7 @@ def _quote(column: str, backend: str) -> str:
     return f"`{column}`" if backend == "mysql" else f'"{column}"'
 
 
-def _conditions(where: Mapping[str, object], operators: bool) -> list[_Condition]:
-    """Parse `{"exten LIKE": "1%", "context": "x"}`; names are checked here, before any SQL."""
-    conditions = []
-    for field, value in where.items():
-        name, _, operator = field.strip().partition(" ")
-        operator = " ".join(operator.split()).upper() or "="
-        if operator not in _OPERATORS or (operator != "=" and not operators):
-            raise ValueError(f"unsupported operator in realtime field {field!r}")
-        conditions.append(_Condition(_check_column(name), operator, str(value)))
-    return conditions
-
-
-def _where_sql(conditions: list[_Condition], backend: str) -> tuple[str, list[str]]:
+def _where_sql(conditions: list[Condition], backend: str) -> tuple[str, list[str]]:
     """`f1 = ? AND f2 LIKE ?` and the encoded values. SQLite's LIKE has no escape character
     unless told, so `\\_` (the realtime switch's pattern query) needs ESCAPE there."""
     parts = []
@@ -236,185 +183,6 @@ def _table_columns(cursor: pyodbc.Cursor, table: str) -> dict[str, _Column]:
             nullable = bool(description[6])
         columns[column] = _Column(column, is_text, nullable)
     return columns
-
-
-# --- the static driver ----------------------------------------------------------------------
-
-_VOICEMAIL_SKIP = frozenset({"general", "zonemessages"})
-_EXTENSIONS_SKIP = frozenset({"general", "globals"})
-
-
-def _voicemail_rows(conf: ConfigFile) -> list[Row]:
-    rows = []
-    for section in conf.sections:
-        if section.name.lower() in _VOICEMAIL_SKIP:
-            continue
-        for variable in section.variables:
-            parts = [part.strip() for part in variable.value.split(",", 4)]
-            parts += [""] * (5 - len(parts))
-            pairs: list[tuple[str, object]] = [
-                ("context", section.name),
-                ("mailbox", variable.name),
-                ("password", parts[0]),
-                ("fullname", parts[1]),
-                ("email", parts[2]),
-                ("pager", parts[3]),
-            ]
-            for option in parts[4].split("|"):
-                name, sep, value = option.partition("=")
-                if sep and name.strip():
-                    pairs.append((name.strip().lower(), value.strip()))
-            rows.append(_static_row(pairs))
-    return rows
-
-
-def _extension_rows(conf: ConfigFile) -> list[Row]:
-    rows = []
-    for section in conf.sections:
-        if section.name.lower() in _EXTENSIONS_SKIP:
-            continue
-        exten, priority = "", 0
-        for variable in section.variables:
-            kind = variable.name.lower()
-            if kind not in ("exten", "same"):
-                continue
-            if kind == "exten":
-                exten, _, rest = variable.value.partition(",")
-                exten = exten.strip()
-            else:
-                rest = variable.value
-            number, _, action = rest.partition(",")
-            number = number.strip().split("(", 1)[0].strip()  # drop a (label)
-            if number.lower() == "hint":
-                continue
-            if number.lower() == "n":
-                priority += 1
-            elif number.startswith("n+") and number[2:].isdigit():
-                priority += int(number[2:])
-            elif number.isdigit():
-                priority = int(number)
-            else:
-                raise ConfigError(
-                    variable.filename, variable.line, f"unsupported priority {number!r}"
-                )
-            app, data = _split_application(action.strip())
-            rows.append(
-                _static_row(
-                    [
-                        ("context", section.name),
-                        ("exten", exten),
-                        ("priority", str(priority)),
-                        ("app", app),
-                        ("appdata", data),
-                    ]
-                )
-            )
-    return rows
-
-
-def _split_application(action: str) -> tuple[str, str]:
-    """`Dial(SIP/100,20)` or the old `Dial,SIP/100` -> ("Dial", "SIP/100,20")."""
-    paren, comma = action.find("("), action.find(",")
-    if paren >= 0 and (comma < 0 or paren < comma):
-        data = action[paren + 1 :]
-        return action[:paren].strip(), data[:-1] if data.endswith(")") else data
-    app, _, data = action.partition(",")
-    return app.strip(), data
-
-
-def _peer_rows(conf: ConfigFile) -> list[Row]:
-    rows = []
-    for section in conf.sections:
-        if section.name.lower() == "general":
-            continue
-        pairs: list[tuple[str, object]] = [("name", section.name)]
-        pairs += [(variable.name.lower(), variable.value) for variable in section.variables]
-        rows.append(_static_row(pairs))
-    return rows
-
-
-def _static_row(pairs: list[tuple[str, object]]) -> Row:
-    """A row from file lines: repeated names are multi-values, the last one is row[name]."""
-    values: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    for name, value in pairs:
-        text = str(value).strip()
-        if not text:
-            continue
-        values[name] = text
-        multi.setdefault(name, []).append(text)
-    return Row(values, {name: items for name, items in multi.items() if len(items) > 1})
-
-
-def static_rows(family: str, conf: ConfigFile) -> list[Row]:
-    """The rows the `static` driver serves for `family` from a parsed .conf file."""
-    if family == "voicemail":
-        return _voicemail_rows(conf)
-    if family == "extensions":
-        return _extension_rows(conf)
-    return _peer_rows(conf)
-
-
-_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
-
-
-def _number(text: str) -> float | None:
-    """A static value that reads as a decimal number (not "inf" or "1e3"), else None."""
-    return float(text) if _NUMBER.fullmatch(text.strip()) else None
-
-
-def _like(pattern: str) -> re.Pattern[str]:
-    out, escaped = [], False
-    for ch in pattern:
-        if escaped:
-            out.append(re.escape(ch))
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _static_match(row: Row, condition: _Condition) -> bool:
-    """SQL-like comparison on a static row: a missing column is NULL and matches nothing;
-    numbers compare as numbers, everything else as case-sensitive text."""
-    have = row.get(condition.column)
-    if have is None:
-        return False
-    want = condition.value
-    operator = condition.operator
-    if operator in ("LIKE", "NOT LIKE"):
-        return (_like(want).fullmatch(have) is not None) == (operator == "LIKE")
-    left: Any = have
-    right: Any = want
-    have_number, want_number = _number(have), _number(want)
-    if have_number is not None and want_number is not None:
-        left, right = have_number, want_number
-    if operator == "=":
-        return left == right
-    if operator in ("!=", "<>"):
-        return left != right
-    if operator == "<":
-        return left < right
-    if operator == "<=":
-        return left <= right
-    if operator == ">":
-        return left > right
-    return left >= right
-
-
-def _sort_key(column: str) -> Callable[[Row], tuple[int, float, str]]:
-    def key(row: Row) -> tuple[int, float, str]:
-        value = row.get(column, "")
-        number = _number(value)
-        return (0, number, "") if number is not None else (1, 0.0, value)
-
-    return key
 
 
 # --- the families ---------------------------------------------------------------------------
@@ -495,7 +263,9 @@ class Realtime:
         """As load(), for field names carrying an operator, e.g. {"exten LIKE": "1%"}.
 
         Returns None when nothing matches (or the family is not mapped). When a mapping's
-        database fails, the next priority is tried; if all fail, the last error is raised.
+        database cannot be reached, the next priority is tried; if none can, the last
+        DatabaseUnavailable is raised. Any other DatabaseError (a missing table, say) is
+        raised at once.
         """
         rows = await self._read(family, where, single=True)
         return rows[0] if rows else None
@@ -508,21 +278,21 @@ class Realtime:
         mappings = self._families.get(family)
         if not mappings:
             return []
-        conditions = _conditions(where, operators=True)
+        conditions = parse_conditions(where, operators=True)
         if not conditions:
             raise ValueError("a realtime lookup needs at least one field")
         key = (family, single, tuple((c.column, c.operator, c.value) for c in conditions))
         cached = self._cache_get(key)
         if cached is not None:
             return cached
-        error: DatabaseError | None = None
+        error: DatabaseUnavailable | None = None
         for mapping in mappings:
             try:
                 if mapping.driver.strip().lower() == "static":
                     rows = self._static_select(mapping, conditions, single)
                 else:
                     rows = await self._odbc_select(mapping, conditions, single)
-            except DatabaseError as exc:
+            except DatabaseUnavailable as exc:
                 log.warning("realtime family %s on %s failed: %s", family, mapping.table, exc)
                 error = exc
                 continue
@@ -532,7 +302,7 @@ class Realtime:
         raise error
 
     async def _odbc_select(
-        self, mapping: RealtimeMapping, conditions: list[_Condition], single: bool
+        self, mapping: RealtimeMapping, conditions: list[Condition], single: bool
     ) -> list[Row]:
         pool = self._pool(mapping)
 
@@ -548,16 +318,9 @@ class Realtime:
         return await pool.run(work, retry_for=self._retry_for)
 
     def _static_select(
-        self, mapping: RealtimeMapping, conditions: list[_Condition], single: bool
+        self, mapping: RealtimeMapping, conditions: list[Condition], single: bool
     ) -> list[Row]:
-        rows = [
-            row
-            for row in self._static_rows(mapping)
-            if all(_static_match(row, condition) for condition in conditions)
-        ]
-        if single:
-            return rows[:1]
-        return sorted(rows, key=_sort_key(conditions[0].column))
+        return static_select(self._static_rows(mapping), conditions, single)
 
     def _static_rows(self, mapping: RealtimeMapping) -> list[Row]:
         path = Path(mapping.database.strip().strip('"'))
@@ -587,8 +350,8 @@ class Realtime:
         Fields the table does not have are skipped (table columns are cached until
         invalidate()); an empty value for a nullable non-text column, or None, writes NULL.
         """
-        key_column = _check_column(keyfield)
-        updates = {_check_column(name): value for name, value in fields.items()}
+        key_column = check_column(keyfield)
+        updates = {check_column(name): value for name, value in fields.items()}
 
         def build(pool: OdbcPool, mapping: RealtimeMapping) -> Callable[[pyodbc.Connection], int]:
             def work(connection: pyodbc.Connection) -> int:
@@ -616,10 +379,10 @@ class Realtime:
         A lookup column the table does not have fails the update; update fields it does not
         have are skipped; values follow update()'s NULL rule.
         """
-        conditions = _conditions(lookup, operators=False)
+        conditions = parse_conditions(lookup, operators=False)
         if not conditions:
             raise ValueError("update2 needs at least one lookup field")
-        updates = {_check_column(name): value for name, value in fields.items()}
+        updates = {check_column(name): value for name, value in fields.items()}
 
         def build(pool: OdbcPool, mapping: RealtimeMapping) -> Callable[[pyodbc.Connection], int]:
             def work(connection: pyodbc.Connection) -> int:
@@ -648,7 +411,7 @@ class Realtime:
 
         All fields are written (an unknown column is a database error); None writes NULL.
         """
-        names = [_check_column(name) for name in fields]
+        names = [check_column(name) for name in fields]
         if not names:
             raise ValueError("store needs at least one field")
         values = [None if v is None else encode_value(str(v)) for v in fields.values()]
@@ -672,8 +435,8 @@ class Realtime:
         where: Mapping[str, object] | None = None,
     ) -> int:
         """`DELETE FROM t WHERE f1 = ? AND ... AND keyfield = ?` (ast_destroy_realtime)."""
-        conditions = _conditions(where or {}, operators=False)
-        conditions.append(_Condition(_check_column(keyfield), "=", str(lookup)))
+        conditions = parse_conditions(where or {}, operators=False)
+        conditions.append(Condition(check_column(keyfield), "=", str(lookup)))
 
         def build(pool: OdbcPool, mapping: RealtimeMapping) -> Callable[[pyodbc.Connection], int]:
             def work(connection: pyodbc.Connection) -> int:
@@ -692,14 +455,14 @@ class Realtime:
         build: Callable[[OdbcPool, RealtimeMapping], Callable[[pyodbc.Connection], int]],
     ) -> int:
         """Run a write on the first mapping that takes it; static mappings are read-only."""
-        error: DatabaseError | None = None
+        error: DatabaseUnavailable | None = None
         for mapping in self._families.get(family, []):
             if mapping.driver.strip().lower() != "odbc":
                 continue
             try:
                 pool = self._pool(mapping)
                 count = await pool.run(build(pool, mapping), retry_for=self._retry_for)
-            except DatabaseError as exc:
+            except DatabaseUnavailable as exc:
                 log.warning("realtime %s of %s on %s failed: %s", what, family, mapping.table, exc)
                 error = exc
                 continue
@@ -746,7 +509,7 @@ class Realtime:
         mappings = self._families.get(filename)
         if not mappings:
             return None
-        error: DatabaseError | None = None
+        error: DatabaseUnavailable | None = None
         for mapping in mappings:
             try:
                 if mapping.driver.strip().lower() == "static":
@@ -758,7 +521,7 @@ class Realtime:
                     except ConfigError as exc:
                         raise DatabaseUnavailable(f"[static {path}] {exc}") from exc
                 return await load_static_config(self._pool(mapping), mapping.table, filename)
-            except DatabaseError as exc:
+            except DatabaseUnavailable as exc:
                 log.warning("configuration %s from %s failed: %s", filename, mapping.table, exc)
                 error = exc
         assert error is not None

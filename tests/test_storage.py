@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import re
 import time
@@ -26,12 +25,11 @@ from storage.schema import (
     voicemail_table,
 )
 from tests.dbbackends import Backend, fresh_database, tcp_proxy
+from tests.helpers import SPOOL, message_fields, report, run_processes, started_store
 
 # Fixtures: a fresh database on each backend (all three / PostgreSQL and MariaDB).
 
 pytestmark = pytest.mark.timeout(120)
-
-SPOOL = "/var/spool/asterisk/voicemail/"
 
 
 @asynccontextmanager
@@ -44,30 +42,8 @@ async def started_pool(backend: Backend, max_connections: int = 2) -> AsyncItera
         await pool.close()
 
 
-@asynccontextmanager
-async def message_store(
-    backend: Backend, table: Table | None = None, max_connections: int = 2
-) -> AsyncIterator[MessageStore]:
-    table = table if table is not None else messages_table()
-    async with started_pool(backend, max_connections) as pool:
-        await create_tables(pool, [table])
-        yield MessageStore(pool, table.name, SPOOL)
-
-
 async def deposit(store: MessageStore, recording: bytes = b"RIFF", **overrides: object) -> int:
-    fields: dict[str, object] = {
-        "context": "default",
-        "mailbox": "1234",
-        "folder": "INBOX",
-        "recording": recording,
-        "callerid": '"Alice" <5551000>',
-        "origtime": 1_700_000_000,
-        "duration": 7,
-        "caller_context": "from-internal",
-        "msg_id": new_msg_id(),
-    }
-    fields.update(overrides)
-    return await store.store(**fields)  # type: ignore[arg-type]
+    return await store.store(**message_fields(recording, **overrides))
 
 
 # --- message store -------------------------------------------------------------------------------
@@ -75,7 +51,7 @@ async def deposit(store: MessageStore, recording: bytes = b"RIFF", **overrides: 
 
 def test_recordings_of_160k_1m_and_10m_come_back_byte_exact(backend: Backend) -> None:
     async def scenario() -> None:
-        async with message_store(backend) as store:
+        async with started_store(backend) as store:
             sizes = (160 * 1024, 1024 * 1024, 10 * 1024 * 1024)
             recordings = [os.urandom(size) for size in sizes]
             for recording in recordings:
@@ -91,7 +67,7 @@ def test_recordings_of_160k_1m_and_10m_come_back_byte_exact(backend: Backend) ->
 
 def test_new_messages_are_numbered_0_1_2_per_folder(backend: Backend) -> None:
     async def scenario() -> None:
-        async with message_store(backend) as store:
+        async with started_store(backend) as store:
             assert [await deposit(store) for _ in range(3)] == [0, 1, 2]
             assert await deposit(store, folder="Urgent", flag="Urgent") == 0
             assert await deposit(store, mailbox="1235") == 0
@@ -103,7 +79,7 @@ def test_new_messages_are_numbered_0_1_2_per_folder(backend: Backend) -> None:
 
 def test_storing_the_same_msg_id_again_keeps_one_message(backend: Backend) -> None:
     async def scenario() -> None:
-        async with message_store(backend) as store:
+        async with started_store(backend) as store:
             await deposit(store)
             msg_id = new_msg_id()
             first = await deposit(store, msg_id=msg_id)
@@ -118,7 +94,7 @@ def test_storing_the_same_msg_id_again_keeps_one_message(backend: Backend) -> No
 
 def test_count_last_index_retrieve_and_delete(backend: Backend) -> None:
     async def scenario() -> None:
-        async with message_store(backend) as store:
+        async with started_store(backend) as store:
             assert await store.count("default", "1234", "INBOX") == 0
             assert await store.last_index("default", "1234", "INBOX") == -1
             assert await store.retrieve("default", "1234", "INBOX", 0) is None
@@ -162,7 +138,7 @@ def test_count_last_index_retrieve_and_delete(backend: Backend) -> None:
 
 def test_a_row_without_msg_id_gets_one_on_retrieve(backend: Backend) -> None:
     async def scenario() -> None:
-        async with message_store(backend) as store:
+        async with started_store(backend) as store:
             await deposit(store)
 
             def clear(connection: pyodbc.Connection) -> None:
@@ -193,7 +169,7 @@ def test_a_table_without_macrocontext_works(backend: Backend) -> None:
     )
 
     async def scenario() -> None:
-        async with message_store(backend, asterisk22) as store:
+        async with started_store(backend, table=asterisk22) as store:
             assert [await deposit(store, b"audio") for _ in range(2)] == [0, 1]
             message = await store.retrieve("default", "1234", "INBOX", 1)
             assert message is not None
@@ -219,44 +195,29 @@ def _store_twenty(connection_string: str, label: str, barrier: Any, results: Any
         finally:
             await pool.close()
 
-    try:
-        results.put((label, asyncio.run(deposits())))
-    except BaseException as exc:
-        results.put((label, f"{type(exc).__name__}: {exc}"))
+    report(results, label, deposits)
 
 
 def test_two_processes_depositing_at_once_get_40_distinct_msgnums(backend: Backend) -> None:
     """Two servers sharing one database; on SQLite, two processes on one file."""
 
     async def create() -> None:
-        async with message_store(backend):
+        async with started_store(backend):
             pass
 
     asyncio.run(create())
-    spawn = multiprocessing.get_context("spawn")
-    barrier = spawn.Barrier(2)
-    queue = spawn.Queue()
-    processes = [
-        spawn.Process(target=_store_twenty, args=(backend.connection_string, label, barrier, queue))
-        for label in ("server-a", "server-b")
-    ]
-    for process in processes:
-        process.start()
-    try:
-        outcome = dict(queue.get(timeout=60) for _ in processes)
-    finally:
-        for process in processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join()
+    outcome = run_processes(
+        _store_twenty,
+        [(backend.connection_string, label) for label in ("server-a", "server-b")],
+        timeout=60,
+    )
     results = list(outcome.values())
     assert all(isinstance(result, list) for result in results), outcome
 
     assert sorted(results[0] + results[1]) == list(range(40))
 
     async def check() -> None:
-        async with message_store(backend) as store:
+        async with started_store(backend) as store:
             assert await store.count("default", "1234", "INBOX") == 40
             assert await store.last_index("default", "1234", "INBOX") == 39
 
@@ -271,7 +232,7 @@ def test_two_processes_depositing_at_once_get_40_distinct_msgnums(backend: Backe
 
 def test_a_deposit_survives_the_server_dropping_the_connection(server_backend: Backend) -> None:
     async def scenario() -> None:
-        async with message_store(server_backend, max_connections=1) as store:
+        async with started_store(server_backend, max_connections=1) as store:
             assert await deposit(store) == 0
             assert await asyncio.to_thread(server_backend.terminate_connections) >= 1
             assert await deposit(store) == 1
@@ -330,7 +291,7 @@ def test_pre_connect_opens_every_connection_at_start(server_backend: Backend) ->
 
 def test_a_wrong_statement_fails_at_once_with_its_sqlstate(backend: Backend) -> None:
     async def scenario() -> None:
-        async with message_store(backend) as store:
+        async with started_store(backend) as store:
             await deposit(store)
 
             def duplicate(connection: pyodbc.Connection) -> None:
