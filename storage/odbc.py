@@ -529,20 +529,13 @@ class OdbcPool:
     ) -> T:
         """One run of `work` and its COMMIT; a connection failure is raised as pyodbc.Error.
 
-        A job whose caller gave up meanwhile is rolled back, never committed: its caller was
-        told it failed and may well run it again.
+        A job whose caller gave up meanwhile is rolled back, never committed (not even by a
+        commit() of the work's own): its caller was told it failed and may well run it again.
         """
+        guarded = _GuardedConnection(connection, job, lambda: self._timeout(limit, "rolled back"))
         try:
-            result = work(connection)
-            if job is not None and not job.claim_commit():
-                self._rollback(connection)
-                self._drop_connection()
-                raise self._timeout(limit, "the caller gave up; rolled back")
-            try:
-                connection.commit()
-            finally:
-                if job is not None:
-                    job.commit_done()
+            result = work(guarded)  # type: ignore[arg-type]
+            guarded.commit()
         except pyodbc.Error as exc:
             self._rollback(connection)
             if is_timeout(exc, self._backend):
@@ -558,6 +551,38 @@ class OdbcPool:
             raise
         self._local.last_used = time.monotonic()
         return result
+
+
+class _GuardedConnection:
+    """The connection as a unit of work sees it: commit() refuses once the caller gave up.
+
+    Work may commit part way (the message store commits after taking its folder locks); each
+    such commit is checked too. Everything else is the pyodbc connection's own.
+    """
+
+    def __init__(
+        self,
+        connection: pyodbc.Connection,
+        job: Job | None,
+        refusal: Callable[[], Exception],
+    ) -> None:
+        self._connection = connection
+        self._job = job
+        self._refusal = refusal
+
+    def commit(self) -> None:
+        if self._job is None:
+            self._connection.commit()
+            return
+        if not self._job.claim_commit():
+            raise self._refusal()
+        try:
+            self._connection.commit()
+        finally:
+            self._job.commit_done()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._connection, name)
 
 
 def _consume(future: asyncio.Future[object]) -> None:

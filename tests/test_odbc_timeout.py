@@ -131,7 +131,11 @@ def test_after_a_blackhole_the_proxy_replaced_by_a_working_path_serves_again(
         proxy.stop()
 
 
-def test_an_abandoned_insert_that_comes_back_is_not_committed(server_backend: Backend) -> None:
+@pytest.mark.parametrize("commits_itself", [False, True], ids=["pool-commits", "work-commits"])
+def test_an_abandoned_insert_that_comes_back_is_not_committed(
+    server_backend: Backend, commits_itself: bool
+) -> None:
+    """Also when the work commits on its own, as the message store does after its locks."""
     server_backend.sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, body VARCHAR(20))")
     proxy = TcpProxy(UPSTREAM[server_backend.name])
     proxy.start()
@@ -139,6 +143,8 @@ def test_an_abandoned_insert_that_comes_back_is_not_committed(server_backend: Ba
     def insert(key: int) -> Callable[[pyodbc.Connection], None]:
         def work(connection: pyodbc.Connection) -> None:
             connection.cursor().execute("INSERT INTO notes VALUES (?, 'x')", key)
+            if commits_itself:
+                connection.commit()
 
         return work
 
