@@ -371,7 +371,11 @@ class OdbcPool:
             else:
                 connection.set_attr(SQL_ATTR_QUERY_TIMEOUT, seconds)
         except pyodbc.Error as exc:
-            if not is_statement_error(exc, self._backend) and sqlstate_of(exc) != "HY000":
+            # set_attr is local to the driver; MySQL proper has no max_statement_time.
+            unsupported = self._backend != "mysql" or "unknown system variable" in (
+                driver_message(exc).lower()
+            )
+            if not unsupported:
                 raise  # the connection failed: handled as any connection failure
             self._query_timeout_supported = False
             log.warning(
