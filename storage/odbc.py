@@ -217,8 +217,15 @@ class OdbcPool:
         future.add_done_callback(_consume)  # a late error of an abandoned job is nobody's
         if not timeout:
             return await future
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout + TIMEOUT_GRACE
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout + TIMEOUT_GRACE)
+        except asyncio.CancelledError:
+            # The caller went away (a hangup), the work goes on; its deadline still holds, or
+            # a hung server would keep this worker for good.
+            loop.call_at(give_up_at, self._abandon_unless_done, job)
+            raise
         except TimeoutError:
             committing = self._workers.abandon(job)
             outcome = "; a COMMIT was in flight, its outcome is unknown" if committing else ""
@@ -227,6 +234,10 @@ class OdbcPool:
                 f"(dbtimeout){outcome}",
                 sqlstate="HYT00",
             ) from None
+
+    def _abandon_unless_done(self, job: Job) -> None:
+        if not job.future.done():
+            self._workers.abandon(job)
 
     def _timeout(self, limit: float, detail: str, sqlstate: str = "HYT00") -> DatabaseTimeout:
         return DatabaseTimeout(

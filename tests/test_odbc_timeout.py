@@ -5,6 +5,7 @@ given up on is never committed. Also: permanent (configuration) errors are not o
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -311,3 +312,46 @@ def test_an_outage_is_never_permanent() -> None:
     assert not DatabaseUnavailable("x", sqlstate="42000").permanent
     assert not DatabaseTimeout("x", sqlstate="42000").permanent
     assert isinstance(DatabaseTimeout("x"), DatabaseUnavailable)
+
+
+# --- a stuck worker, on every backend ---------------------------------------------------------
+
+
+def test_a_worker_whose_caller_went_away_is_still_abandoned_at_its_deadline(
+    backend: Backend,
+) -> None:
+    """A hangup cancels the caller; the stuck worker must not keep its slot for good."""
+    backend.sql("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    release = threading.Event()
+
+    def stuck_insert(connection: pyodbc.Connection) -> None:
+        connection.cursor().execute("INSERT INTO notes VALUES (1)")
+        release.wait(20)  # stands in for a driver call that does not return
+
+    async def scenario() -> None:
+        connection_class = backend.connection_class(max_connections=1)
+        connection_class.dbtimeout = 0.5
+        pool = OdbcPool(connection_class)
+        try:
+            await pool.start()
+            caller = asyncio.ensure_future(pool.run(stuck_insert))
+            await asyncio.sleep(0.2)
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            await eventually(
+                lambda: asyncio.sleep(0, pool.abandoned_workers == 1), 10, "worker abandoned"
+            )
+            # The one slot is free again: a new thread serves (SQLite: once the stuck
+            # transaction lets go of its write lock, so only a read here).
+            assert await pool.run(select_one) == 1
+            release.set()
+            await eventually(
+                lambda: asyncio.sleep(0, pool.abandoned_workers == 0), 10, "the thread ends"
+            )
+        finally:
+            release.set()
+            await pool.close()
+
+    asyncio.run(scenario())
+    assert backend.sql("SELECT id FROM notes") == []  # it came back, and rolled back
