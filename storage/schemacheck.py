@@ -1,8 +1,9 @@
 """`voicemail db check`: compare the database with the tables we expect, and say how to fix it.
 
 An operator pointing us at an existing Asterisk database wants to know before the first call
-that a column is missing or that MariaDB's `recording` is a 64 KB BLOB that cuts messages
-after four seconds. Each finding carries the SQL that fixes it.
+that a table or column is missing or that MariaDB's `recording` is a 64 KB BLOB that cuts
+messages after four seconds. Each finding carries the SQL that fixes it. Every mapped family
+has its table definition here (`expected_table`), so start-up can check them all.
 """
 
 from __future__ import annotations
@@ -11,17 +12,51 @@ from dataclasses import dataclass
 
 import pyodbc
 from sqlalchemy import Table
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable
 
-from storage.odbc import DatabaseError, OdbcPool
-from storage.schema import dialect_for, table_columns
+from storage.odbc import DatabaseError, OdbcPool, sqlstate_of
+from storage.realtime_tables import extensions_table, sippeers_table
+from storage.schema import dialect_for, messages_table, table_columns, voicemail_table
+from storage.staticconfig import ast_config_table
 
 # Columns the code cannot do without; the others are optional (Asterisk 22 dropped
-# macrocontext, older tables lack category or msg_id) and only reported as notes.
+# macrocontext, older tables lack category or msg_id; realtime writes skip columns a table
+# lacks) and only reported as notes.
 REQUIRED_COLUMNS = {
     "voicemessages": {"dir", "msgnum", "recording"},
     "voicemail": {"context", "mailbox", "password"},
+    "sippeers": {"name"},
+    "extensions": {"context", "exten", "priority", "app", "appdata"},
+    "ast_config": {
+        "filename",
+        "commented",
+        "category",
+        "cat_metric",
+        "var_name",
+        "var_val",
+        "var_metric",
+    },
 }
+
+_DEFINITIONS = {
+    "voicemessages": messages_table,
+    "voicemail": voicemail_table,
+    "sippeers": sippeers_table,
+    "extensions": extensions_table,
+    "ast_config": ast_config_table,
+}
+
+
+def expected_table(family: str, table_name: str) -> tuple[Table, str] | None:
+    """The table definition and check role for a mapped family (extconfig.conf), or for
+    "voicemessages" (the odbcstorage table); `file.conf` families use the ast_config layout.
+    None for a family without a definition of ours."""
+    role = "ast_config" if family.endswith(".conf") else family
+    define = _DEFINITIONS.get(role)
+    if define is None:
+        return None
+    return define(name=table_name), role  # type: ignore[operator]
+
 
 MYSQL_SMALL_BLOBS = ("tinyblob", "blob", "mediumblob", "varbinary", "binary")
 
@@ -32,6 +67,7 @@ class Finding:
     table: str
     message: str
     fix: str = ""
+    statements: tuple[str, ...] = ()  # the fix as SQL to run, when it is SQL
 
     def __str__(self) -> str:
         text = f"{self.severity}: {self.table}: {self.message}"
@@ -43,44 +79,62 @@ def _column_type_sql(table: Table, column: str, backend: str) -> str:
     return table.c[column].type.compile(dialect=dialect)
 
 
-def _mysql_column_type(cursor: pyodbc.Cursor, table: str, column: str) -> str | None:
+def _mysql_column_type(
+    cursor: pyodbc.Cursor, schema: str | None, table: str, column: str
+) -> str | None:
     row = cursor.execute(
         "SELECT DATA_TYPE FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+        "WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+        schema,
         table,
         column,
     ).fetchone()
     return str(row[0]).lower() if row else None
 
 
-def _postgres_column_type(cursor: pyodbc.Cursor, table: str, column: str) -> str | None:
+def _postgres_column_type(
+    cursor: pyodbc.Cursor, schema: str | None, table: str, column: str
+) -> str | None:
     row = cursor.execute(
         "SELECT data_type, udt_name FROM information_schema.columns "
-        "WHERE table_name = ? AND column_name = ?",
+        "WHERE table_schema = COALESCE(?, current_schema()) AND table_name = ? "
+        "AND column_name = ?",
+        schema,
         table,
         column,
     ).fetchone()
     return str(row[1]).lower() if row else None
 
 
+def create_statements(table: Table, backend: str) -> tuple[str, ...]:
+    """CREATE TABLE and CREATE INDEX for `table` on `backend`, each on one line."""
+    dialect = dialect_for(backend)
+    ddl = [CreateTable(table).compile(dialect=dialect)]
+    ddl += [CreateIndex(index).compile(dialect=dialect) for index in table.indexes]
+    return tuple(" ".join(str(statement).split()) for statement in ddl)
+
+
 async def check_table(pool: OdbcPool, table: Table, role: str) -> list[Finding]:
-    """Findings for one expected table; `role` is "voicemessages" or "voicemail"."""
+    """Findings for one expected table; `role` is a key of REQUIRED_COLUMNS (see
+    expected_table). A missing table is an error whose fix is its CREATE TABLE."""
     backend = pool.backend
-    name = table.name
+    name = f"{table.schema}.{table.name}" if table.schema else table.name
 
     def inspect(connection: pyodbc.Connection) -> tuple[list[str] | None, dict[str, str]]:
         cursor = connection.cursor()
         try:
             columns = table_columns(cursor, name)
-        except pyodbc.Error:
+        except pyodbc.Error as exc:
+            if sqlstate_of(exc, backend)[:2] != "42":
+                raise  # not "no such table": the pool's error handling applies
             connection.rollback()
             return None, {}
         types: dict[str, str] = {}
         if "recording" in columns:
             if backend == "mysql":
-                found = _mysql_column_type(cursor, name, "recording")
+                found = _mysql_column_type(cursor, table.schema, table.name, "recording")
             elif backend == "postgresql":
-                found = _postgres_column_type(cursor, name, "recording")
+                found = _postgres_column_type(cursor, table.schema, table.name, "recording")
             else:
                 found = None
             if found:
@@ -92,26 +146,28 @@ async def check_table(pool: OdbcPool, table: Table, role: str) -> list[Finding]:
     except DatabaseError as exc:
         return [Finding("error", name, f"cannot inspect: {exc}")]
     if columns is None:
-        ddl = str(CreateTable(table).compile(dialect=dialect_for(backend))).strip()
+        statements = create_statements(table, backend)
         return [
             Finding(
                 "error",
                 name,
-                "table does not exist",
-                f"voicemail db init -C <dir>   (or: {' '.join(ddl.split())})",
+                f"table does not exist on [{pool.name}] (voicemail db init -C <dir> creates it)",
+                "; ".join(statements),
+                statements,
             )
         ]
     findings: list[Finding] = []
     required = REQUIRED_COLUMNS.get(role, set())
+    quote = dialect_for(backend).identifier_preparer.quote
     for column in table.columns:
         if column.name in columns:
             continue
         fix = (
-            f"ALTER TABLE {name} ADD COLUMN {column.name} "
+            f"ALTER TABLE {name} ADD COLUMN {quote(column.name)} "
             f"{_column_type_sql(table, column.name, backend)}"
         )
         severity = "error" if column.name in required else "note"
-        findings.append(Finding(severity, name, f"column {column.name} is missing", fix))
+        findings.append(Finding(severity, name, f"column {column.name} is missing", fix, (fix,)))
     recording_type = types.get("recording")
     if backend == "mysql" and recording_type in MYSQL_SMALL_BLOBS:
         findings.append(
@@ -121,6 +177,7 @@ async def check_table(pool: OdbcPool, table: Table, role: str) -> list[Finding]:
                 f"recording is {recording_type.upper()}, too small for voicemail audio "
                 "(a BLOB holds 64 KB, about 4 s of WAV)",
                 f"ALTER TABLE {name} MODIFY recording LONGBLOB",
+                (f"ALTER TABLE {name} MODIFY recording LONGBLOB",),
             )
         )
     if backend == "postgresql" and recording_type in ("oid", "lo"):

@@ -126,7 +126,16 @@ class TcpProxy:
     """A TCP forwarder to a database server that a test can cut, to stage an outage.
 
     stop() drops every connection and refuses new ones, as a server being restarted does;
-    start() accepts again on the same port.
+    start() accepts again on the same port, forwarding.
+
+    blackhole() stages a firewall that silently drops packets: connections stay open and new
+    ones are still accepted (and connected upstream), but no byte, FIN or reset passes in
+    either direction, so each side waits in silence. forward() opens the path again and what
+    was held is then delivered, in order: through a real firewall TCP keeps retransmitting
+    the dropped segments, so once packets pass again the peer receives everything the
+    connection has not given up on. Code that was already waiting must cope with a late
+    answer (an abandoned worker whose reply arrives after all); code that timed out and
+    closed its side simply never sees it.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -135,6 +144,8 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._gate = threading.Condition(self._lock)
+        self._forwarding = True
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -142,13 +153,27 @@ class TcpProxy:
         listener.bind(("127.0.0.1", self.port))
         listener.listen(16)
         self.port = listener.getsockname()[1]
-        self._listener = listener
+        with self._lock:
+            self._listener = listener
+            self._forwarding = True
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
-    def stop(self) -> None:
+    def blackhole(self) -> None:
+        """Hold every byte (and every close) in both directions until forward() or stop()."""
         with self._lock:
+            self._forwarding = False
+
+    def forward(self) -> None:
+        """Let bytes through again, delivering what blackhole() held back."""
+        with self._gate:
+            self._forwarding = True
+            self._gate.notify_all()
+
+    def stop(self) -> None:
+        with self._gate:
             listener, self._listener = self._listener, None
             sockets, self._sockets = self._sockets, set()
+            self._gate.notify_all()  # held pumps of these sockets give up
         if listener is not None:
             try:
                 listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in progress (Linux)
@@ -177,7 +202,19 @@ class TcpProxy:
             with self._lock:
                 self._sockets.update((client, server))
             for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+                threading.Thread(
+                    target=self._pump,
+                    args=(_GatedSocket(self, source), _GatedSocket(self, target)),
+                    daemon=True,
+                ).start()
+
+    def _hold(self, sock: socket.socket) -> None:
+        """Wait while blackholed; OSError when the proxy dropped `sock` meanwhile."""
+        with self._gate:
+            while not self._forwarding and sock in self._sockets:
+                self._gate.wait()
+            if sock not in self._sockets:
+                raise OSError("proxy stopped")
 
     @staticmethod
     def _pump(source: socket.socket, target: socket.socket) -> None:
@@ -192,6 +229,27 @@ class TcpProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+class _GatedSocket:
+    """A proxied socket whose recv() holds what it read while the proxy is blackholed.
+
+    Holding at recv() (not dropping) keeps the bytes, and an end of stream, for forward();
+    other methods are the socket's own, so a subclass's _pump may set options on it.
+    """
+
+    def __init__(self, proxy: TcpProxy, sock: socket.socket) -> None:
+        self._proxy = proxy
+        self._sock = sock
+
+    def recv(self, size: int) -> bytes:
+        self._proxy._hold(self._sock)
+        data = self._sock.recv(size)
+        self._proxy._hold(self._sock)  # read before the blackhole began: held, not lost
+        return data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
 
 
 @contextmanager

@@ -88,7 +88,11 @@ def test_without_negative_connection_cache_every_request_tries_again(
     backend: Backend, tmp_path: Path
 ) -> None:
     async def scenario(connection_string: str, fix: Callable[[], object]) -> None:
-        pool = OdbcPool(ConnectionClass("flaky", connection_string, connect_timeout=2))
+        pool = OdbcPool(
+            ConnectionClass(
+                "flaky", connection_string, connect_timeout=2, negative_connection_cache=0
+            )
+        )
         try:
             with pytest.raises(DatabaseUnavailable):
                 await pool.start()
@@ -287,17 +291,23 @@ def test_res_odbc_connection_options_are_read() -> None:
             "sanitysql": "select count(*) from systables",
             "isolation": "Repeatable Read",
             "connect_timeout": "3",
+            "dbtimeout": "1.5",
         },
     )
     assert cls.negative_connection_cache == 300
+    assert cls.dbtimeout == 1.5
     assert cls.sanitysql == "select count(*) from systables"
     assert (cls.isolation, cls.connect_timeout) == ("repeatable_read", 3)
     plain = ConnectionClass.from_options("x", {"dsn": "x"})
+    # Not Asterisk's 300 s: a few seconds spare calls a connect attempt each while a restart
+    # is still ridden out quickly.
     assert (plain.negative_connection_cache, plain.sanitysql, plain.isolation) == (
-        0,
+        5,
         "select 1",
         "read_committed",
     )
+    assert plain.dbtimeout == 3
+    assert ConnectionClass.from_options("x", {"dsn": "x", "dbtimeout": "0"}).dbtimeout == 0
 
 
 @pytest.mark.parametrize(
@@ -306,6 +316,10 @@ def test_res_odbc_connection_options_are_read() -> None:
         ({"isolation": "snapshot"}, "isolation"),
         ({"negative_connection_cache": "-1"}, "negative_connection_cache"),
         ({"negative_connection_cache": "soon"}, "negative_connection_cache"),
+        ({"dbtimeout": "-1"}, "dbtimeout"),
+        ({"dbtimeout": "forever"}, "dbtimeout"),
+        ({"dbtimeout": "inf"}, "dbtimeout"),
+        ({"dbtimeout": "nan"}, "dbtimeout"),
     ],
 )
 def test_bad_connection_options_are_refused(options: dict[str, str], complaint: str) -> None:
