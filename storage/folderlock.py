@@ -21,7 +21,12 @@ from typing import Any, TypeVar
 
 import pyodbc
 
-from storage.odbc import DatabaseUnavailable, OdbcPool, driver_message, sqlstate_of
+from storage.odbc import (
+    DatabaseTimeout,
+    OdbcPool,
+    driver_message,
+    sqlstate_of,
+)
 
 T = TypeVar("T")
 
@@ -87,7 +92,7 @@ class FolderLocks:
         except pyodbc.Error as exc:
             text = driver_message(exc)
             if "locked" in text or "busy" in text:
-                raise DatabaseUnavailable(
+                raise DatabaseTimeout(
                     f"[{self.pool.name}] no write lock for {', '.join(folder_dirs)}: the "
                     "database stayed locked by another writer for the busy timeout "
                     "(Timeout= of the connection string)",
@@ -147,9 +152,10 @@ class FolderLocks:
         if row is None or row[0] != 1:
             raise self._timed_out(folder_dir)
 
-    def _timed_out(self, folder_dir: str) -> DatabaseUnavailable:
-        return DatabaseUnavailable(
-            f"[{self.pool.name}] no lock on folder {folder_dir} within {self.timeout:g} s: "
-            "another server holds it",
+    def _timed_out(self, folder_dir: str) -> DatabaseTimeout:
+        # GET_LOCK also gives NULL when MariaDB's max_statement_time (dbtimeout) ends the wait.
+        return DatabaseTimeout(
+            f"[{self.pool.name}] no lock on folder {folder_dir} within {self.timeout:g} s "
+            "(or the class's dbtimeout): another server holds it",
             sqlstate="HYT00",
         )

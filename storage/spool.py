@@ -102,10 +102,14 @@ class _RetryBoundPool:
         return getattr(self._pool, name)
 
     async def run(
-        self, work: Callable[[pyodbc.Connection], T], *, retry_for: float | None = None
+        self,
+        work: Callable[[pyodbc.Connection], T],
+        *,
+        retry_for: float | None = None,
+        timeout: float | None = None,
     ) -> T:
         limit = self._retry_for if retry_for is None else min(retry_for, self._retry_for)
-        return await self._pool.run(work, retry_for=limit)
+        return await self._pool.run(work, retry_for=limit, timeout=timeout)
 
 
 def bounded_store(store: MessageStore, retry_for: float) -> MessageStore:
@@ -114,6 +118,7 @@ def bounded_store(store: MessageStore, retry_for: float) -> MessageStore:
         _RetryBoundPool(store.pool, retry_for),  # type: ignore[arg-type]
         store.table_name,
         store.spool_prefix,
+        lock_timeout=store.lock_timeout,
     )
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from . import sipp
 from .dbbackends import Backend
-from .server import run_cli, write_config
+from .server import run_cli, start_server, write_config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -23,3 +24,43 @@ def test_a_bad_peer_option_stops_start_up_at_its_line(backend: Backend, tmp_path
     assert result.returncode == 1
     assert f"{config / 'sip.conf'}:9: peer [phone]: dtmfmode" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mysql"], indirect=True)
+def test_a_realtime_table_that_does_not_exist_stops_start_up_with_the_fix(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """`voicemail => odbc,asterisk,vmusers` with no such table used to start silently and take
+    every mistyped number as a mailbox during what it took for an outage."""
+    config = write_config(tmp_path / "etc", backend)
+    assert run_cli("db", "init", "-C", str(config)).returncode == 0
+    (config / "extconfig.conf").write_text("[settings]\nvoicemail => odbc,asterisk,vmusers\n")
+    result = run_cli("serve", "-C", str(config), timeout=60)
+    assert result.returncode == 1, result.stdout
+    assert "vmusers" in result.stderr, result.stderr
+    assert "CREATE TABLE vmusers" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening on" not in result.stdout
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_table_dropped_while_running_refuses_calls_instead_of_inventing_mailboxes(
+    backend: Backend, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "etc", backend, mailboxes="")
+    server = start_server(config)
+    refused = sipp.scenario(
+        "refused",
+        sipp.invite("2000", [0, 101]),
+        sipp.recv(100, optional=True),
+        sipp.recv(500),
+        sipp.ack_non2xx("2000"),
+    )
+    try:
+        backend.sql("ALTER TABLE voicemail RENAME TO voicemail_gone")
+        sipp.run_sipp(tmp_path / "sipp", refused, server.target, timeout=30).check()
+        assert "cannot look up mailbox 2000@default" in server.log()
+        assert "taking the message anyway" not in server.log()
+        assert list((config / "spool").glob("*.vmsg")) == []
+    finally:
+        assert server.stop() == 0, server.log()

@@ -249,7 +249,10 @@ def test_a_deposit_during_a_short_outage_is_stored_when_the_server_returns(
     async def scenario() -> None:
         with tcp_proxy(upstream) as proxy:
             via_proxy = server_backend.connection_string_via(proxy.port)
-            pool = OdbcPool(ConnectionClass("asterisk", via_proxy), retry_timeout=10)
+            pool = OdbcPool(
+                ConnectionClass("asterisk", via_proxy, negative_connection_cache=0, dbtimeout=10),
+                retry_timeout=10,
+            )
             await pool.start()
             try:
                 await create_tables(pool, [messages_table()])

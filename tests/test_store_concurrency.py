@@ -148,7 +148,7 @@ def _deposit_and_delete(
 
     async def work() -> tuple[dict[str, str], int, int, list[list[int]]]:
         connection_class = ConnectionClass(
-            label, connection_string, max_connections=4, isolation=isolation
+            label, connection_string, max_connections=4, isolation=isolation, dbtimeout=60
         )
         pool = OdbcPool(connection_class)
         await pool.start()

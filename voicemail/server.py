@@ -25,7 +25,7 @@ from storage.realtime import Realtime
 from storage.realtime_tables import extensions_table, sippeers_table
 from storage.recording_journal import RecordingJournals
 from storage.schema import create_tables, messages_table, voicemail_table
-from storage.schemacheck import Finding, check_table
+from storage.schemacheck import Finding, check_table, expected_table
 from storage.spool import PendingMessage, Spool, SpoolFlusher
 from storage.staticconfig import ast_config_table
 
@@ -140,17 +140,36 @@ class VoicemailServer:
             created.append(f"{mapping.table} on [{mapping.database}]")
         return created
 
-    async def check_database(self) -> list[Finding]:
-        """`voicemail db check`: differences between the database and the expected tables."""
-        await self.open_storage()
+    async def check_database(self, *, connect: bool = True) -> list[Finding]:
+        """`voicemail db check`, and start-up: the message table and every mapped family's
+        table against what we expect, each finding with the SQL that fixes it."""
+        if connect:
+            await self.open_storage()
         storage_pool = self._pool(self.config.voicemail.odbcstorage)
         table = messages_table(self.config.voicemail.odbctable)
         findings = await check_table(storage_pool, table, "voicemessages")
         for mapping in self.config.realtime:
-            if mapping.family == "voicemail" and mapping.driver == "odbc":
-                table = voicemail_table(name=mapping.table)
-                findings += await check_table(self._pool(mapping.database), table, "voicemail")
+            if mapping.driver != "odbc":
+                continue
+            expected = expected_table(mapping.family, mapping.table)
+            if expected is not None:
+                findings += await check_table(self._pool(mapping.database), *expected)
         return findings
+
+    async def _refuse_broken_tables(self) -> None:
+        """A wrong table name or a missing column is a configuration error, found before the
+        first call, not a database outage that takes messages for mailboxes nobody has."""
+        try:
+            findings = await self.check_database(connect=False)
+        except DatabaseError as exc:
+            raise StartupError(f"cannot check the tables: {exc}") from exc
+        errors = [finding for finding in findings if finding.severity == "error"]
+        if errors:
+            raise StartupError(
+                "the database does not have the tables this configuration names "
+                "(`voicemail db init` creates missing ones):\n"
+                + "\n".join(str(finding) for finding in errors)
+            )
 
     async def start(self) -> None:
         await self.open_storage()
@@ -159,6 +178,7 @@ class VoicemailServer:
             await check_blob_column(self.store.pool, self.config.voicemail.odbctable, "recording")
         except DatabaseError as exc:
             raise StartupError(str(exc)) from exc
+        await self._refuse_broken_tables()
         try:
             spool = Spool(self.config.local_spool)
             self.journals = RecordingJournals(spool)
