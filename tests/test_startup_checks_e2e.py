@@ -9,7 +9,8 @@ import pytest
 
 from . import sipp
 from .dbbackends import Backend
-from .server import run_cli, start_server, write_config
+from .server import DEFAULT_EXTENSIONS, run_cli, start_server, write_config
+from .test_reload_e2e import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -62,5 +63,23 @@ def test_a_table_dropped_while_running_refuses_calls_instead_of_inventing_mailbo
         assert "cannot look up mailbox 2000@default" in server.log()
         assert "taking the message anyway" not in server.log()
         assert list((config / "spool").glob("*.vmsg")) == []
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_applications_we_do_not_implement_are_named_at_start_and_reload(
+    backend: Backend, tmp_path: Path
+) -> None:
+    extensions = DEFAULT_EXTENSIONS + "exten => 8000,1,VoiceMailMain(1000@default)\n"
+    config = write_config(tmp_path / "etc", backend, extensions=extensions)
+    server = start_server(config)
+    try:
+        line = len(extensions.splitlines())
+        wait_for(server, f"extensions.conf:{line}: application VoiceMailMain is not implemented")
+        with (config / "extensions.conf").open("a") as conf:
+            conf.write("exten => 8001,1,Directory(default)\n")
+        assert run_cli("reload", "-C", str(config)).returncode == 0
+        wait_for(server, f"reload: {config / 'extensions.conf'}:{line + 1}: application Directory")
     finally:
         assert server.stop() == 0, server.log()

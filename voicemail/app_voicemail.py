@@ -110,7 +110,7 @@ class VoiceMailApp:
     async def _play_prompts(self, channel: Channel, names: list[str], escape: str) -> str | None:
         for name in names:
             try:
-                pcm = self.sounds.load_pcm(name)
+                pcm = self.sounds.load_pcm(name, channel.info.language or None)
             except SoundNotFound:
                 log.warning("prompt %s not found", name)
                 continue

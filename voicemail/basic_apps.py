@@ -58,7 +58,9 @@ class BasicApplications:
             await channel.answer()
         for name in _arg(args, 0).split("&"):
             try:
-                await channel.play(self.sounds.load_pcm(name.strip()))
+                await channel.play(
+                    self.sounds.load_pcm(name.strip(), channel.info.language or None)
+                )
             except SoundNotFound:
                 log.warning("Playback: %s not found", name)
         return True
