@@ -35,7 +35,6 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 run: setup
-	@mkdir -p var
 	$(VENV)/bin/voicemail db init -C $(DEMO)
 	exec $(VENV)/bin/voicemail serve -C $(DEMO)
 

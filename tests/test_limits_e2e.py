@@ -3,15 +3,25 @@ the local spool may get."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from storage.messages import new_msg_id
+from storage.spool import PendingMessage
+from voicemail.config import load_server_config
+from voicemail.server import VoicemailServer
+
 from . import sipp
 from .dbbackends import Backend
-from .server import start_server, write_config
+from .server import run_cli, start_server, write_config
 from .test_deposit_e2e import DATA, deposit_scenario, rows
+from .test_endpoint_harness import Phone
 from .test_reload_e2e import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -77,3 +87,53 @@ def test_maxcalls_refuses_a_call_past_the_limit_with_503(backend: Backend, tmp_p
         assert len(rows(backend)) == 1
     finally:
         assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_spool_over_spoolmaxmb_refuses_new_calls_with_503(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The server in this process, so the test can fill its spool while the flusher rests."""
+    directory = write_config(tmp_path / "etc", backend, general="spoolmaxmb=1\n")
+    assert run_cli("db", "init", "-C", str(directory)).returncode == 0
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = VoicemailServer(load_server_config(directory))
+
+    def on_loop(coroutine: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
+
+    phone = None
+    try:
+        on_loop(server.start())
+        assert server.flusher is not None and server.endpoint is not None
+        server.flusher.stop()  # what we spool now stays there
+        time.sleep(0.5)
+        path = server.flusher.spool.write(
+            PendingMessage(
+                msg_id=new_msg_id(),
+                context="default",
+                mailbox="1000",
+                folder="INBOX",
+                recording=b"\x00" * (2 * 1024 * 1024),
+                callerid="Spool Filler <1>",
+                origtime=int(time.time()),
+                duration=65,
+                caller_context="default",
+            )
+        )
+        phone = Phone(SimpleNamespace(port=server.endpoint.config.port))
+        refused = phone.call("spool-full-1")
+        assert refused.code == 503
+        assert refused.headers.get("Retry-After")
+        server.flusher.spool.remove(path)  # back under the limit
+        answered = phone.call("spool-full-2")
+        assert answered.code == 200
+        phone.hang_up(answered, "spool-full-2")
+    finally:
+        if phone is not None:
+            phone.close()
+        on_loop(server.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
