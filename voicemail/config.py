@@ -22,6 +22,7 @@ from storage.identifiers import split_table_name
 from storage.odbc import ConnectionClass
 from storage.realtime import DRIVERS, RealtimeMapping
 
+from .config_checks import Warnings
 from .config_sip import SipSettings, default_maxcalls, load_sip_settings, sip_settings
 from .config_voicemail import (
     StaticMailbox,
@@ -110,12 +111,35 @@ def resolve_sqlite_database(connection_string: str, directory: Path) -> str:
     return ";".join(parts)
 
 
+# res_odbc.conf options we honour (storage/odbc_class.py), and Asterisk's that we do not.
+RES_ODBC_OPTIONS = frozenset(
+    {
+        "enabled", "dsn", "connection_string", "username", "password", "max_connections",
+        "pre-connect", "connect_timeout", "negative_connection_cache", "sanitysql", "isolation",
+        "dbtimeout",
+    }
+)  # fmt: skip
+RES_ODBC_NOT_IMPLEMENTED = frozenset(
+    {
+        "forcecommit", "backslash_is_escape", "idlecheck", "logging", "slow_query_limit",
+        "cache_type", "cache_size", "share_connections", "limit",
+    }
+)  # fmt: skip
+
+
 def load_connection_classes(path: Path) -> dict[str, ConnectionClass]:
     conf = load_config(path, required=False)
     classes: dict[str, ConnectionClass] = {}
+    warnings = Warnings()
     for section in conf.sections:
         if section.name.lower() == "env":
             continue
+        for var in section.variables:
+            name = var.name.strip().lower()
+            if name in RES_ODBC_NOT_IMPLEMENTED:
+                warnings.add(var.filename, var.line, f'"{name}": not implemented, no effect')
+            elif name not in RES_ODBC_OPTIONS:
+                warnings.add(var.filename, var.line, f'"{name}": unknown option')
         if not section.getbool("enabled", True):
             continue
         options = {k.lower(): v for k, v in section.items()}
