@@ -153,7 +153,7 @@ def _deposit_and_delete(
         pool = OdbcPool(connection_class)
         await pool.start()
         try:
-            store = MessageStore(pool, "voicemessages", SPOOL)
+            store = MessageStore(pool, "voicemessages", SPOOL, lock_timeout=60)
             written: dict[str, str] = {}
             removed = 0
 

@@ -172,6 +172,8 @@ class VoicemailServer:
             )
 
     async def start(self) -> None:
+        # Mistakes in the files themselves first: they need no database to be found.
+        tls_context = self._tls_context()
         await self.open_storage()
         assert self.store is not None
         try:
@@ -226,7 +228,7 @@ class VoicemailServer:
                 default_context=sip.context,
                 tcp=sip.tcpenable,
                 tcp_port=sip.tcpport,
-                tls_context=self._tls_context(),
+                tls_context=tls_context,
                 tls_port=sip.tlsport,
                 rtp_timeout=sip.rtptimeout,
                 comedia="comedia" in sip.nat,
