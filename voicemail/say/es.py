@@ -68,6 +68,31 @@ def number(num: int, gender: str = "") -> list[str]:
     return out
 
 
+def intro(new: int, old: int, urgent: int) -> list[str]:
+    """vm_intro_es: urgent messages are not counted; "no messages" is vm-youhaveno."""
+    if not (new or old or urgent):
+        return ["vm-youhaveno", "vm-messages"]
+    out = ["vm-youhave"]
+    if new:
+        if new == 1:
+            out += ["digits/1M", "vm-message", "vm-INBOXs"]
+        else:
+            out += [*number(new), "vm-messages", "vm-INBOX"]
+        if old:
+            out.append("vm-and")
+    if old:
+        if old == 1:
+            out += ["digits/1M", "vm-message", "vm-Olds"]
+        else:
+            out += [*number(old), "vm-messages", "vm-Old"]
+    return out
+
+
+def empty_folder(box: str) -> list[str]:
+    """vm_browse_messages_es on an empty folder."""
+    return ["vm-youhaveno", "vm-messages", box]
+
+
 def _relative_day(m: Moment, render: Render, weekday: bool) -> list[str]:
     """Q (weekday=False) and q: today, yesterday, [a weekday within six days,] else the date."""
     if m.beg_today < m.epoch:

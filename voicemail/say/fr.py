@@ -69,6 +69,19 @@ def number(num: int, gender: str = "") -> list[str]:
     return out
 
 
+def intro(new: int, old: int, urgent: int) -> list[str]:
+    """vm_intro_fr: like English without the urgent messages."""
+    out = ["vm-youhave"]
+    if new:
+        out += [*number(new), "vm-INBOX"]
+        out.append("vm-and" if old else ("vm-message" if new == 1 else "vm-messages"))
+    if old:
+        out += [*number(old), "vm-Old", "vm-message" if old == 1 else "vm-messages"]
+    if not (new or old or urgent):
+        out += ["vm-no", "vm-messages"]
+    return out
+
+
 def _relative_day(m: Moment, render: Render, weekday: bool) -> list[str]:
     """Q: aujourd'hui / hier / the date; q: nothing for today / hier / a weekday / the date."""
     if m.beg_today < m.epoch:

@@ -5,6 +5,7 @@ vm_play_folder_name, play_message and play_message_duration.
 
 from __future__ import annotations
 
+from . import es, fr
 from .language import say_number, syntax
 
 
@@ -27,9 +28,9 @@ def vm_intro(
     out = ["vm-tempgreetactive"] if temp_greeting_warning else []
     rules = syntax(language)
     if rules == "es":
-        return out + _intro_es(new, old, urgent, language)
+        return out + es.intro(new, old, urgent)
     if rules == "fr":
-        return out + _intro_fr(new, old, urgent, language)
+        return out + fr.intro(new, old, urgent)
     return out + _intro_en(new, old, urgent, language)
 
 
@@ -52,37 +53,6 @@ def _intro_en(new: int, old: int, urgent: int, language: str) -> list[str]:
     return out
 
 
-def _intro_es(new: int, old: int, urgent: int, language: str) -> list[str]:
-    if not (new or old or urgent):
-        return ["vm-youhaveno", "vm-messages"]
-    out = ["vm-youhave"]
-    if new:
-        if new == 1:
-            out += ["digits/1M", "vm-message", "vm-INBOXs"]
-        else:
-            out += [*say_number(new, language), "vm-messages", "vm-INBOX"]
-        if old:
-            out.append("vm-and")
-    if old:
-        if old == 1:
-            out += ["digits/1M", "vm-message", "vm-Olds"]
-        else:
-            out += [*say_number(old, language), "vm-messages", "vm-Old"]
-    return out
-
-
-def _intro_fr(new: int, old: int, urgent: int, language: str) -> list[str]:
-    out = ["vm-youhave"]
-    if new:
-        out += [*say_number(new, language), "vm-INBOX"]
-        out.append("vm-and" if old else _message_word(new))
-    if old:
-        out += [*say_number(old, language), "vm-Old", _message_word(old)]
-    if not (new or old or urgent):
-        out += ["vm-no", "vm-messages"]
-    return out
-
-
 def folder_name(box: str, language: str) -> list[str]:
     """vm_play_folder_name: `box` is the folder prompt (`vm-INBOX`, `vm-Old`, `vm-Family`...);
     "new messages" in English and French, "mensajes nuevos" (messages first) in Spanish,
@@ -96,7 +66,7 @@ def empty_folder(box: str, language: str) -> list[str]:
     """vm_browse_messages with no message in the folder (key 1 on an empty folder): "you have
     no new messages"; Spanish "vm-youhaveno vm-messages vm-INBOX"."""
     if syntax(language) == "es":
-        return ["vm-youhaveno", "vm-messages", box]
+        return es.empty_folder(box)
     return ["vm-youhave", "vm-no", box, "vm-messages"]
 
 
