@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voicemail.say import say_alpha, say_digits, say_enumeration, say_number, syntax
 
@@ -214,3 +218,20 @@ def test_alpha_letters_digits_and_symbols() -> None:
         "digits/pound",
     ]
     assert say_alpha("é%") == []
+
+
+# Every name a number can become, per language family (es/fr files come from their core sounds).
+NAME = r"digits/(minus|\d+|1F|1M|100-and|hundred|thousand|million|millions|billion|and|et)|vm-and"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    num=st.integers(-999_999_999, 999_999_999),
+    language=st.sampled_from(["en", "en_GB", "es", "fr", "it"]),
+    gender=st.sampled_from(["", "f", "m"]),
+)
+def test_any_number_gives_known_prompt_names(num: int, language: str, gender: str) -> None:
+    names = say_number(num, language, gender)
+    assert names and all(re.fullmatch(NAME, name) for name in names)
+    assert (names[0] == "digits/minus") == (num < 0)
+    assert names.count("digits/minus") == (1 if num < 0 else 0)

@@ -72,8 +72,9 @@ class SoundLibrary:
 
         Order: each sounds folder, then the generated set; within each, the language (or the
         default one when None), the language without its `_` suffixes (`fr_CA` -> `fr`), no
-        language, then English; within each of those, `.wav`, `.ulaw`, `.alaw`, `.sln`. An absolute `name`
-        is tried with the language folder inserted before its last component, then as is.
+        language, then English; within each of those, `.wav`, `.ulaw`, `.alaw`, `.sln`. An
+        absolute `name` is tried with the language folder inserted before its last component,
+        then as is.
         """
         parts = checked_sound_name(name)
         languages = _language_chain(language, self.default_language)
