@@ -12,7 +12,9 @@ Words starting with `!` are directives instead of speech:
 Usage:
   python prompts/generate.py [--lang en] [--only NAME ...] [--out DIR] [--check]
 
-`--out DIR` is the prompts root (files go to DIR/<lang>/); it defaults to this folder.
+`--out DIR` is the prompts root (files go to DIR/<lang>/); it defaults to this folder. Only
+files whose content changes are written, and a full run (no `--only`) deletes WAV files the
+manifest no longer names, so running it twice changes nothing the second time.
 `--check` regenerates into a temporary folder and exits 1 listing files that differ from
 DIR/<lang>/, or are missing or extra there.
 """
@@ -123,13 +125,35 @@ def render(prompt: Prompt, voice: str, workdir: Path) -> bytes:
     return wav_bytes(speech_pcm(prompt.words, voice, workdir))
 
 
-def generate(prompts: list[Prompt], voice: str, lang_dir: Path) -> None:
-    """Write every prompt as lang_dir/<name>.wav, creating subfolders."""
+def generate(prompts: list[Prompt], voice: str, lang_dir: Path) -> list[str]:
+    """Write every prompt as lang_dir/<name>.wav, creating subfolders; a file that already has
+    the right content is left untouched (so a second run changes nothing, not even mtimes).
+    Returns the names written."""
+    written = []
     with tempfile.TemporaryDirectory(prefix="prompt-gen-") as tmp:
         for prompt in prompts:
             target = lang_dir / f"{prompt.name}.wav"
+            content = render(prompt, voice, Path(tmp))
+            if target.is_file() and target.read_bytes() == content:
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(render(prompt, voice, Path(tmp)))
+            target.write_bytes(content)
+            written.append(prompt.name)
+    return written
+
+
+def prune(prompts: list[Prompt], lang_dir: Path) -> list[str]:
+    """Delete WAV files under lang_dir that no manifest line names, and emptied folders."""
+    wanted = {f"{prompt.name}.wav" for prompt in prompts}
+    removed = []
+    for path in sorted(lang_dir.rglob("*.wav")):
+        if path.relative_to(lang_dir).as_posix() not in wanted:
+            path.unlink()
+            removed.append(path.relative_to(lang_dir).with_suffix("").as_posix())
+    for folder in sorted((p for p in lang_dir.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 def compare(prompts: list[Prompt], expected_dir: Path, actual_dir: Path, full: bool) -> list[str]:
@@ -169,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     lang_dir = args.out / args.lang
 
     if not args.check:
-        generate(prompts, voice, lang_dir)
+        written = generate(prompts, voice, lang_dir)
+        removed = [] if args.only else prune(prompts, lang_dir)
         total = sum((lang_dir / f"{prompt.name}.wav").stat().st_size for prompt in prompts)
-        print(f"wrote {len(prompts)} prompts to {lang_dir} ({total} bytes)")
+        print(
+            f"{len(prompts)} prompts in {lang_dir} ({total} bytes): {len(written)} written, "
+            f"{len(removed)} removed"
+        )
         return 0
 
     with tempfile.TemporaryDirectory(prefix="prompt-check-") as tmp:

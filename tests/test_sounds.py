@@ -114,8 +114,9 @@ def test_manifest_names_the_prompts_voicemail_plays() -> None:
     entries = manifest()
     for name in ["vm-intro", "beep", "auth-thankyou", "vm-goodbye", "vm-youhave", "vm-INBOX"]:
         assert name in entries
-    for prefix, count in [("digits/h-", 31), ("digits/day-", 7), ("digits/mon-", 12)]:
-        assert sum(1 for name in entries if name.startswith(prefix)) == count
+    for prefix, numbers in [("digits/h-", range(1, 32)), ("digits/day-", range(7))]:
+        assert {f"{prefix}{n}" for n in numbers} <= set(entries)
+    assert sum(1 for name in entries if name.startswith("digits/mon-")) == 12
     assert "vm-tooshort" not in entries  # only in `#if 0` code
 
 
@@ -143,6 +144,20 @@ def test_generator_check_reports_a_changed_file(tmp_path: Path) -> None:
     assert "missing: beep" in result.stdout
 
 
+def test_generator_second_run_writes_nothing_and_removes_extras(tmp_path: Path) -> None:
+    shutil.copytree(PROMPTS / "en", tmp_path / "en")
+    stale = write_wav(tmp_path / "en" / "vm-retired.wav", tone(440, 0.1, 8000))
+    write_wav(tmp_path / "en" / "old" / "x.wav", tone(440, 0.1, 8000))
+    result = run_generator("--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"{len(manifest())} prompts" in result.stdout
+    assert "0 written, 2 removed" in result.stdout
+    assert not stale.exists() and not (tmp_path / "en" / "old").exists()
+    result = run_generator("--out", str(tmp_path))
+    assert "0 written, 0 removed" in result.stdout
+    assert run_generator("--out", str(tmp_path), "--check").returncode == 0
+
+
 # --- lookup precedence -------------------------------------------------------------------
 
 
@@ -162,6 +177,50 @@ def test_requested_language_and_its_base_come_before_default(sounds_dir: Path) -
     library = SoundLibrary([sounds_dir])
     assert library.find("vm-intro", "fr") == sounds_dir / "fr" / "vm-intro.wav"
     assert library.find("vm-intro", "fr_CA") == sounds_dir / "fr" / "vm-intro.wav"
+
+
+def test_english_is_the_last_fallback_whatever_the_default_language(sounds_dir: Path) -> None:
+    # asterisk.conf defaultlanguage=fr with no French sounds: Asterisk still ends with "en".
+    library = SoundLibrary([sounds_dir], default_language="fr")
+    assert library.find("vm-intro") == sounds_dir / "en" / "vm-intro.wav"
+    assert library.find("vm-goodbye") == PROMPTS / "en" / "vm-goodbye.wav"
+    assert library.find("digits/7", "de_CH") == PROMPTS / "en" / "digits" / "7.wav"
+
+
+def debian_layout(root: Path) -> Path:
+    """What asterisk-core-sounds-es / -fr install: a voice folder plus alternatives symlinks."""
+    for voice, links in [("es_MX_f_Allison", ["es", "es_MX"]), ("fr_CA_f_June", ["fr", "fr_CA"])]:
+        write_wav(root / voice / "vm-INBOX.wav", tone(300, 0.1, 8000))
+        write_wav(root / voice / "digits" / "1F.wav", tone(310, 0.1, 8000))
+        for link in links:
+            (root / link).symlink_to(root / voice)
+    write_wav(root / "es_MX_f_Allison" / "vm-INBOXs.wav", tone(320, 0.1, 8000))
+    return root
+
+
+def test_debian_spanish_and_french_sounds_are_found_by_language(sounds_dir: Path) -> None:
+    library = SoundLibrary([debian_layout(sounds_dir)])
+    assert library.find("vm-INBOXs", "es") == sounds_dir / "es" / "vm-INBOXs.wav"
+    assert library.find("vm-INBOX", "es_MX") == sounds_dir / "es_MX" / "vm-INBOX.wav"
+    assert library.find("digits/1F", "es_ES") == sounds_dir / "es" / "digits" / "1F.wav"
+    assert library.find("vm-INBOX", "fr_FR") == sounds_dir / "fr" / "vm-INBOX.wav"
+    assert library.find("digits/1F", "fr_CA_f_June") == (
+        sounds_dir / "fr_CA_f_June" / "digits" / "1F.wav"
+    )
+    # Missing in the language: the operator's English, then the generated English set.
+    assert library.find("vm-intro", "fr") == sounds_dir / "en" / "vm-intro.wav"
+    assert library.find("vm-goodbye", "es") == PROMPTS / "en" / "vm-goodbye.wav"
+    with pytest.raises(SoundNotFound):
+        library.find("vm-INBOXs", "fr")  # Spanish-only name, no French or English file
+
+
+@pytest.mark.parametrize("language", ["es", "fr"])
+def test_installed_spanish_or_french_core_sounds_are_used(language: str) -> None:
+    if not (ASTERISK_SOUNDS / language / "vm-youhave.wav").is_file():
+        pytest.skip(f"asterisk-core-sounds-{language} absent")
+    library = SoundLibrary([ASTERISK_SOUNDS])
+    assert library.find("vm-youhave", language).is_relative_to(ASTERISK_SOUNDS / language)
+    assert audioop.rms(library.load_pcm("digits/2", language), 2) > 500
 
 
 def test_name_only_in_generated_set_is_found_there(sounds_dir: Path) -> None:

@@ -27,6 +27,7 @@ SAMPLE_RATE = 8000
 EXTENSIONS = (".wav", ".ulaw", ".alaw", ".sln")
 GENERATED_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+FALLBACK_LANGUAGE = "en"  # tried last for every prompt, as Asterisk's DEFAULT_LANGUAGE
 
 _LANGUAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _WAVE_FORMAT_PCM = 0x0001
@@ -69,12 +70,13 @@ class SoundLibrary:
     def find(self, name: str, language: str | None = None) -> Path:
         """Return the file Asterisk would play for `name` in `language`.
 
-        Order: each sounds folder, then the generated set; within each, the language, the
-        language without its `_` suffixes (`en_US` -> `en`), no language, the default
-        language; within each of those, `.wav`, `.ulaw`, `.alaw`, `.sln`. An absolute `name`
-        is tried with the language folder inserted before its last component, then as is.
+        Order: each sounds folder, then the generated set; within each, the language (or the
+        default one when None), the language without its `_` suffixes (`fr_CA` -> `fr`), no
+        language, then English; within each of those, `.wav`, `.ulaw`, `.alaw`, `.sln`. An
+        absolute `name` is tried with the language folder inserted before its last component,
+        then as is.
         """
-        parts = _checked_name(name)
+        parts = checked_sound_name(name)
         languages = _language_chain(language, self.default_language)
         if name.startswith("/"):
             absolute = Path(name)
@@ -182,7 +184,7 @@ def _decode_wav(data: bytes, path: Path) -> bytes:
     return samples
 
 
-def _checked_name(name: str) -> list[str]:
+def checked_sound_name(name: str) -> list[str]:
     """Split a prompt name into path parts, refusing anything that climbs out of its folder."""
     if not name or "\0" in name or "\\" in name:
         raise ValueError(f"invalid sound name {name!r}")
@@ -200,9 +202,11 @@ def _checked_language(language: str) -> str:
 
 
 def _language_chain(language: str | None, default: str) -> list[str]:
-    """Asterisk's order: `en_US_x`, `en_US`, `en`, no language (""), then the default.
+    """Asterisk's fileexists_core order: `fr_CA_x`, `fr_CA`, `fr`, no language (""), then
+    English (file.c's DEFAULT_LANGUAGE, fixed at "en" whatever asterisk.conf says).
 
-    No language means the default one, as a channel without a language has "en" in Asterisk.
+    No language means the configured default one (asterisk.conf defaultlanguage), which a
+    channel gets when nothing sets its language.
     """
     chain: list[str] = []
     current = _checked_language(language or default)
@@ -210,8 +214,8 @@ def _language_chain(language: str | None, default: str) -> list[str]:
         chain.append(current)
         current = current.rpartition("_")[0]
     chain.append("")
-    if default not in chain:
-        chain.append(default)
+    if FALLBACK_LANGUAGE not in chain:
+        chain.append(FALLBACK_LANGUAGE)
     return chain
 
 
