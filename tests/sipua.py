@@ -221,7 +221,13 @@ def parse_challenge(value: str) -> dict[str, str]:
 
 
 def digest_authorization(
-    challenge: dict[str, str], method: str, uri: str, username: str, password: str, nc: int = 1
+    challenge: dict[str, str],
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    nc: int = 1,
+    cnonce: str | None = None,
 ) -> str:
     """The Authorization value answering an MD5 challenge (qop=auth when offered)."""
     algorithm = challenge.get("algorithm", "MD5")
@@ -243,7 +249,7 @@ def digest_authorization(
     ]
     qops = [q.strip() for q in challenge.get("qop", "").split(",") if q.strip()]
     if "auth" in qops:
-        cnonce = secrets.token_hex(8)
+        cnonce = cnonce or secrets.token_hex(8)
         response = md5(f"{ha1}:{nonce}:{nc:08x}:{cnonce}:auth:{ha2}")
         fields += [f'response="{response}"', "qop=auth", f"nc={nc:08x}", f'cnonce="{cnonce}"']
     else:

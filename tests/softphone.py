@@ -191,7 +191,7 @@ class Call:
         self.rtp.settimeout(0.05)
         self.rtp_port = self.rtp.getsockname()[1]
         self._stop = threading.Event()
-        self._outgoing: queue.Queue[tuple[str, object]] = queue.Queue()
+        self._outgoing: queue.Queue[list[tuple[str, object]]] = queue.Queue()
         self._idle = threading.Condition()
         self._pending = 0
         self._threads: list[threading.Thread] = []
@@ -412,8 +412,7 @@ class Call:
         frame = 2 * FRAME_SAMPLES
         if len(pcm) % frame:
             pcm += bytes(frame - len(pcm) % frame)
-        for index in range(0, len(pcm), frame):
-            self._queue("audio", pcm[index : index + frame])
+        self._queue([("audio", pcm[index : index + frame]) for index in range(0, len(pcm), frame)])
         if wait:
             self.wait_sent(len(pcm) / 2 / RATE + 15)
 
@@ -437,8 +436,7 @@ class Call:
 
     def pause(self, seconds: float, *, wait: bool = True) -> None:
         """Send nothing for `seconds` (the RTP timestamp still advances, as for a muted phone)."""
-        for _ in range(max(1, round(seconds / FRAME_SECONDS))):
-            self._queue("skip", None)
+        self._queue(self._silent_slots(seconds))
         if wait:
             self.wait_sent(seconds + 15)
 
@@ -458,23 +456,26 @@ class Call:
         gaps = [gap] * len(digits) if isinstance(gap, (int, float)) else list(gap)
         if len(gaps) != len(digits):
             raise ValueError(f"{len(gaps)} gaps for {len(digits)} digits")
+        if mode not in ("rfc4733", "info"):
+            raise ValueError(f"dtmf mode {mode!r} is not rfc4733 or info")
+        if mode == "rfc4733":
+            if self.answer is None or self.answer.telephone_event is None:
+                raise SoftphoneError("the SDP answer has no telephone-event")
+            # All queued at once, so the timestamps and gaps are exact however loaded we are.
+            items: list[tuple[str, object]] = []
+            for digit, pause in zip(digits, gaps, strict=True):
+                items.append(("event", sipua.event_packets(digit, round(duration * 1000))))
+                items += self._silent_slots(pause)
+            self._queue(items)
+            self.wait_sent(len(digits) * (duration + 0.1) + sum(gaps) + 15)
+            return
         for digit, pause in zip(digits, gaps, strict=True):
-            if mode == "rfc4733":
-                if self.answer is None or self.answer.telephone_event is None:
-                    raise SoftphoneError("the SDP answer has no telephone-event")
-                packets = sipua.event_packets(digit, round(duration * 1000))
-                self._queue("event", packets)
-                self.pause(pause, wait=False)
-                self.wait_sent(duration + pause + 15)
-            elif mode == "info":
-                self.wait_sent(15)
-                body = f"Signal={digit}\r\nDuration={round(duration * 1000)}\r\n".encode()
-                answer = self.request("INFO", body, "application/dtmf-relay")
-                if answer.status != 200:
-                    raise SoftphoneError(f"INFO {digit}: {answer.status}\n{answer}")
-                time.sleep(pause)
-            else:
-                raise ValueError(f"dtmf mode {mode!r} is not rfc4733 or info")
+            self.wait_sent(15)
+            body = f"Signal={digit}\r\nDuration={round(duration * 1000)}\r\n".encode()
+            answer = self.request("INFO", body, "application/dtmf-relay")
+            if answer.status != 200:
+                raise SoftphoneError(f"INFO {digit}: {answer.status}\n{answer}")
+            time.sleep(pause)
 
     def wait_sent(self, timeout: float = 15.0) -> None:
         """Block until everything queued for RTP has gone out."""
@@ -482,12 +483,17 @@ class Call:
             if not self._idle.wait_for(lambda: self._pending == 0 or self._stop.is_set(), timeout):
                 raise SoftphoneError(f"RTP queue not sent within {timeout} s")
 
-    def _queue(self, kind: str, item: object) -> None:
+    @staticmethod
+    def _silent_slots(seconds: float) -> list[tuple[str, object]]:
+        return [("skip", None)] * max(1, round(seconds / FRAME_SECONDS))
+
+    def _queue(self, items: list[tuple[str, object]]) -> None:
+        """Queue items that go out back to back (one batch: no idle gap can split them)."""
         if not self.established:
             raise SoftphoneError("the call is not established")
         with self._idle:
             self._pending += 1
-        self._outgoing.put((kind, item))
+        self._outgoing.put(items)
 
     # -- RTP threads --------------------------------------------------------------------
 
@@ -534,34 +540,37 @@ class Call:
         slot, start = 0, time.monotonic()
         while not self._stop.is_set():
             try:
-                kind, item = self._outgoing.get(timeout=0.05)
+                batch = self._outgoing.get(timeout=0.05)
             except queue.Empty:
                 marker = idle = True
                 continue
             if idle:
                 slot = max(slot, int((time.monotonic() - start) / FRAME_SECONDS))
                 idle = False
-            timestamp = (first_timestamp + slot * FRAME_SAMPLES) & 0xFFFFFFFF
-            packets: list[tuple[int, bool, bytes]] = []
-            if kind == "audio":
-                packets.append((self.answer.payload_type, marker, encode(item, 2)))
-                marker = False
-            elif kind == "event":  # every packet of an event has the start's timestamp
-                packets += [(event_type, mark, payload) for mark, payload in item]
-                marker = True
-            else:  # a silent slot: nothing is sent, the clock goes on
-                self._pace(start, slot)
-                marker = True
-                slot += 1
-            for payload_type, mark, payload in packets:
-                self._pace(start, slot)
-                packet = sipua.Rtp(payload_type, mark, sequence, timestamp, ssrc, payload)
-                try:
-                    self.rtp.sendto(sipua.build_rtp(packet), remote)
-                except OSError:
+            for kind, item in batch:
+                timestamp = (first_timestamp + slot * FRAME_SAMPLES) & 0xFFFFFFFF
+                packets: list[tuple[int, bool, bytes]] = []
+                if kind == "audio":
+                    packets.append((self.answer.payload_type, marker, encode(item, 2)))
+                    marker = False
+                elif kind == "event":  # every packet of an event has the start's timestamp
+                    packets += [(event_type, mark, payload) for mark, payload in item]
+                    marker = True
+                else:  # a silent slot: nothing is sent, the clock goes on
+                    self._pace(start, slot)
+                    marker = True
+                    slot += 1
+                for payload_type, mark, payload in packets:
+                    self._pace(start, slot)
+                    packet = sipua.Rtp(payload_type, mark, sequence, timestamp, ssrc, payload)
+                    try:
+                        self.rtp.sendto(sipua.build_rtp(packet), remote)
+                    except OSError:
+                        return
+                    sequence = (sequence + 1) & 0xFFFF
+                    slot += 1
+                if self._stop.is_set():
                     return
-                sequence = (sequence + 1) & 0xFFFF
-                slot += 1
             with self._idle:
                 self._pending -= 1
                 self._idle.notify_all()
