@@ -117,7 +117,7 @@ class PromptMatch:
 
 
 def _samples(pcm: bytes) -> np.ndarray:
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    return np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float64)
 
 
 def _normalised_correlation(heard: np.ndarray, prompt: np.ndarray) -> np.ndarray:
@@ -245,8 +245,8 @@ def transcribe(pcm_8k: bytes, extra_sentences: Iterable[str] = ()) -> str:
     `extra_sentences`): recognition is then reliable for Asterisk's recorded prompts and
     much weaker for the espeak fallback set, where `prompts_heard` is the check to use.
     """
-    if not pcm_8k:
-        return ""
+    if not loud_spans(pcm_8k):
+        return ""  # the decoder invents a word or two in pure silence
     wide, _ = audioop.ratecv(pcm_8k, 2, 1, RATE, 16000, None)
     with _decoder_lock:
         decoder = _decoder(tuple(extra_sentences))

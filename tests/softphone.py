@@ -175,6 +175,7 @@ class Call:
         self.status: int | None = None
         self.final: sipua.SipMessage | None = None
         self.provisional: list[int] = []
+        self.challenges: list[int] = []  # 401/407 answered with credentials
         self.established = False
         self.ended = threading.Event()
         self.ended_by: str | None = None
@@ -225,6 +226,7 @@ class Call:
             final = self._transaction(request, "INVITE", deadline, invite=True)
             self.status, self.final = final.status, final
             if final.status in (401, 407) and authorization is None and self.phone.password:
+                self.challenges.append(final.status)
                 self._ack_failure(final, branch)
                 field = "WWW-Authenticate" if final.status == 401 else "Proxy-Authenticate"
                 challenge = sipua.parse_challenge(final.header(field) or "")

@@ -82,3 +82,31 @@ def test_caller_hears_the_greeting_records_3s_ends_with_pound_and_hears_thank_yo
     assert coefficient > 0.95 and 0 <= lag <= 0.6 * rate, (coefficient, lag)
     assert "stopped by digit" in server.log()
     assert not find_prompts(frames, ["beep", "vm-intro"]), "the prompts were recorded"
+
+
+PEER = "[5551234]\ntype=friend\nhost=dynamic\nsecret=s3cret\ncontext=default\n"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_peer_authenticates_with_digest_and_hears_the_greeting_in_pcma(
+    backend: Backend, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "etc", backend)
+    with (config / "sip.conf").open("a") as sip_conf:
+        sip_conf.write(PEER)
+    server = start_server(config)
+    try:
+        with Softphone(server, password="wrong") as phone:
+            refused = phone.call("1000", expect=403)
+            assert refused.ended.is_set() and not refused.established
+            assert refused.challenges == [401]
+        with Softphone(server, password="s3cret") as phone:
+            call = phone.call("1000", codecs=("PCMA",))
+            assert call.challenges == [401]
+            assert call.answer is not None and call.answer.payload_type == 8
+            call.wait_prompts(GREETING[:5], candidates=CANDIDATES, timeout=60)
+            assert call.hangup() == 200
+        assert rows(backend) == []  # hung up during the greeting: no message
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log()
