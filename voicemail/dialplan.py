@@ -362,7 +362,9 @@ def split_arguments(text: str) -> list[str]:
     ${EXTEN}: `1001@secret,@default`) becomes a new argument. We split first and substitute
     into each argument afterwards (`expand_arguments`), so a value always stays inside the
     argument it was written in. A variable can therefore not supply several arguments at
-    once, and quotes or backslashes inside a value are kept as they are.
+    once, and quotes or backslashes inside a value are kept as they are. An expression
+    `$[...]` is kept whole, quotes and backslashes included, and evaluated when the argument
+    is substituted (Asterisk has evaluated it before the split, so the result is the same).
     """
     arguments: list[str] = []
     if not text:

@@ -1,9 +1,25 @@
-"""Running the dial plan for one call: find its steps, then run each step's application.
+"""Running the dial plan for one call, as Asterisk's pbx does.
 
 The static dial plan (extensions.conf, with includes) is searched in Asterisk's order: for
 each context in `Dialplan.search_order`, its own extensions, then its realtime switches
-(pbx_realtime). Arguments are split before variables are substituted, so a caller-chosen
-`${EXTEN}` can never add an argument or an option (see `dialplan.expand_arguments`).
+(pbx_realtime). A call runs its extension's priorities in order until one is missing; an
+application may return a `Goto` instead of True (go on) or False (end the call), and the
+dial plan's own Goto, GotoIf and Set are run here (see `dialplan_flow`).
+
+Special extensions: a jump to an extension that does not exist goes to `i` of the target
+context (INVALID_EXTEN set) or ends the call; `a` and `o` are where VoiceMail() sends `*` and
+`0` (it asks `extension_exists` first); `t` is an ordinary target here (we have no
+WaitExten/Background whose timeout would lead to it); `h` runs when the call is over, for
+whatever reason, with the call's variables and no audio: as in Asterisk, the main dial plan
+stops as soon as the caller has hung up and `h` runs instead, so `h` is where a dial plan
+logs VMSTATUS.
+
+Arguments are split before variables are substituted, so a caller-chosen `${EXTEN}` can
+never add an argument or an option (see `dialplan.expand_arguments`), and `$[...]` is cut into
+tokens before its variables are (see `dialplan_expr`).
+
+Not as in Asterisk: a call that runs more than `max_steps` (1000) steps is ended with a log
+line (Asterisk loops for ever).
 """
 
 from __future__ import annotations
