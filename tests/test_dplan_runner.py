@@ -328,3 +328,17 @@ def test_extension_exists_and_goto_through_a_realtime_switch(
     exists, seen = asyncio.run(scenario())
     assert exists == [True, False, True]
     assert seen == ["operator o", "pattern 901"]
+
+
+def test_a_bad_condition_is_logged_once_and_takes_the_false_branch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trace = Trace()
+    runner = runner_for(
+        "[default]\nexten => 1000,1,GotoIf($[1 +]?yes:no)\n"
+        "same => n(yes),Trace(yes)\nsame => n(no),Trace(no)\n",
+        trace,
+    )
+    run(runner, "1000")
+    assert trace.seen == ["no"]
+    assert caplog.text.count("$[1 +]: syntax error") == 1

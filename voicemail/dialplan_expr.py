@@ -73,11 +73,12 @@ def _reference(inner: str, variables: Mapping[str, str]) -> str | None:
     return value
 
 
-def substitute(text: str, variables: Mapping[str, str]) -> str:
+def substitute(text: str, variables: Mapping[str, str], *, log_errors: bool = True) -> str:
     """Expand `${NAME}`, `${NAME:offset:length}` and `$[expression]` in `text`.
 
     Unknown names become empty; text we do not understand (`${CUT(...)}`, an unclosed
-    bracket) is kept as written.
+    bracket) is kept as written. `log_errors=False` for text shown in a log line, whose
+    expressions are evaluated (and their errors logged) again when they are used.
     """
     out: list[str] = []
     index = 0
@@ -87,7 +88,13 @@ def substitute(text: str, variables: Mapping[str, str]) -> str:
             if end > 0:
                 inner = text[index + 2 : end]
                 if text[index + 1] == "[":
-                    out.append(evaluate_logged(inner, variables))
+                    if log_errors:
+                        out.append(evaluate_logged(inner, variables))
+                    else:
+                        try:
+                            out.append(evaluate(inner, variables))
+                        except ExpressionError:
+                            pass
                     index = end + 1
                     continue
                 value = _reference(inner, variables)

@@ -267,7 +267,9 @@ class DialplanRunner:
             step.priority,
             step.app,
             # for the log only: applications get the list
-            substitute(step.args, variables) if name in BUILTINS else ",".join(args),
+            substitute(step.args, variables, log_errors=False)
+            if name in BUILTINS
+            else ",".join(args),
         )
         if name == "goto":
             return goto(step.args, variables, call.exten)
