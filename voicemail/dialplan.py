@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 
 from storage.conffile import ConfigError, ConfigFile, Section, Variable
 
+from .dialplan_expr import closing, substitute
+
+__all__ = ["substitute"]  # re-exported: callers substitute through this module
+
 log = logging.getLogger(__name__)
 
 # extensions.conf [general] options (pbx_config.c). These change nothing for us: `static`
@@ -35,6 +39,7 @@ class Step:
     args: str
     filename: str
     line: int
+    label: str = ""  # `n(label)` / `1(label)`: a Goto target
 
 
 @dataclass
@@ -319,7 +324,7 @@ class _Builder:
             if app_match is None:
                 raise ConfigError(*where, f"bad application {app_text.strip()!r}")
             app, args = app_match.group(1), app_match.group(2) or ""
-            last.steps.append(Step(priority, app, args, *where))
+            last.steps.append(Step(priority, app, args, *where, label=match.group(2) or ""))
             last.steps.sort(key=lambda s: s.priority)
             last_priority = priority
 
@@ -345,24 +350,6 @@ class _Builder:
                 )
 
 
-_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_()]+)(?::(-?\d+)(?::(\d+))?)?\}")
-
-
-def substitute(text: str, variables: Mapping[str, str]) -> str:
-    """Expand `${NAME}` and `${NAME:offset:length}` (unknown names become empty)."""
-
-    def replace(match: re.Match[str]) -> str:
-        value = variables.get(match.group(1), "")
-        if match.group(2) is not None:
-            offset = int(match.group(2))
-            value = value[offset:]
-            if match.group(3) is not None:
-                value = value[: int(match.group(3))]
-        return value
-
-    return _VARIABLE.sub(replace, text)
-
-
 def split_arguments(text: str) -> list[str]:
     """An application's argument string split as Asterisk's ast_app_separate_args does.
 
@@ -375,7 +362,9 @@ def split_arguments(text: str) -> list[str]:
     ${EXTEN}: `1001@secret,@default`) becomes a new argument. We split first and substitute
     into each argument afterwards (`expand_arguments`), so a value always stays inside the
     argument it was written in. A variable can therefore not supply several arguments at
-    once, and quotes or backslashes inside a value are kept as they are.
+    once, and quotes or backslashes inside a value are kept as they are. An expression
+    `$[...]` is kept whole, quotes and backslashes included, and evaluated when the argument
+    is substituted (Asterisk has evaluated it before the split, so the result is the same).
     """
     arguments: list[str] = []
     if not text:
@@ -383,10 +372,21 @@ def split_arguments(text: str) -> list[str]:
     current: list[str] = []
     parens = brackets = 0
     quoted = False
-    chars = iter(text)
-    for char in chars:
+    index = 0
+    while index < len(text):
+        char = text[index]
+        index += 1
+        if char == "$" and text.startswith("[", index):
+            # An expression is kept as written, quotes and all: it is evaluated after the
+            # split (Asterisk evaluates it before, so its quotes never reach the split).
+            end = closing(text, index)
+            if end > 0:
+                current.append(text[index - 1 : end + 1])
+                index = end + 1
+                continue
         if char == "\\":
-            current.append(next(chars, ""))
+            current.append(text[index : index + 1])
+            index += 1
             continue
         if char == '"':
             quoted = not quoted
