@@ -130,6 +130,7 @@ class VoiceMailApp:
             except SoundNotFound:
                 log.warning("prompt %s not found", name)
                 continue
+            log.info("call %s: playing %s", channel.info.call_id, name)
             digit = await channel.play(pcm, escape)
             if digit is not None:
                 return digit
@@ -212,6 +213,7 @@ class VoiceMailApp:
         except ChannelHungUp:
             status, goto = "FAILED", None
         variables["VMSTATUS"] = status
+        log.info("call %s: VoiceMail ends with VMSTATUS=%s", channel.info.call_id, status)
         if channel.hung_up:
             return False
         return goto if goto is not None else True
