@@ -24,7 +24,7 @@ from voicemail.mailboxes import MailboxDirectory
 from .dbbackends import Backend
 from .helpers import started_store
 from .media_peer import Peer, channel_for, negotiated, open_session
-from .server import SOUNDS
+from .server import SOUNDS, prompt_seconds
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -141,3 +141,19 @@ def test_operator_key_while_recording_without_1_deletes(backend: Backend, tmp_pa
     )
     assert result == Goto("o", None)
     assert stored == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_review_3_records_again_and_1_saves_the_new_take(backend: Backend, tmp_path: Path) -> None:
+    first_end = prompt_seconds("beep") + 1.0  # a 1 s first take
+    menu = first_end + prompt_seconds("auth-thankyou") + 0.5  # while vm-review plays
+    again = menu + prompt_seconds("vm-sorry") + 0.5  # 5 got vm-sorry; now 3 in the menu
+    second_end = again + prompt_seconds("vm-intro", "beep") + 2.5  # a 2.5 s second take
+    keys = [(first_end, "#"), (menu, "5"), (again, "3"), (second_end, "#")]
+    keys.append((second_end + 0.3, "1"))
+    result, variables, stored = asyncio.run(
+        deposit(backend, tmp_path, ["1000", "s"], keys, {"review": "yes"})
+    )
+    assert result is True and variables["VMSTATUS"] == "SUCCESS"
+    durations = backend.sql("SELECT duration FROM voicemessages")
+    assert len(stored) == 1 and int(durations[0]["duration"]) in (2, 3), durations
