@@ -58,6 +58,12 @@ same => n,Hangup()
 exten => 2009,1,VoiceMail(1000,S)
 same => n,NoOp(VMSTATUS=${VMSTATUS})
 same => n,Hangup()
+exten => 2011,1,VoiceMail(1003,sU)
+same => n,NoOp(VMSTATUS=${VMSTATUS})
+same => n,Hangup()
+exten => 2012,1,VoiceMail(1003,s)
+same => n,NoOp(VMSTATUS=${VMSTATUS})
+same => n,Hangup()
 exten => 2010,1,VoiceMail(1002,u)
 same => n,NoOp(VMSTATUS=${VMSTATUS})
 same => n,Hangup()
@@ -68,6 +74,7 @@ MAILBOXES = """[default]
 1001 => 1234,Bob Example,bob@example.com
 1002 => 1234,Greetings Only,,,maxmsg=0
 1230 => 1234,Carol Example
+1003 => 1234,Full Example,,,maxmsg=1
 """
 
 
@@ -272,3 +279,29 @@ def silence_pcap(directory: Path) -> Path:
     path = directory / "talk2s_silence4s.pcap"
     write_rtp_pcap(path, test_signal(2.0) + b"\x00\x00" * 8000 * 4, 0)
     return path
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_full_mailbox_plays_mailboxfull_and_fails(
+    server: RunningServer, backend: Backend, tmp_path: Path
+) -> None:
+    leave_3s(server, tmp_path / "a", "2012", prompt_seconds("beep"))
+    assert len(rows(backend)) == 1
+    xml = sipp.scenario(
+        "full",
+        sipp.invite("2012", [0, 101]),
+        sipp.recv(100, optional=True),
+        sipp.recv(200),
+        sipp.ack("2012"),
+        sipp.recv_request("BYE"),
+        sipp.answer_request(),
+    )
+    sipp.run_sipp(tmp_path / "b", xml, server.target, timeout=60).check()
+    log = call_log(server, "2012")
+    assert "playing vm-mailboxfull" in log and "playing beep" not in log
+    assert "NoOp(VMSTATUS=FAILED)" in log
+    # U goes to Urgent, but the full check counts INBOX (as Asterisk does): refused too.
+    sipp.run_sipp(tmp_path / "c", xml.replace("2012", "2011"), server.target, timeout=60).check()
+    log = call_log(server, "2011")
+    assert "playing vm-mailboxfull" in log and "NoOp(VMSTATUS=FAILED)" in log
+    assert len(rows(backend)) == 1
