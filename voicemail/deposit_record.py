@@ -115,12 +115,12 @@ async def record_and_store(
     envelope = Envelope(origtime, callerid, category)
     try:
         log.info(
-            "call %s: recording for %s@%s (at most %d s, maxsilence %d s)",
+            "call %s: recording for %s@%s (at most %d s)%s",
             channel.info.call_id,
             box.mailbox,
             box.context,
             limit,
-            max_silence,
+            f", stopping after {max_silence} s of silence" if max_silence > 0 else "",
         )
         recording = await record(True)
         outcome = Outcome(recording.pcm, keep=True, flag=flag, stop=recording.reason)
