@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
 from .media import RtpSession
 from .recording import RecordingBuffer
 from .rtp import SAMPLE_RATE
+from .silence import DEFAULT_SILENCE_THRESHOLD, SilenceDetector, trim_trailing_silence
+
+log = logging.getLogger(__name__)
 
 # The longest recording the channel makes when its caller gives no limit (seconds).
 HARD_RECORD_LIMIT = 600.0
@@ -30,6 +39,7 @@ class StopReason(enum.Enum):
     DIGIT = "digit"
     HANGUP = "hangup"
     MAX_DURATION = "maxsecs"
+    SILENCE = "maxsilence"
 
 
 @dataclass
@@ -216,25 +226,57 @@ class Channel:
         stop_digits: str = "#",
         *,
         on_chunk: Callable[[bytes], None] | None = None,
+        max_silence: float = 0.0,
+        silence_threshold: int = DEFAULT_SILENCE_THRESHOLD,
+        gain_db: float = 0.0,
     ) -> Recording:
-        """Record the caller until a stop digit, a hang-up or `max_seconds` of wall clock.
+        """Record the caller until a stop digit, a hang-up, `max_seconds` of wall clock or
+        `max_silence` seconds of silence.
 
         The limit holds even when no audio arrives. None or 0 means `HARD_RECORD_LIMIT`:
         the application passes its own limit (maxsecs, maxrecordsecs), the channel never
         records without one. `on_chunk` gets every piece of PCM as it becomes part of the
-        recording (silence for lost packets included); together they are `Recording.pcm`.
+        recording (silence for lost packets included); together they are `Recording.pcm`,
+        except that a recording stopped by silence keeps only 200 ms of it (as Asterisk's
+        recorder does; the chunks already handed out are not taken back). `max_silence` 0 is
+        off; `silence_threshold` is the mean absolute sample value below which a 20 ms frame
+        is silent. `gain_db` amplifies (or attenuates) what the caller says, clipped.
         """
         self._check()
         limit = max_seconds if max_seconds is not None and max_seconds > 0 else HARD_RECORD_LIMIT
         loop = asyncio.get_running_loop()
-        buffer = RecordingBuffer(limit, loop.time(), on_chunk)
+        detector = SilenceDetector(silence_threshold) if max_silence > 0 else None
+        silence_ms = int(max_silence * 1000)
+        stopped_by_silence = False
+        hook = on_chunk
+
+        def chunk(pcm: bytes) -> None:
+            nonlocal hook, stopped_by_silence
+            if detector is not None:
+                detector.feed(pcm)
+                if detector.silent_ms > silence_ms and not stopped_by_silence:
+                    stopped_by_silence = True
+                    limit_reached()
+            if hook is not None:
+                try:
+                    hook(pcm)
+                except Exception:  # noqa: BLE001 - the recording goes on in memory
+                    log.exception("recording hook failed; the rest is kept in memory only")
+                    hook = None
+
+        buffer = RecordingBuffer(limit, loop.time(), chunk)
         reached_limit = loop.create_future()
+        factor = 10 ** (gain_db / 20) if gain_db else 1.0
 
         def limit_reached() -> None:
             if not reached_limit.done():
                 reached_limit.set_result(None)
 
         def on_audio(pcm: bytes, gap_samples: int) -> None:
+            if reached_limit.done():
+                return  # stopped (silence): what arrives now is not part of it
+            if factor != 1.0:
+                pcm = audioop.mul(pcm, 2, factor)  # saturates at the 16-bit limits
             buffer.add(pcm, gap_samples, loop.time())
             if buffer.full:
                 limit_reached()
@@ -246,7 +288,7 @@ class Channel:
             digit = await self._wait_for_digit(stop_digits, reached_limit)
             while digit is None and not reached_limit.done():
                 digit = await self._wait_for_digit(stop_digits, reached_limit)
-            if digit is None:
+            if digit is None and not stopped_by_silence:
                 self._media.flush_received()  # what the jitter buffer holds, up to the limit
         except ChannelHungUp:
             self._media.flush_received()
@@ -256,6 +298,9 @@ class Channel:
             self._media.on_audio = None
         if digit is not None:
             return Recording(buffer.pcm, StopReason.DIGIT, digit)
+        if stopped_by_silence and detector is not None:
+            pcm = trim_trailing_silence(buffer.pcm, detector.silent_samples)
+            return Recording(pcm, StopReason.SILENCE)
         return Recording(buffer.pcm, StopReason.MAX_DURATION)
 
     def hangup(self, code: int | None = None, reason: str = "normal clearing") -> None:

@@ -1,70 +1,41 @@
 """VoiceMail(mailbox[@context][&mailbox2...][,options]): leave a message.
 
-Follows app_voicemail's leave_voicemail (fact sheet 5.1): greeting (temp, then busy or
-unavailable, else "the person at extension N is unavailable"), vm-intro, the full-mailbox
-check, beep, record until #, hang-up or maxsecs, then store. The message is stored before
-this coroutine returns, which is what lets the SIP side answer the caller's BYE only
-after the row is committed.
+Follows app_voicemail's vm_exec and leave_voicemail (fact sheet 5.1): greeting (temp, then
+busy or unavailable, else "the person at extension N is unavailable"), vm-intro, the
+full-mailbox check, beep, record until #, hang-up, maxsecs or maxsilence, the review menu
+(review=yes, in deposit_review), then store, in every `&` mailbox. `#` skips the greeting,
+`*` leaves for extension `a`, `0` (operator=yes) for `o`, and with `d(c)` a digit for that
+extension of context c: the application then returns a `Goto`. The message is stored before
+this coroutine returns, which is what lets the SIP side answer the caller's BYE only after
+the row is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from channels.channel import Channel, ChannelHungUp, StopReason
-from storage.audioformats import TranscodeError, decode, detect_format, encode, stored_format
-from storage.messages import MessageStore, StoredMessage, new_msg_id
+from channels.channel import Channel, ChannelHungUp
+from storage.audioformats import TranscodeError, decode, detect_format, stored_format
+from storage.messages import MessageStore, StoredMessage
 from storage.odbc import DatabaseError
-from storage.recording_journal import RecordingJournals, RecordingMetadata
-from storage.spool import PendingMessage, SpoolFlusher, bounded_store
+from storage.recording_journal import RecordingJournals
+from storage.spool import SpoolFlusher, bounded_store
 
 from .callpath import CALL_PATH_DB_WAIT, is_permanent
-from .mailboxes import Mailbox, MailboxDirectory
+from .config_checks import parse_bool
+from .deposit_options import DepositOptions, VoiceMailArgs, parse_args
+from .deposit_record import caller_id_string, record_and_store
+from .goto import Goto
+from .mailboxes import DEFAULTS, Mailbox, MailboxDirectory
 from .sounds import SoundLibrary, SoundNotFound
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class VoiceMailArgs:
-    recipients: list[tuple[str, str]]  # (mailbox, context)
-    options: str
-
-
-def parse_args(args: list[str]) -> VoiceMailArgs:
-    """[`1000@default&1001`, `us`] -> recipients and option letters (arguments in parens
-    dropped). The arguments arrive split and then substituted, so nothing a caller chose
-    (the extension) can add an option or a recipient list of its own."""
-    boxes = args[0] if args else ""
-    options = ",".join(args[1:])
-    recipients = []
-    for item in boxes.split("&"):
-        item = item.strip()
-        if not item:
-            continue
-        mailbox, _, context = item.partition("@")
-        recipients.append((mailbox.strip(), context.strip() or "default"))
-    flat = ""
-    depth = 0
-    for c in options:
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth = max(0, depth - 1)
-        elif depth == 0 and not c.isspace() and c != ",":
-            flat += c
-    return VoiceMailArgs(recipients, flat)
-
-
-def caller_id_string(name: str, number: str) -> str:
-    """Asterisk's ast_callerid_merge: `"Name" <num>`, name, num or Unknown."""
-    if name and number:
-        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}" <{number}>'
-    return name or number or "Unknown"
+__all__ = ["CALL_PATH_DB_WAIT", "VoiceMailApp", "caller_id_string", "parse_args"]
 
 
 # voicemail.conf maxrecordsecs: the longest recording when a mailbox's maxsecs is 0 (Asterisk:
@@ -79,6 +50,30 @@ async def stored_audio_pcm(data: bytes, configured_format: str) -> bytes:
     return await asyncio.to_thread(decode, data, fmt)
 
 
+# Asterisk's ast_app_getdata without a timeout: the pbx's response and digit timeouts.
+WHICHBOX_FIRST_TIMEOUT = 10.0
+WHICHBOX_DIGIT_TIMEOUT = 5.0
+
+ExtensionExists = Callable[[str, str], bool]  # (context, exten) -> is there such extension
+
+
+def _no_extensions(_context: str, _exten: str) -> bool:
+    return False
+
+
+def _here() -> str:
+    """`app_voicemail.py:LINE` of the caller, for refusals an operator can find."""
+    frame = inspect.currentframe()
+    caller = frame.f_back if frame is not None else None
+    return f"voicemail/app_voicemail.py:{caller.f_lineno if caller else 0}"
+
+
+@dataclass
+class Greeting:
+    parts: list[bytes | str]  # stored audio, or prompt names
+    recorded: bool  # a recorded temp/busy/unavail greeting (not the invented one)
+
+
 class VoiceMailApp:
     def __init__(
         self,
@@ -88,6 +83,7 @@ class VoiceMailApp:
         sounds: SoundLibrary,
         formats: list[str],
         journals: RecordingJournals,
+        extension_exists: ExtensionExists | None = None,
     ) -> None:
         # Reads on the caller's time give up quickly instead of waiting out an outage.
         self.quick_store = bounded_store(store, CALL_PATH_DB_WAIT)
@@ -96,6 +92,8 @@ class VoiceMailApp:
         self.journals = journals
         self.mailboxes = mailboxes
         self.sounds = sounds
+        # Whether the dial plan has an extension (for `a`, `o` and the d option's digits).
+        self.extension_exists = extension_exists or _no_extensions
         # Deposits being recorded per (context, mailbox), counted against maxmsg. Calls in
         # progress own these counts: a reload must never replace or clear them.
         self._in_process: dict[tuple[str, str], int] = {}
@@ -107,6 +105,24 @@ class VoiceMailApp:
         # Asterisk records every format but ODBC storage keeps only the first.
         self.format = stored_format("|".join(formats))
 
+    def _setting(self, box: Mailbox, name: str, default: str) -> str:
+        """A mailbox option, else voicemail.conf [general]'s, else Asterisk's default."""
+        value = box.options.get(name, "")
+        if value == "":
+            value = self.mailboxes.settings.general.get(name, "") or default
+        return value
+
+    def _int_setting(self, box: Mailbox, name: str, default: int) -> int:
+        value = self._setting(box, name, str(default))
+        try:
+            return int(value)
+        except ValueError:
+            log.warning("mailbox %s@%s: bad %s=%r", box.mailbox, box.context, name, value)
+            return default
+
+    def _flag(self, box: Mailbox, name: str) -> bool:
+        return bool(parse_bool(self._setting(box, name, DEFAULTS.get(name, "no"))))
+
     async def _play_prompts(self, channel: Channel, names: list[str], escape: str) -> str | None:
         for name in names:
             try:
@@ -114,6 +130,7 @@ class VoiceMailApp:
             except SoundNotFound:
                 log.warning("prompt %s not found", name)
                 continue
+            log.info("call %s: playing %s", channel.info.call_id, name)
             digit = await channel.play(pcm, escape)
             if digit is not None:
                 return digit
@@ -132,9 +149,9 @@ class VoiceMailApp:
             )
             return None
 
-    async def _greeting(self, channel: Channel, box: Mailbox, options: str) -> list[bytes | str]:
+    async def _greeting(self, channel: Channel, box: Mailbox, options: DepositOptions) -> Greeting:
         """What to play before the intro: stored greeting audio or prompt names."""
-        wanted = "busy" if "b" in options else "unavail" if "u" in options else None
+        wanted = "busy" if options.busy else "unavail" if options.unavail else None
         reason = channel.info.redirect_reason
         if reason:
             # A PBX forwarded the call and said why: that picks the greeting.
@@ -143,11 +160,11 @@ class VoiceMailApp:
             message = await self._retrieve_greeting(box, kind)
             if message is not None:
                 try:
-                    return [await stored_audio_pcm(message.recording, self.format)]
+                    return Greeting([await stored_audio_pcm(message.recording, self.format)], True)
                 except (ValueError, TranscodeError) as exc:
                     log.warning("mailbox %s: %s greeting unusable: %s", box.mailbox, kind, exc)
         if wanted is None:
-            return []
+            return Greeting([], False)
         name_greeting = await self._retrieve_greeting(box, "greet")
         parts: list[bytes | str] = []
         if name_greeting is not None:
@@ -159,16 +176,60 @@ class VoiceMailApp:
             parts.append("vm-theperson")
             parts.extend(f"digits/{d}" for d in box.mailbox if d.isdigit())
         parts.append("vm-isonphone" if wanted == "busy" else "vm-isunavail")
-        return parts
+        return Greeting(parts, False)
 
-    async def run(self, channel: Channel, args: list[str], variables: dict[str, str]) -> bool:
-        """Returns False when the dial plan should stop (the caller hung up)."""
-        parsed = parse_args(args)
-        if not parsed.recipients:
-            log.warning("VoiceMail() needs a mailbox")
+    async def run(
+        self, channel: Channel, args: list[str], variables: dict[str, str]
+    ) -> bool | Goto:
+        """False when the dial plan should stop (the caller hung up); a Goto when the caller
+        left for another extension (`*`, `0`, a d-option digit); True to go on."""
+        try:
+            parsed = parse_args(args)
+        except ValueError as exc:
+            log.error("VoiceMail(%s): %s (%s)", ",".join(args), exc, _here())
             variables["VMSTATUS"] = "FAILED"
             return True
-        mailbox, context = parsed.recipients[0]
+        if parsed.options.early_media:
+            # Needs a 183 with SDP from the SIP channel, which it does not send yet.
+            log.error(
+                "VoiceMail option e (greeting as early media) is not implemented (%s); "
+                "no message taken",
+                _here(),
+            )
+            variables["VMSTATUS"] = "FAILED"
+            return True
+        try:
+            if not parsed.recipients:
+                mailbox = await self._ask_mailbox(channel)
+                if not mailbox:
+                    variables["VMSTATUS"] = "FAILED"
+                    return not channel.hung_up
+                parsed.recipients = [(mailbox, "default")]
+            boxes = await self._find_boxes(channel, parsed)
+            if not boxes:
+                variables["VMSTATUS"] = "FAILED"
+                return not channel.hung_up
+            status, goto = await self._leave_message(channel, boxes, parsed.options, variables)
+        except ChannelHungUp:
+            status, goto = "FAILED", None
+        variables["VMSTATUS"] = status
+        log.info("call %s: VoiceMail ends with VMSTATUS=%s", channel.info.call_id, status)
+        if channel.hung_up:
+            return False
+        return goto if goto is not None else True
+
+    async def _ask_mailbox(self, channel: Channel) -> str:
+        """No argument: vm-whichbox, then the digits up to # or a pause (ast_app_getdata)."""
+        await channel.answer()
+        channel.flush_digits()
+        first = await self._play_prompts(channel, ["vm-whichbox"], "0123456789*")
+        if first is not None:
+            channel.digit_received(first)  # the first digit interrupted the prompt
+        digits = await channel.read_digits(255, WHICHBOX_FIRST_TIMEOUT, WHICHBOX_DIGIT_TIMEOUT, "#")
+        log.info("call %s: mailbox entered: %r", channel.info.call_id, digits)
+        return digits
+
+    async def _find(self, channel: Channel, mailbox: str, context: str) -> Mailbox | None:
         try:
             box = await self.mailboxes.find(mailbox, context)
         except DatabaseError as exc:
@@ -176,9 +237,8 @@ class VoiceMailApp:
                 # A wrong table or column is a configuration error, not an outage: taking
                 # messages for mailboxes nobody can check would invent mailboxes.
                 log.error("cannot look up mailbox %s@%s: %s", mailbox, context, exc)
-                variables["VMSTATUS"] = "FAILED"
                 channel.hangup(500, "voicemail configuration error")
-                return False
+                raise ChannelHungUp("voicemail configuration error") from exc
             # The realtime table is away. Losing the caller's message is worse than keeping
             # one for a mailbox we cannot check: take it, with default options, into the spool.
             log.warning(
@@ -190,27 +250,22 @@ class VoiceMailApp:
             box = self.mailboxes.unverified(mailbox, context)
         if box is None:
             log.warning("No entry in voicemail config file for '%s@%s'", mailbox, context)
-            variables["VMSTATUS"] = "FAILED"
-            return True
-        try:
-            status = await self._leave_message(channel, box, parsed, variables)
-        except ChannelHungUp:
-            status = "FAILED"
-        variables["VMSTATUS"] = status
-        return not channel.hung_up
+        return box
 
-    async def _leave_message(
-        self, channel: Channel, box: Mailbox, parsed: VoiceMailArgs, variables: dict[str, str]
-    ) -> str:
-        options = parsed.options
-        await channel.answer()
-        folder = "Urgent" if "U" in options else "INBOX"
-        # Count while the greeting plays, so a slow database never delays the beep.
-        counting = asyncio.ensure_future(self._count(box, folder))
-        try:
-            return await self._greet_and_record(channel, box, options, folder, counting, variables)
-        finally:
-            counting.cancel()
+    async def _find_boxes(self, channel: Channel, parsed: VoiceMailArgs) -> list[Mailbox]:
+        """The first recipient (whose greeting plays) and the others that exist; [] when
+        the first does not exist (Asterisk fails the whole call then)."""
+        first = await self._find(channel, *parsed.recipients[0])
+        if first is None:
+            return []
+        boxes = [first]
+        for mailbox, context in parsed.recipients[1:]:
+            other = await self._find(channel, mailbox, context)
+            if other is not None and (other.context, other.mailbox) not in {
+                (b.context, b.mailbox) for b in boxes
+            }:
+                boxes.append(other)
+        return boxes
 
     async def _count(self, box: Mailbox, folder: str) -> int:
         """Messages in the folder; 0 when the database is away (the message will be spooled)."""
@@ -222,162 +277,124 @@ class VoiceMailApp:
             )
             return 0
 
-    async def _greet_and_record(
+    def _exit_codes(self, box: Mailbox, options: DepositOptions, current: str) -> str:
+        """The keys that end the greeting (leave_voicemail's ecodes)."""
+        where = self._setting(box, "exitcontext", "") or current
+        codes = "#"
+        if self.extension_exists(where, "a"):
+            codes += "*"
+        if self._flag(box, "operator") and self.extension_exists(where, "o"):
+            codes += "0"
+        if options.dtmf_exit:
+            digit_context = options.exit_context or current
+            for digit in "0123456789*":
+                if digit not in codes and self.extension_exists(digit_context, digit):
+                    codes += digit
+        return codes
+
+    async def _leave_message(
         self,
         channel: Channel,
-        box: Mailbox,
-        options: str,
-        folder: str,
+        boxes: list[Mailbox],
+        options: DepositOptions,
+        variables: dict[str, str],
+    ) -> tuple[str, Goto | None]:
+        box = boxes[0]
+        await channel.answer()
+        # Count while the greeting plays, so a slow database never delays the beep. Asterisk
+        # counts INBOX whatever the folder the message goes to.
+        counting = asyncio.ensure_future(self._count(box, "INBOX"))
+        try:
+            return await self._greet(channel, boxes, options, counting, variables)
+        finally:
+            counting.cancel()
+
+    async def _greet(
+        self,
+        channel: Channel,
+        boxes: list[Mailbox],
+        options: DepositOptions,
         counting: asyncio.Future[int],
         variables: dict[str, str],
-    ) -> str:
+    ) -> tuple[str, Goto | None]:
+        box = boxes[0]
         greeting = await self._greeting(channel, box, options)
         log.info(
             "call %s for %s@%s: greeting %s",
             channel.info.call_id,
             box.mailbox,
             box.context,
-            " ".join(p if isinstance(p, str) else f"<recorded {len(p)} bytes>" for p in greeting)
+            " ".join(
+                p if isinstance(p, str) else f"<recorded {len(p)} bytes>" for p in greeting.parts
+            )
             or "none",
         )
-        skipped = False
-        for part in greeting:
-            if isinstance(part, bytes):
-                digit = await channel.play(part, "#")
-            else:
-                digit = await self._play_prompts(channel, [part], "#")
-            if digit == "#":
-                skipped = True
-                break
-        if not skipped and "s" not in options and not ("S" in options and greeting):
-            await self._play_prompts(channel, ["vm-intro"], "#")
-        key = (box.context, box.mailbox)
+        current = variables.get("CONTEXT") or channel.info.context
+        codes = self._exit_codes(box, options, current)
         maxmsg = box.int_option("maxmsg")
+        # maxmsg=0 is a greetings-only mailbox: the greeting plays without the intro.
+        silent = options.silent or maxmsg == 0
+        if options.silent_if_greeting and greeting.recorded:
+            silent = True
+        digit = None
+        for part in greeting.parts:
+            if isinstance(part, bytes):
+                digit = await channel.play(part, codes)
+            else:
+                digit = await self._play_prompts(channel, [part], codes)
+            if digit is not None:
+                break
+        if digit == "#":
+            silent, digit = True, None
+        if digit is None and not silent:
+            digit = await self._play_prompts(channel, ["vm-intro"], codes)
+            if digit == "#":
+                digit = None
+        if digit is not None:
+            return await self._leave_for(channel, box, options, digit)
+        if maxmsg == 0:
+            log.info("mailbox %s@%s is greetings only (maxmsg=0)", box.mailbox, box.context)
+            return "SUCCESS", None
+        key = (box.context, box.mailbox)
         count = await counting
         if maxmsg > 0 and count >= maxmsg - self._in_process.get(key, 0):
             log.info("mailbox %s@%s is full (%d messages)", box.mailbox, box.context, count)
             await self._play_prompts(channel, ["vm-mailboxfull"], "")
-            return "FAILED"
-        if maxmsg == 0:
-            return "SUCCESS"  # greetings only
+            return "FAILED", None
         self._in_process[key] = self._in_process.get(key, 0) + 1
         try:
-            return await self._record_and_store(channel, box, folder, options, variables)
+            return await self._record_and_store(channel, boxes, options, variables)
         finally:
             self._in_process[key] -= 1
             if not self._in_process[key]:
                 del self._in_process[key]
 
+    async def _leave_for(
+        self, channel: Channel, box: Mailbox, options: DepositOptions, digit: str
+    ) -> tuple[str, Goto]:
+        """The caller pressed an exit key during the greeting: USEREXIT and a dial plan jump."""
+        exitcontext = self._setting(box, "exitcontext", "") or None
+        if digit == "*":
+            target = Goto("a", exitcontext)
+        elif digit == "0":
+            await self._play_prompts(channel, ["transfer"], "")
+            target = Goto("o", exitcontext)
+        else:
+            target = Goto(digit, options.exit_context or None)
+        log.info(
+            "call %s: caller pressed %s, leaving for %s@%s",
+            channel.info.call_id,
+            digit,
+            target.exten,
+            target.context or "(current context)",
+        )
+        return "USEREXIT", target
+
     async def _record_and_store(
         self,
         channel: Channel,
-        box: Mailbox,
-        folder: str,
-        options: str,
+        boxes: list[Mailbox],
+        options: DepositOptions,
         variables: dict[str, str],
-    ) -> str:
-        await self._play_prompts(channel, ["beep"], "")
-        origtime = int(time.time())
-        maxsecs = box.int_option("maxsecs")
-        maxmsg = box.int_option("maxmsg")
-        limit = min(maxsecs, self.max_record_seconds) if maxsecs > 0 else self.max_record_seconds
-        flag = "Urgent" if "U" in options else "PRIORITY" if "P" in options else ""
-        msg_id = new_msg_id()
-        callerid = caller_id_string(channel.info.caller_id_name, channel.info.caller_id_num)
-        category = variables.get("VM_CATEGORY") or None
-        # The audio goes to disk as it is recorded, so a crash (even SIGKILL) mid-message
-        # leaves a journal that the next start stores, instead of losing what was said.
-        journal = self.journals.begin(
-            msg_id,
-            RecordingMetadata(
-                context=box.context,
-                mailbox=box.mailbox,
-                folder=folder,
-                callerid=callerid,
-                origtime=origtime,
-                caller_context=channel.info.context,
-                audio_format=self.format,
-                flag=flag,
-                category=category,
-                maxmsg=maxmsg if maxmsg > 0 else None,
-                min_seconds=box.int_option("minsecs"),
-            ),
-        )
-        try:
-            log.info(
-                "call %s: recording for %s@%s (at most %d s)",
-                channel.info.call_id,
-                box.mailbox,
-                box.context,
-                limit,
-            )
-            recording = await channel.record(limit, "#", on_chunk=journal.append)
-            seconds = recording.seconds
-            if seconds < max(box.int_option("minsecs"), 0.02):
-                log.info(
-                    "recording for %s@%s was %.2f s, shorter than minsecs; discarded",
-                    box.mailbox,
-                    box.context,
-                    seconds,
-                )
-                journal.discard()
-                return "FAILED"
-            try:
-                audio = await asyncio.to_thread(encode, recording.pcm, self.format)
-                result = await self.flusher.deposit_result(
-                    PendingMessage(
-                        msg_id=msg_id,
-                        context=box.context,
-                        mailbox=box.mailbox,
-                        folder=folder,
-                        recording=audio,
-                        callerid=callerid,
-                        origtime=origtime,
-                        duration=int(round(seconds)),
-                        caller_context=channel.info.context,
-                        flag=flag,
-                        category=category,
-                        maxmsg=maxmsg if maxmsg > 0 else None,
-                    )
-                )
-            except ValueError as exc:
-                journal.discard()  # a message the store can never take
-                log.error(
-                    "Failed to store voicemail for %s@%s (msg_id %s): %s",
-                    box.mailbox,
-                    box.context,
-                    msg_id,
-                    exc,
-                )
-                return "FAILED"
-            except (OSError, TranscodeError) as exc:
-                # The journal stays: the next start stores the message from it.
-                log.error(
-                    "Failed to store voicemail for %s@%s (msg_id %s): %s; kept in the "
-                    "recording journal for the next start",
-                    box.mailbox,
-                    box.context,
-                    msg_id,
-                    exc,
-                )
-                return "FAILED"
-            journal.finish()
-        finally:
-            journal.leave()  # a cancelled call (shutdown) leaves its audio for recovery
-        msgnum = result.msgnum
-        where = (
-            f"as msgnum {msgnum}" if msgnum is not None else "in the local spool (database away)"
-        )
-        log.info(
-            "message %s stored in %s@%s %s %s (%.2f s, stopped by %s)",
-            msg_id,
-            box.mailbox,
-            box.context,
-            folder,
-            where,
-            seconds,
-            recording.reason.value,
-        )
-        if recording.reason != StopReason.HANGUP and not channel.hung_up:
-            await self._play_prompts(channel, ["auth-thankyou"], "")
-        return "SUCCESS"
+    ) -> tuple[str, Goto | None]:
+        return await record_and_store(self, channel, boxes, options, variables)
