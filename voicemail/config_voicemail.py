@@ -50,10 +50,21 @@ IMPLEMENTED_GENERAL = frozenset(
         "maxmsg",
         "pollmailboxes",
         "pollfreq",
+        "maxsilence",
+        "silencethreshold",
+        "review",
+        "operator",
+        "leaveurgent",
+        "exitcontext",
     }
     | OWN_GENERAL
 )
-IMPLEMENTED_MAILBOX = frozenset({"maxsecs", "maxmessage", "minsecs", "maxmsg"})
+IMPLEMENTED_MAILBOX = frozenset(
+    {
+        "maxsecs", "maxmessage", "minsecs", "maxmsg", "review", "operator", "leaveurgent",
+        "exitcontext", "maxsilence", "silencethreshold",
+    }
+)  # fmt: skip
 
 # Old names Asterisk still reads, with a deprecation warning.
 DEPRECATED = {"maxmessage": "maxsecs", "minmessage": "minsecs"}

@@ -129,6 +129,12 @@ class DialplanRunner:
                 return steps
         return None
 
+    def static_extension_exists(self, context: str, exten: str) -> bool:
+        """Whether extensions.conf (with includes) has `exten` in `context`: what VoiceMail()
+        asks, while the greeting plays, before it offers `*` (a) and `0` (o). Realtime switches
+        are not asked there, so that no key press waits for the database."""
+        return self.dialplan.match(context, exten) is not None
+
     async def extension_exists(self, context: str, exten: str) -> bool:
         """Whether `exten` exists in `context` (static, included or realtime), as Asterisk's
         ast_exists_extension: VoiceMail() asks it before offering `*` (a) and `0` (o)."""

@@ -208,6 +208,9 @@ class VoicemailServer:
             self.sounds,
             self.config.voicemail.formats,
             self.journals,
+            extension_exists=lambda context, exten: (
+                self.runner is not None and self.runner.static_extension_exists(context, exten)
+            ),
         )
         voicemail = self.voicemail
         voicemail.max_record_seconds = self.config.voicemail.maxrecordsecs
