@@ -44,6 +44,7 @@ from .events import (
     StoreFailed,
     Timeout,
     WaitDigit,
+    folder_name,
 )
 from .sayer import EnglishSayer, Sayer
 
@@ -163,6 +164,14 @@ class MenuDriver:
         except (*STORE_ERRORS, TranscodeError) as exc:
             log.error("message %d of %s: cannot play: %s", action.msgnum, action.folder, exc)
             return PromptDone()
+        log.info(
+            "VoiceMailMain: %s@%s playing message %d of %s (%.1f s)",
+            self.mailbox.mailbox,
+            self.mailbox.context,
+            action.msgnum,
+            folder_name(action.folder),
+            len(pcm) / BYTES_PER_SECOND,
+        )
         skip = (action.skipms * BYTES_PER_SECOND // 1000) & ~1
         keys = FORWARD_KEY + REVERSE_KEY + PAUSE_KEY + RESTART_KEY + STOP_KEYS
         loop = asyncio.get_running_loop()
