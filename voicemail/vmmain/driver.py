@@ -90,7 +90,16 @@ class MenuDriver:
                 if isinstance(action, Finish):
                     finish = action
                     break
-                event = await self._perform_guarded(action)
+                try:
+                    event = await self._perform_guarded(action)
+                except asyncio.CancelledError:
+                    # The call is being torn down (shutdown): still apply the pending edits.
+                    if not session.finished:
+                        actions = session.handle(HungUp())
+                    for last in actions:
+                        if isinstance(last, Close):
+                            await asyncio.shield(self._database(last))
+                    raise
                 if not session.finished:
                     actions = session.handle(event)
         finally:
@@ -117,6 +126,9 @@ class MenuDriver:
             return await self._collect(action)
         if isinstance(action, PlayMessage):
             return await self._play_message(action)
+        if isinstance(action, Close):
+            # A close that has begun finishes even if the call is torn down meanwhile.
+            return await asyncio.shield(self._database(action))
         return await self._database(action)
 
     # --- the channel -----------------------------------------------------------------------
@@ -162,7 +174,9 @@ class MenuDriver:
             stored = await self.access.audio(self.mailbox, action.folder, action.msgnum)
             pcm = b"" if stored is None else await stored_audio_pcm(stored, self.audio_format)
         except (*STORE_ERRORS, TranscodeError) as exc:
-            log.error("message %d of %s: cannot play: %s", action.msgnum, action.folder, exc)
+            log.error(
+                "message %d of %s: cannot play: %s", action.msgnum, folder_name(action.folder), exc
+            )
             return PromptDone()
         log.info(
             "VoiceMailMain: %s@%s playing message %d of %s (%.1f s)",
