@@ -1,0 +1,123 @@
+"""The database side of VoiceMailMain: mailboxes, folder listings, copies and the close step."""
+
+from __future__ import annotations
+
+import logging
+
+from storage.messages import MailboxFull, MessageNotFound, MessageStore
+from storage.odbc import DatabaseError
+
+from ..mailboxes import MailboxDirectory
+from .events import OLD, FolderEdits, MailboxInfo, MessageSummary, folder_name
+from .options import MenuSettings
+
+log = logging.getLogger(__name__)
+
+# What the database can raise that ends the session (the caller hears goodbye or nothing).
+STORE_ERRORS = (DatabaseError, MessageNotFound, OSError, ValueError)
+
+
+class MailboxAccess:
+    """MessageStore and MailboxDirectory calls in the shapes the core asks for."""
+
+    def __init__(
+        self, store: MessageStore, mailboxes: MailboxDirectory, general: dict[str, str]
+    ) -> None:
+        self.store = store
+        self.mailboxes = mailboxes
+        self.general = general
+
+    async def find(self, mailbox: str, context: str) -> MailboxInfo | None:
+        box = await self.mailboxes.find(mailbox, context)
+        if box is None:
+            return None
+        settings = MenuSettings.from_options(self.general, box.options)
+        return MailboxInfo(box.mailbox, box.context, box.password, box.option("language"), settings)
+
+    async def counts(self, info: MailboxInfo) -> tuple[int, int, int]:
+        """(new, old, urgent)."""
+        inbox, old, urgent = await self.store.counts(info.context, info.mailbox)
+        return inbox, old, urgent
+
+    async def has_temp_greeting(self, info: MailboxInfo) -> bool:
+        return await self.store.retrieve_greeting(info.context, info.mailbox, "temp") is not None
+
+    async def open_folder(self, info: MailboxInfo, folder: int) -> tuple[MessageSummary, ...]:
+        """Renumber gaps (as open_mailbox does), then list."""
+        name = folder_name(folder)
+        await self.store.resequence(info.context, info.mailbox, name)
+        listed = await self.store.list_messages(info.context, info.mailbox, name)
+        return tuple(
+            MessageSummary(
+                msgnum=m.msgnum,
+                origtime=int(m.origtime or 0),
+                callerid=m.callerid or "",
+                duration=int(m.duration or 0),
+                flag=m.flag or "",
+                category=m.category or "",
+            )
+            for m in listed
+        )
+
+    async def audio(self, info: MailboxInfo, folder: int, msgnum: int) -> bytes | None:
+        message = await self.store.retrieve(info.context, info.mailbox, folder_name(folder), msgnum)
+        return None if message is None else message.recording
+
+    async def copy(
+        self, info: MailboxInfo, folder: int, msgnum: int, to_folder: int, maxmsg: int | None
+    ) -> bool:
+        """Copy to the end of another folder of the same mailbox; False if it is full."""
+        try:
+            await self.store.copy(
+                src_context=info.context,
+                src_mailbox=info.mailbox,
+                src_folder=folder_name(folder),
+                msgnum=msgnum,
+                dst_context=info.context,
+                dst_mailbox=info.mailbox,
+                dst_folder=folder_name(to_folder),
+                maxmsg=maxmsg if maxmsg and maxmsg > 0 else None,
+            )
+        except MailboxFull:
+            return False
+        return True
+
+    async def close(self, info: MailboxInfo, edits: FolderEdits, maxmsg: int | None) -> None:
+        """close_mailbox: heard messages copied to Old, then deleted ones and those removed,
+        the rest renumbered 0..N-1, in one delete_messages. A message that Old cannot take
+        (full) stays where it is."""
+        gone = set(edits.delete)
+        for msgnum in edits.to_old:
+            try:
+                await self.store.copy(
+                    src_context=info.context,
+                    src_mailbox=info.mailbox,
+                    src_folder=edits.folder,
+                    msgnum=msgnum,
+                    dst_context=info.context,
+                    dst_mailbox=info.mailbox,
+                    dst_folder=folder_name(OLD),
+                    maxmsg=maxmsg if maxmsg and maxmsg > 0 else None,
+                )
+            except MailboxFull:
+                log.warning(
+                    "mailbox %s@%s: Old is full; message %d stays in %s",
+                    info.mailbox,
+                    info.context,
+                    msgnum,
+                    edits.folder,
+                )
+                continue
+            except MessageNotFound:
+                continue
+            gone.add(msgnum)
+        if gone:
+            await self.store.delete_messages(info.context, info.mailbox, edits.folder, sorted(gone))
+        log.info(
+            "mailbox %s@%s: closed %s (%d deleted, %d moved to Old)",
+            info.mailbox,
+            info.context,
+            edits.folder,
+            len(edits.delete),
+            len(gone) - len(set(edits.delete)),
+        )

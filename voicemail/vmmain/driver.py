@@ -1,0 +1,253 @@
+"""The asyncio side of VoiceMailMain: the core's actions as Channel and database calls.
+
+The core decides; this only performs. A hang-up during any channel call becomes the `HungUp`
+event, after which the core's last actions (the pending `Close`, then `Finish`) are still
+performed: the database work of the close does not need the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from channels.channel import Channel, ChannelHungUp
+from storage.audioformats import TranscodeError
+
+from ..app_voicemail import stored_audio_pcm
+from ..sounds import SoundLibrary, SoundNotFound
+from .access import STORE_ERRORS, MailboxAccess
+from .core import VoiceMailMain
+from .events import (
+    ALL_KEYS,
+    Action,
+    Authenticated,
+    Close,
+    Collect,
+    CopyMessage,
+    Digit,
+    Digits,
+    Event,
+    FindMailbox,
+    Finish,
+    FolderOpened,
+    HungUp,
+    MailboxFound,
+    MailboxInfo,
+    MailboxOpened,
+    OpenFolder,
+    Play,
+    PlayMessage,
+    PromptDone,
+    SayItem,
+    Stored,
+    StoreFailed,
+    Timeout,
+    WaitDigit,
+    folder_name,
+)
+from .sayer import EnglishSayer, Sayer
+
+log = logging.getLogger(__name__)
+
+# Listen controls while a message plays (Asterisk's listen-control-*-key defaults).
+FORWARD_KEY, REVERSE_KEY, PAUSE_KEY, RESTART_KEY = "#", "*", "0", "2"
+STOP_KEYS = "13456789"
+PAUSE_LIMIT = 300.0  # a paused message resumes by itself after this long
+BYTES_PER_SECOND = 16000  # 8 kHz 16-bit mono
+
+MailboxChanged = Callable[[str, str], object]
+
+
+class MenuDriver:
+    def __init__(
+        self,
+        channel: Channel,
+        access: MailboxAccess,
+        sounds: SoundLibrary,
+        *,
+        sayer: Sayer | None = None,
+        audio_format: str = "wav",
+        mailbox_changed: MailboxChanged | None = None,
+    ) -> None:
+        self.channel = channel
+        self.access = access
+        self.sounds = sounds
+        self.sayer = sayer or EnglishSayer()
+        self.audio_format = audio_format
+        self.mailbox_changed = mailbox_changed
+        self.language = channel.info.language
+        self.mailbox: MailboxInfo | None = None
+        self.changed = False
+
+    async def run(self, session: VoiceMailMain) -> Finish:
+        """Drive the session to its Finish; never raises ChannelHungUp."""
+        actions = session.start()
+        finish = Finish(False)
+        try:
+            while actions:
+                action = actions.pop(0)
+                if isinstance(action, Finish):
+                    finish = action
+                    break
+                try:
+                    event = await self._perform_guarded(action)
+                except asyncio.CancelledError:
+                    # The call is being torn down (shutdown): still apply the pending edits.
+                    if not session.finished:
+                        actions = session.handle(HungUp())
+                    for last in actions:
+                        if isinstance(last, Close):
+                            await asyncio.shield(self._database(last))
+                    raise
+                if not session.finished:
+                    actions = session.handle(event)
+        finally:
+            if self.changed and self.mailbox is not None and self.mailbox_changed is not None:
+                try:
+                    self.mailbox_changed(self.mailbox.mailbox, self.mailbox.context)
+                except Exception:  # the lamp must not break the call's end
+                    log.exception("mailbox_changed hook failed")
+        return finish
+
+    async def _perform_guarded(self, action: Action) -> Event:
+        try:
+            return await self.perform(action)
+        except ChannelHungUp:
+            return HungUp()
+
+    async def perform(self, action: Action) -> Event:
+        if isinstance(action, Play):
+            return await self._play(action.items, action.interrupt)
+        if isinstance(action, WaitDigit):
+            key = await self.channel.wait(action.seconds, ALL_KEYS)
+            return Timeout() if key is None else Digit(key)
+        if isinstance(action, Collect):
+            return await self._collect(action)
+        if isinstance(action, PlayMessage):
+            return await self._play_message(action)
+        if isinstance(action, Close):
+            # A close that has begun finishes even if the call is torn down meanwhile.
+            return await asyncio.shield(self._database(action))
+        return await self._database(action)
+
+    # --- the channel -----------------------------------------------------------------------
+
+    def _pcm(self, items: tuple[SayItem, ...]) -> bytes:
+        names: list[str] = []
+        for item in items:
+            names += self.sayer.expand(item, self.language)
+        pcm = b""
+        for name in names:
+            try:
+                pcm += self.sounds.load_pcm(name, self.language or None)
+            except (SoundNotFound, ValueError) as exc:
+                log.warning("prompt %s not played: %s", name, exc)
+        return pcm
+
+    async def _play(self, items: tuple[SayItem, ...], interrupt: str) -> Event:
+        pcm = self._pcm(items)
+        key = await self.channel.play(pcm, interrupt) if pcm else None
+        return PromptDone() if key is None else Digit(key)
+
+    async def _collect(self, action: Collect) -> Event:
+        """The first key may interrupt the prompt; it is the entry's first digit."""
+        pcm = self._pcm(action.prompts)
+        first = await self.channel.play(pcm, ALL_KEYS) if pcm else None
+        if first is not None and first in action.terminator:
+            return Digits("")
+        if first is None:
+            text = await self.channel.read_digits(
+                action.max_digits, action.first, action.between, action.terminator
+            )
+        else:
+            text = first + await self.channel.read_digits(
+                action.max_digits - 1, action.between, action.between, action.terminator
+            )
+        return Digits(text)
+
+    async def _play_message(self, action: PlayMessage) -> Event:
+        """ast_control_streamfile: # forward, * back by skipms, 0 pause, 2 restart, the
+        other keys stop (and are the next command)."""
+        assert self.mailbox is not None
+        try:
+            stored = await self.access.audio(self.mailbox, action.folder, action.msgnum)
+            pcm = b"" if stored is None else await stored_audio_pcm(stored, self.audio_format)
+        except (*STORE_ERRORS, TranscodeError) as exc:
+            log.error(
+                "message %d of %s: cannot play: %s", action.msgnum, folder_name(action.folder), exc
+            )
+            return PromptDone()
+        log.info(
+            "VoiceMailMain: %s@%s playing message %d of %s (%.1f s)",
+            self.mailbox.mailbox,
+            self.mailbox.context,
+            action.msgnum,
+            folder_name(action.folder),
+            len(pcm) / BYTES_PER_SECOND,
+        )
+        skip = (action.skipms * BYTES_PER_SECOND // 1000) & ~1
+        keys = FORWARD_KEY + REVERSE_KEY + PAUSE_KEY + RESTART_KEY + STOP_KEYS
+        loop = asyncio.get_running_loop()
+        position = 0
+        while position < len(pcm):
+            started = loop.time()
+            key = await self.channel.play(pcm[position:], keys)
+            if key is None:
+                return PromptDone()
+            here = min(len(pcm), position + (int((loop.time() - started) * BYTES_PER_SECOND) & ~1))
+            if key == FORWARD_KEY:
+                position = here + skip
+            elif key == REVERSE_KEY:
+                position = max(0, here - skip)
+            elif key == RESTART_KEY:
+                position = 0
+            elif key == PAUSE_KEY:
+                resume = await self.channel.wait(PAUSE_LIMIT, PAUSE_KEY + STOP_KEYS)
+                if resume is not None and resume in STOP_KEYS:
+                    return Digit(resume)
+                position = here
+            else:
+                return Digit(key)
+        return PromptDone()
+
+    # --- the database ----------------------------------------------------------------------
+
+    async def _database(self, action: Action) -> Event:
+        try:
+            return await self._store_action(action)
+        except STORE_ERRORS as exc:
+            log.error("VoiceMailMain: %s failed: %s", type(action).__name__, exc)
+            return StoreFailed(str(exc))
+
+    async def _store_action(self, action: Action) -> Event:
+        if isinstance(action, FindMailbox):
+            return MailboxFound(await self.access.find(action.mailbox, action.context))
+        if isinstance(action, Authenticated):
+            info = action.info
+            self.mailbox = info
+            if info.language:
+                self.language = info.language
+            log.info("VoiceMailMain: %s@%s logged in", info.mailbox, info.context)
+            new, old, urgent = await self.access.counts(info)
+            settings = info.settings
+            temp = bool(settings and settings.tempgreetwarn) and (
+                await self.access.has_temp_greeting(info)
+            )
+            return MailboxOpened(new, old, urgent, temp)
+        assert self.mailbox is not None, f"{action!r} before login"
+        info = self.mailbox
+        maxmsg = info.settings.maxmsg if info.settings else None
+        if isinstance(action, OpenFolder):
+            return FolderOpened(action.folder, await self.access.open_folder(info, action.folder))
+        if isinstance(action, CopyMessage):
+            saved = await self.access.copy(
+                info, action.folder, action.msgnum, action.to_folder, action.maxmsg
+            )
+            self.changed = self.changed or saved
+            return Stored(full=not saved)
+        if isinstance(action, Close):
+            self.changed = True
+            await self.access.close(info, action.edits, maxmsg)
+            return Stored()
+        raise TypeError(f"unknown action {action!r}")

@@ -1,0 +1,292 @@
+"""The vocabulary between the VoiceMailMain core and its driver: events in, actions out.
+
+Everything here is a frozen dataclass without behaviour, so tests can build and compare them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from storage.messagerows import FOLDERS
+
+from .options import MenuSettings
+
+# Every key interrupts a prompt; the key becomes the next command (Asterisk's play_and_wait).
+ALL_KEYS = "0123456789*#"
+
+# Folder numbers as app_voicemail numbers them (0 INBOX ... 9 Cust5, 10 Deleted, 11 Urgent).
+INBOX, OLD, URGENT = 0, 1, 11
+
+
+def folder_name(number: int) -> str:
+    return FOLDERS[number]
+
+
+# --- things to say, expanded into prompt names by a Sayer ------------------------------------
+
+
+@dataclass(frozen=True)
+class SayNumber:
+    number: int
+
+
+@dataclass(frozen=True)
+class Intro:
+    """'You have N urgent and M new and K old messages' (vm_intro)."""
+
+    new: int
+    old: int
+    urgent: int
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """'Received <date> at <time>' for a message's origtime (unix seconds)."""
+
+    origtime: int
+
+
+@dataclass(frozen=True)
+class CallerId:
+    """Who left the message (saycid): the stored callerid string."""
+
+    callerid: str
+
+
+@dataclass(frozen=True)
+class Duration:
+    """'This message lasts N minutes' (sayduration)."""
+
+    minutes: int
+
+
+SayItem = str | SayNumber | Intro | Envelope | CallerId | Duration
+
+
+# --- the data the core is given ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MessageSummary:
+    msgnum: int
+    origtime: int = 0
+    callerid: str = ""
+    duration: int = 0
+    flag: str = ""
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    """What login needs of a mailbox. `password` is compared, never logged."""
+
+    mailbox: str
+    context: str
+    password: str = field(repr=False)
+    language: str = ""
+    # The mailbox's own menu settings over [general]'s (None: the session's).
+    settings: MenuSettings | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class FolderEdits:
+    """What closing a folder does (Asterisk's close_mailbox): msgnums as listed on opening."""
+
+    folder: str
+    delete: tuple[int, ...] = ()
+    to_old: tuple[int, ...] = ()
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptDone:
+    """A Play ran to its end."""
+
+
+@dataclass(frozen=True)
+class Digit:
+    """A key interrupted a Play or ended a WaitDigit."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """A WaitDigit ended without a key."""
+
+
+@dataclass(frozen=True)
+class Digits:
+    """What a Collect read (terminator not included; may be empty)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class MailboxFound:
+    info: MailboxInfo | None
+
+
+@dataclass(frozen=True)
+class MailboxOpened:
+    """Counts when logging in, and whether a temporary greeting exists."""
+
+    new: int
+    old: int
+    urgent: int
+    temp_greeting: bool = False
+
+
+@dataclass(frozen=True)
+class FolderOpened:
+    folder: int
+    messages: tuple[MessageSummary, ...]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A Close or CopyMessage went through; `full` when the destination was full."""
+
+    full: bool = False
+
+
+@dataclass(frozen=True)
+class StoreFailed:
+    """The database did not answer or refused: the session ends."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class HungUp:
+    """The caller is gone; may arrive in place of any other event."""
+
+
+Event = (
+    PromptDone
+    | Digit
+    | Timeout
+    | Digits
+    | MailboxFound
+    | MailboxOpened
+    | FolderOpened
+    | Stored
+    | StoreFailed
+    | HungUp
+)
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Play:
+    """Play these items; any of `interrupt` stops it -> Digit, else PromptDone."""
+
+    items: tuple[SayItem, ...]
+    interrupt: str = ALL_KEYS
+
+
+@dataclass(frozen=True)
+class WaitDigit:
+    """Wait for one key -> Digit or Timeout."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Collect:
+    """Play the prompts (a key starts the entry), then read up to a terminator or a pause.
+
+    -> Digits. Asterisk's ast_readstring: `first` seconds for the first key, `between` after.
+    """
+
+    prompts: tuple[SayItem, ...]
+    max_digits: int = 80
+    first: float = 10.0
+    between: float = 2.0
+    terminator: str = "#"
+
+
+@dataclass(frozen=True)
+class FindMailbox:
+    """-> MailboxFound (info None when there is no such mailbox) or StoreFailed."""
+
+    mailbox: str
+    context: str
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """Login succeeded: the driver takes the mailbox's language and opens it -> MailboxOpened."""
+
+    info: MailboxInfo
+
+
+@dataclass(frozen=True)
+class OpenFolder:
+    """List a folder (renumbering gaps, as open_mailbox does) -> FolderOpened or StoreFailed."""
+
+    folder: int
+
+
+@dataclass(frozen=True)
+class PlayMessage:
+    """Play a message's audio with the listen controls -> PromptDone or Digit (a stop key)."""
+
+    folder: int
+    msgnum: int
+    skipms: int = 3000
+
+
+@dataclass(frozen=True)
+class CopyMessage:
+    """Copy a message to the end of another folder now (save, key 9) -> Stored or StoreFailed."""
+
+    folder: int
+    msgnum: int
+    to_folder: int
+    maxmsg: int | None = None
+
+
+@dataclass(frozen=True)
+class Close:
+    """Apply a folder's pending edits -> Stored or StoreFailed. Also the last step on hang-up."""
+
+    edits: FolderEdits
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The session is over: `keep_going` False hangs up (failed login, hang-up)."""
+
+    keep_going: bool
+
+
+Action = (
+    Play
+    | WaitDigit
+    | Collect
+    | FindMailbox
+    | Authenticated
+    | OpenFolder
+    | PlayMessage
+    | CopyMessage
+    | Close
+    | Finish
+)
+
+# What each action may be answered with (HungUp is always possible).
+EXPECTS: dict[type, tuple[type, ...]] = {
+    Play: (PromptDone, Digit),
+    WaitDigit: (Digit, Timeout),
+    Collect: (Digits,),
+    FindMailbox: (MailboxFound, StoreFailed),
+    Authenticated: (MailboxOpened, StoreFailed),
+    OpenFolder: (FolderOpened, StoreFailed),
+    PlayMessage: (PromptDone, Digit),
+    CopyMessage: (Stored, StoreFailed),
+    Close: (Stored, StoreFailed),
+}
