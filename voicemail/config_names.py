@@ -33,7 +33,8 @@ VOICEMAIL_GENERAL = frozenset(
 # voicemail.conf mailbox options (`1000 => pin,name,email,pager,attach=no|tz=eu`).
 VOICEMAIL_MAILBOX = frozenset(
     """
-    maxsilence silencethreshold attach attachextrecs attachfmt backupdeleted callback delete deletevoicemail dialout
+    maxsilence silencethreshold
+    attach attachextrecs attachfmt backupdeleted callback delete deletevoicemail dialout
     emailbody emailsubject envelope exitcontext forcegreetings forcename fromstring
     imapflags imapfolder imappassword imapport imapsecret imapserver imapuser
     imapvmshareid language leaveurgent locale maxmessage maxmsg maxsecs messagewrap

@@ -38,6 +38,7 @@ from .dialplan_runner import DialplanRunner
 from .invite_policy import InvitePolicy
 from .mailboxes import MailboxDirectory
 from .sounds import SoundLibrary
+from .vmmain.app import VoiceMailMainApp
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class VoicemailServer:
         self.store: MessageStore | None = None
         self.runner: DialplanRunner | None = None
         self.journals: RecordingJournals | None = None
+        self.voicemailmain: VoiceMailMainApp | None = None
         self.flusher: SpoolFlusher | None = None
         self._flusher_task: asyncio.Future[None] | None = None
         self.registrations: Registrations | None = None
@@ -214,11 +216,23 @@ class VoicemailServer:
         )
         voicemail = self.voicemail
         voicemail.max_record_seconds = self.config.voicemail.maxrecordsecs
+        self.voicemailmain = VoiceMailMainApp(
+            self.store,
+            self.mailboxes,
+            self.sounds,
+            general=self.config.voicemail.general,
+            audio_format=voicemail.format,
+            mailbox_changed=self._mailbox_changed,
+        )
         self.runner = DialplanRunner(
             self.dialplan,
             self.realtime,
             self.call_path,
-            {"voicemail": voicemail.run, **BasicApplications(self.sounds).table()},
+            {
+                "voicemail": voicemail.run,
+                "voicemailmain": self.voicemailmain.run,
+                **BasicApplications(self.sounds).table(),
+            },
         )
         for problem in self.runner.unsupported_applications():
             log.warning("%s", problem)
@@ -307,6 +321,10 @@ class VoicemailServer:
             asyncio.ensure_future(self.registrations.qualify_answered(tx, code is not None))
         elif method == "NOTIFY":
             self.mwi.notify_result(tx, code)  # type: ignore[arg-type]
+
+    def _mailbox_changed(self, mailbox: str, context: str) -> None:
+        if self.mwi is not None:
+            self.mwi.mailbox_changed(mailbox, context)
 
     def _message_stored(self, message: PendingMessage, msgnum: int) -> None:
         """Called once a message is committed (now, or later from the spool)."""
