@@ -71,12 +71,12 @@ def test_a_table_dropped_while_running_refuses_calls_instead_of_inventing_mailbo
 def test_applications_we_do_not_implement_are_named_at_start_and_reload(
     backend: Backend, tmp_path: Path
 ) -> None:
-    extensions = DEFAULT_EXTENSIONS + "exten => 8000,1,VoiceMailMain(1000@default)\n"
+    extensions = DEFAULT_EXTENSIONS + "exten => 8000,1,MeetMe(1000)\n"
     config = write_config(tmp_path / "etc", backend, extensions=extensions)
     server = start_server(config)
     try:
         line = len(extensions.splitlines())
-        wait_for(server, f"extensions.conf:{line}: application VoiceMailMain is not implemented")
+        wait_for(server, f"extensions.conf:{line}: application MeetMe is not implemented")
         with (config / "extensions.conf").open("a") as conf:
             conf.write("exten => 8001,1,Directory(default)\n")
         assert run_cli("reload", "-C", str(config)).returncode == 0
