@@ -16,6 +16,7 @@ from voicemail.vmmain.events import (
     Close,
     Collect,
     CopyMessage,
+    DeleteGreeting,
     Digit,
     Digits,
     Event,
@@ -32,7 +33,11 @@ from voicemail.vmmain.events import (
     OpenFolder,
     Play,
     PlayMessage,
+    PlayRecording,
     PromptDone,
+    Record,
+    RecordingDone,
+    SaveGreeting,
     Stored,
     StoreFailed,
     Timeout,
@@ -85,8 +90,12 @@ class Sim:
             return MailboxOpened(count[0], count[1], count[11], self.temp_greeting)
         if isinstance(action, OpenFolder):
             return FolderOpened(action.folder, self.folders.get(action.folder, ()))
-        if isinstance(action, CopyMessage | Close):
+        if isinstance(action, CopyMessage | Close | SaveGreeting | DeleteGreeting):
             return Stored(full=self.full and isinstance(action, CopyMessage))
+        if isinstance(action, Record):
+            return RecordingDone(2.0)
+        if isinstance(action, PlayRecording):
+            return self._key() if self.keys and not self.patient else PromptDone()
         raise AssertionError(action)
 
     def _key(self) -> Digit:

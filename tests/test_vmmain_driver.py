@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from channels.channel import CallerInfo, ChannelHungUp
+from channels.channel import CallerInfo, ChannelHungUp, Recording, StopReason
 from storage.audioformats import encode
 from storage.realtime import Realtime
 from voicemail.config_voicemail import StaticMailbox, VoicemailSettings
@@ -23,7 +23,12 @@ from voicemail.vmmain.events import (
     Digits,
     MailboxInfo,
     PlayMessage,
+    PlayRecording,
     PromptDone,
+    Record,
+    RecordingDone,
+    SaveGreeting,
+    Stored,
 )
 from voicemail.vmmain.options import MainArgs, MenuSettings
 
@@ -75,6 +80,11 @@ class FakeChannel:
     ) -> str:
         self.calls.append(("read", max_digits, terminators))
         return self._next() or ""
+
+    async def record(self, max_seconds: float | None = None, stop_digits: str = "#") -> Recording:
+        self.calls.append(("record", int(max_seconds or 0), stop_digits))
+        value = self._next()
+        return Recording(b"\x05\x00" * 8000, StopReason.DIGIT, value)
 
     def hangup(self, code: int | None = None, reason: str = "") -> None:
         self.hung_up = True
@@ -203,5 +213,34 @@ def test_a_cancelled_call_still_applies_the_close(
                 await task
             inbox = await contents(store, "default", "1234", "INBOX")
             assert [(m, i) for m, i, _ in inbox] == [(0, second[1])]
+
+    loop.run_until_complete(scenario())
+
+
+def test_greeting_is_recorded_reviewed_and_stored(
+    backend: Backend, loop: asyncio.AbstractEventLoop
+) -> None:
+    async def scenario() -> None:
+        async with started_store(backend) as store:
+            channel = FakeChannel(["#", None])
+            driver = MenuDriver(
+                channel,  # type: ignore[arg-type]
+                MailboxAccess(store, directory(), {}),
+                SOUNDS,
+                max_record_seconds=120,
+            )
+            driver.mailbox = INFO
+            assert await driver.perform(Record(0, "#")) == RecordingDone(1.0)
+            assert await driver.perform(Record(300, "#")) == RecordingDone(1.0)
+            assert [c for c in channel.calls if c[0] == "record"] == [
+                ("record", 120, "#"),
+                ("record", 120, "#"),  # maxgreet above the server's limit
+            ]
+            channel.script = [None]
+            assert await driver.perform(PlayRecording()) == PromptDone()
+            assert channel.calls[-1] == ("play", 16000, "0123456789*#")
+            assert await driver.perform(SaveGreeting("unavail")) == Stored()
+            greeting = await store.retrieve_greeting("default", "1234", "unavail")
+            assert greeting is not None and greeting.recording[:4] == b"RIFF"
 
     loop.run_until_complete(scenario())

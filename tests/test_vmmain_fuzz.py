@@ -22,6 +22,7 @@ from voicemail.vmmain.events import (
     MailboxOpened,
     MessageSummary,
     PromptDone,
+    RecordingDone,
     Stored,
     StoreFailed,
     Timeout,
@@ -45,6 +46,8 @@ def answer(kind: type, choice: int, messages: int) -> object:
         return FolderOpened(0, tuple(MessageSummary(m) for m in range(messages)))
     if kind is Stored:
         return Stored(full=choice % 5 == 0)
+    if kind is RecordingDone:
+        return RecordingDone(choice % 10)
     if kind is StoreFailed:
         return StoreFailed("x")
     return kind()

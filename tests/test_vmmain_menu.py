@@ -5,6 +5,7 @@ from __future__ import annotations
 from voicemail.vmmain.events import (
     CallerId,
     CopyMessage,
+    DeleteGreeting,
     Duration,
     Envelope,
     FolderEdits,
@@ -12,6 +13,9 @@ from voicemail.vmmain.events import (
     OpenFolder,
     Play,
     PlayMessage,
+    PlayRecording,
+    Record,
+    SaveGreeting,
     SayNumber,
 )
 from voicemail.vmmain.options import MainArgs, MenuSettings
@@ -234,8 +238,8 @@ def test_star_is_help_in_the_message_menu() -> None:
     assert sim.plays()[2] == ONE_FOR  # main menu: the instructions again
 
 
-def test_0_3_8_are_not_built_yet() -> None:
-    for key in "038":
+def test_3_and_8_are_not_built_yet() -> None:
+    for key in "38":
         sim = Sim(folders={0: messages(0)}, keys="1" + key)
         sim.run()
         assert ("vm-sorry",) in sim.plays()
@@ -263,3 +267,73 @@ def test_autoplay_folder() -> None:
 def test_skipms_reaches_the_player() -> None:
     sim = Sim(folders={0: messages(0)}, keys="1", settings=MenuSettings(skipms=5000))
     assert PlayMessage(0, 0, 5000) in sim.run()
+
+
+def test_0_options_record_the_unavailable_greeting_listen_and_accept() -> None:
+    sim = Sim(folders={0: messages(0)}, keys="0121#", settings=MenuSettings(maxgreet=60))
+    log = sim.run()
+    plays = sim.plays()
+    assert ("vm-options",) in plays
+    assert ("vm-rec-unv", "beep") in plays
+    assert Record(60, "#") in log
+    assert ("auth-thankyou",) in plays and ("vm-review",) in plays
+    assert PlayRecording() in log
+    assert SaveGreeting("unavail") in log
+    assert ("vm-msgsaved",) in plays
+    # then the options menu again ('#' there only repeats it), four silent rounds, main menu
+    after = plays[plays.index(("vm-msgsaved",)) + 1 :]
+    assert after[:5] == [("vm-options",)] * 5
+    assert after[5] == ONE_FOR
+
+
+def test_0_options_greetings_busy_name_and_rerecord() -> None:
+    for key, kind, prompt in (("2", "busy", "vm-rec-busy"), ("3", "greet", "vm-rec-name")):
+        sim = Sim(keys="0" + key + "31")
+        log = sim.run()
+        assert [a for a in log if isinstance(a, Record)] == [Record(0, "#")] * 2
+        assert sim.plays().count((prompt, "beep")) == 2
+        assert SaveGreeting(kind) in log
+
+
+def test_review_silence_discards_and_other_keys_are_sorry() -> None:
+    sim = Sim(keys="015")
+    log = sim.run()
+    assert ("vm-sorry",) in sim.plays()
+    assert sim.plays().count(("vm-review",)) == 4  # once before 5, three silent rounds
+    assert not any(isinstance(a, SaveGreeting) for a in log)
+
+
+def test_0_options_temporary_greeting() -> None:
+    sim = Sim(keys="041")
+    log = sim.run()
+    assert ("vm-rec-temp", "beep") in sim.plays()
+    assert SaveGreeting("temp") in log
+    sim = Sim(keys="042", temp_greeting=True)
+    log = sim.run()
+    assert ("vm-tmpexists", "vm-options") in sim.plays()
+    assert ("vm-tempgreeting2",) in sim.plays()
+    assert DeleteGreeting("temp") in log
+    assert ("vm-tempremoved",) in sim.plays()
+
+
+def test_0_options_star_returns_and_silence_returns_after_four_rounds() -> None:
+    sim = Sim(folders={0: messages(0)}, keys="0*")
+    sim.run()
+    assert sim.plays()[3] == ONE_FOR
+    sim = Sim(keys="0")
+    sim.run()
+    assert sim.plays().count(("vm-options",)) == 4
+
+
+def test_0_options_5_password_change_is_not_built() -> None:
+    sim = Sim(keys="05")
+    sim.run()
+    assert ("vm-sorry",) in sim.plays()
+
+
+def test_hang_up_while_recording_a_greeting_keeps_nothing_and_closes() -> None:
+    sim = Sim(folders={0: messages(0, 1)}, keys="170")
+    sim.hang_up_when = lambda a, s: isinstance(a, Record)
+    log = sim.run()
+    assert not any(isinstance(a, SaveGreeting) for a in log)
+    assert sim.closes() == [FolderEdits("INBOX", delete=(0,))]

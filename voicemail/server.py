@@ -223,6 +223,7 @@ class VoicemailServer:
             general=self.config.voicemail.general,
             audio_format=voicemail.format,
             mailbox_changed=self._mailbox_changed,
+            max_record_seconds=self.config.voicemail.maxrecordsecs,
         )
         self.runner = DialplanRunner(
             self.dialplan,
@@ -380,6 +381,9 @@ class VoicemailServer:
             self.mailboxes.settings = fresh.voicemail
             self.voicemail.set_formats(fresh.voicemail.formats)
             self.voicemail.max_record_seconds = fresh.voicemail.maxrecordsecs
+        if self.voicemailmain is not None:
+            self.voicemailmain.access.general = fresh.voicemail.general
+            self.voicemailmain.max_record_seconds = fresh.voicemail.maxrecordsecs
         if self.registrations is not None:
             self.registrations.peers.static = peers
         self._apply_sip_settings(fresh.sip)

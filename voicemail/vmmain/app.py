@@ -29,7 +29,9 @@ class VoiceMailMainApp:
         audio_format: str = "wav",
         sayer: Sayer | None = None,
         mailbox_changed: MailboxChanged | None = None,
+        max_record_seconds: float = 600,
     ) -> None:
+        self.max_record_seconds = max_record_seconds
         self.access = MailboxAccess(store, mailboxes, general or {})  # type: ignore[arg-type]
         self.sounds = sounds
         self.audio_format = audio_format
@@ -55,6 +57,7 @@ class VoiceMailMainApp:
             sayer=self.sayer,
             audio_format=self.audio_format,
             mailbox_changed=self.mailbox_changed,
+            max_record_seconds=self.max_record_seconds,
         )
         finish = await driver.run(session)
         if session.goto_a:

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from channels.channel import Channel, ChannelHungUp
-from storage.audioformats import TranscodeError
+from channels.channel import Channel, ChannelHungUp, StopReason
+from storage.audioformats import TranscodeError, encode
 
 from ..app_voicemail import stored_audio_pcm
 from ..sounds import SoundLibrary, SoundNotFound
@@ -25,6 +25,7 @@ from .events import (
     Close,
     Collect,
     CopyMessage,
+    DeleteGreeting,
     Digit,
     Digits,
     Event,
@@ -38,7 +39,11 @@ from .events import (
     OpenFolder,
     Play,
     PlayMessage,
+    PlayRecording,
     PromptDone,
+    Record,
+    RecordingDone,
+    SaveGreeting,
     SayItem,
     Stored,
     StoreFailed,
@@ -69,8 +74,11 @@ class MenuDriver:
         sayer: Sayer | None = None,
         audio_format: str = "wav",
         mailbox_changed: MailboxChanged | None = None,
+        max_record_seconds: float = 600,
     ) -> None:
         self.channel = channel
+        self.max_record_seconds = max_record_seconds
+        self.recording = b""  # the last Record, for PlayRecording and SaveGreeting
         self.access = access
         self.sounds = sounds
         self.sayer = sayer or EnglishSayer()
@@ -126,6 +134,11 @@ class MenuDriver:
             return await self._collect(action)
         if isinstance(action, PlayMessage):
             return await self._play_message(action)
+        if isinstance(action, Record):
+            return await self._record(action)
+        if isinstance(action, PlayRecording):
+            key = await self.channel.play(self.recording, ALL_KEYS) if self.recording else None
+            return PromptDone() if key is None else Digit(key)
         if isinstance(action, Close):
             # A close that has begun finishes even if the call is torn down meanwhile.
             return await asyncio.shield(self._database(action))
@@ -165,6 +178,16 @@ class MenuDriver:
                 action.max_digits - 1, action.between, action.between, action.terminator
             )
         return Digits(text)
+
+    async def _record(self, action: Record) -> Event:
+        """A greeting: a hang-up discards it (HungUp), as Asterisk does for the owner."""
+        limit = action.max_seconds or self.max_record_seconds
+        limit = min(limit, self.max_record_seconds)
+        recording = await self.channel.record(limit, action.end_keys)
+        if recording.reason == StopReason.HANGUP:
+            return HungUp()
+        self.recording = recording.pcm
+        return RecordingDone(recording.seconds)
 
     async def _play_message(self, action: PlayMessage) -> Event:
         """ast_control_streamfile: # forward, * back by skipms, 0 pause, 2 restart, the
@@ -230,10 +253,7 @@ class MenuDriver:
                 self.language = info.language
             log.info("VoiceMailMain: %s@%s logged in", info.mailbox, info.context)
             new, old, urgent = await self.access.counts(info)
-            settings = info.settings
-            temp = bool(settings and settings.tempgreetwarn) and (
-                await self.access.has_temp_greeting(info)
-            )
+            temp = await self.access.has_temp_greeting(info)
             return MailboxOpened(new, old, urgent, temp)
         assert self.mailbox is not None, f"{action!r} before login"
         info = self.mailbox
@@ -249,5 +269,25 @@ class MenuDriver:
         if isinstance(action, Close):
             self.changed = True
             await self.access.close(info, action.edits, maxmsg)
+            return Stored()
+        if isinstance(action, SaveGreeting):
+            audio = await asyncio.to_thread(encode, self.recording, self.audio_format)
+            await self.access.store.save_greeting(info.context, info.mailbox, action.kind, audio)
+            log.info(
+                "VoiceMailMain: %s@%s recorded its %s greeting (%.1f s)",
+                info.mailbox,
+                info.context,
+                action.kind,
+                len(self.recording) / BYTES_PER_SECOND,
+            )
+            return Stored()
+        if isinstance(action, DeleteGreeting):
+            await self.access.store.delete_greeting(info.context, info.mailbox, action.kind)
+            log.info(
+                "VoiceMailMain: %s@%s removed its %s greeting",
+                info.mailbox,
+                info.context,
+                action.kind,
+            )
             return Stored()
         raise TypeError(f"unknown action {action!r}")

@@ -160,6 +160,13 @@ class StoreFailed:
 
 
 @dataclass(frozen=True)
+class RecordingDone:
+    """A Record ended by its end key or its time limit (a hang-up is HungUp)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class HungUp:
     """The caller is gone; may arrive in place of any other event."""
 
@@ -174,6 +181,7 @@ Event = (
     | FolderOpened
     | Stored
     | StoreFailed
+    | RecordingDone
     | HungUp
 )
 
@@ -259,6 +267,34 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Record:
+    """Record the caller until one of `end_keys` or `max_seconds` (0: the server's limit);
+    the driver keeps the audio for PlayRecording / SaveGreeting -> RecordingDone."""
+
+    max_seconds: int = 0
+    end_keys: str = "#"
+
+
+@dataclass(frozen=True)
+class PlayRecording:
+    """Play back what Record took (review key 2) -> PromptDone or Digit."""
+
+
+@dataclass(frozen=True)
+class SaveGreeting:
+    """Store the last recording as a greeting (unavail, busy, greet, temp) -> Stored."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class DeleteGreeting:
+    """Remove a greeting (the temporary one) -> Stored."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
 class Finish:
     """The session is over: `keep_going` False hangs up (failed login, hang-up)."""
 
@@ -275,6 +311,10 @@ Action = (
     | PlayMessage
     | CopyMessage
     | Close
+    | Record
+    | PlayRecording
+    | SaveGreeting
+    | DeleteGreeting
     | Finish
 )
 
@@ -289,4 +329,8 @@ EXPECTS: dict[type, tuple[type, ...]] = {
     PlayMessage: (PromptDone, Digit),
     CopyMessage: (Stored, StoreFailed),
     Close: (Stored, StoreFailed),
+    Record: (RecordingDone,),
+    PlayRecording: (PromptDone, Digit),
+    SaveGreeting: (Stored, StoreFailed),
+    DeleteGreeting: (Stored, StoreFailed),
 }

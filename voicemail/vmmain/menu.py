@@ -41,6 +41,7 @@ from .events import (
     folder_name,
 )
 from .options import MainArgs, MenuSettings
+from .options_menu import OptionsFailed, OptionsMenu
 
 Step = Generator[Action, Event, object]
 
@@ -81,6 +82,7 @@ class MainMenu:
         self.repeats = 0
         self.in_urgent = False
         self.new = self.old = self.urgent = 0
+        self.temp_greeting = False
 
     # --- pending edits ---------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class MainMenu:
     def run(self, opened: MailboxOpened) -> Step:
         """Returns True when the dial plan should go on (exit by # or timeout)."""
         self.new, self.old, self.urgent = opened.new, opened.old, opened.urgent
+        self.temp_greeting = opened.temp_greeting
         if self.args.autoplay is not None:
             self.in_urgent = self.urgent > 0
             yield from self._open(URGENT if self.in_urgent else self.args.autoplay)
@@ -201,10 +204,34 @@ class MainMenu:
             return (yield from self._save())
         if cmd == "*":
             return (yield from self._help())
-        if cmd in ("0", "3", "8"):
-            # Mailbox options, advanced options and forward are not built yet.
+        if cmd == "0":
+            return (yield from self._options())
+        if cmd in ("3", "8"):
+            # Advanced options and forward are not built yet.
             return (yield from self._play("vm-sorry"))
         return (yield from self._instructions())
+
+    def _options(self) -> Step:
+        """Mailbox options; back in the main menu of the same folder afterwards."""
+        options = OptionsMenu(self.settings, self.temp_greeting)
+        runner = options.run()
+        answer: Event | None = None
+        try:
+            while True:
+                try:
+                    action = next(runner) if answer is None else runner.send(answer)
+                except StopIteration as stop:
+                    key = stop.value
+                    break
+                self.state = options.state
+                answer = yield action
+        except OptionsFailed as exc:
+            raise SessionFailed(str(exc)) from exc
+        self.temp_greeting = options.temp_greeting
+        self.starting = True
+        self.curmsg = 0
+        self.state = "MAIN"
+        return key
 
     def _instructions(self) -> Step:
         self.state = "MAIN" if self.starting else "MESSAGE"

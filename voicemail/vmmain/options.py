@@ -19,6 +19,7 @@ SETTING_DEFAULTS = {
     "saydurationm": "2",
     "tempgreetwarn": "no",
     "maxmsg": "100",
+    "maxgreet": "0",
 }
 
 
@@ -116,6 +117,7 @@ class MenuSettings:
     saydurationm: int = 2
     tempgreetwarn: bool = False
     maxmsg: int = 100
+    maxgreet: int = 0  # seconds, 0 = the server's recording limit
 
     @classmethod
     def from_options(cls, *layers: dict[str, str]) -> MenuSettings:
@@ -142,4 +144,5 @@ class MenuSettings:
             saydurationm=number("saydurationm"),
             tempgreetwarn=_yes(merged["tempgreetwarn"]),
             maxmsg=number("maxmsg"),
+            maxgreet=max(0, number("maxgreet")),
         )
