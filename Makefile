@@ -4,7 +4,7 @@
 APT_PACKAGES := unixodbc odbc-postgresql odbc-mariadb libsqliteodbc sip-tester ffmpeg \
                 espeak-ng sox asterisk-core-sounds-en-wav openssl \
                 iproute2 procps asterisk-core-sounds-es asterisk-core-sounds-es-wav \
-                asterisk-core-sounds-fr asterisk-core-sounds-fr-wav
+                asterisk-core-sounds-fr asterisk-core-sounds-fr-wav locales
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := voicemail/demo
