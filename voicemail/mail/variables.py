@@ -36,6 +36,7 @@ VARIABLES = (
 )
 
 _REFERENCE = re.compile(r"\$\{([^{}]*)\}")
+_FUNCTION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\(")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PHONE_PUNCTUATION = str.maketrans("", "", "()- .")
 _PHONE = re.compile(r"[0-9#*+]+\Z")
@@ -142,14 +143,19 @@ def check_template(text: str) -> str | None:
         return "uses a $[...] expression; only ${VM_*} variables are supported here"
     position = 0
     while (start := text.find("${", position)) >= 0:
+        function = _FUNCTION.match(text, start)
+        if function:
+            return (
+                f"uses the dial plan function {function.group(1)}(); only plain variables are "
+                f"supported here ({', '.join(VARIABLES)})"
+            )
         match = _REFERENCE.match(text, start)
         if match is None:
             return f"has an unterminated or nested reference at {text[start : start + 20]!r}"
         inner = match.group(1)
         if not _NAME.fullmatch(inner):
-            what = "dial plan function" if "(" in inner else "reference"
             return (
-                f"uses the {what} ${{{inner}}}; only plain variables are supported here "
+                f"uses the reference ${{{inner}}}; only plain variables are supported here "
                 f"({', '.join(VARIABLES)})"
             )
         if inner not in VARIABLES:
