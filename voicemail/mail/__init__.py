@@ -1,8 +1,15 @@
 """Notification mail for new voicemail (issue 9): settings, variables, composing, the audio
-attachment and sending. Self-contained: the deposit wires it in.
+attachment and sending. Self-contained: the deposit wires it in, roughly so:
 
     settings = MailSettings.from_general(general, mailbox.options, zonemessages)
-    attachment = await asyncio.to_thread(make_attachment, audio, stored_fmt, settings, msgnum)
+    attachment = None
+    if settings.attach:
+        attachment = await asyncio.to_thread(make_attachment, audio, stored_fmt, settings, n)
     mail = build_email(settings, Recipient(...), MessageInfo(...), attachment)
-    result = await send(mail, settings)   # sent / temporary / permanent
+    result = await send(mail, settings)          # result.status: sent / temporary / permanent
+    if recipient.pager:
+        await send(build_pager(settings, Recipient(...), MessageInfo(...)), settings)
+
+The configuration loader should count settings.GENERAL_OPTIONS and MAILBOX_OPTIONS as
+implemented and SMTP_OPTIONS as our own [general] options.
 """
