@@ -109,8 +109,8 @@ def test_mailbox_options_are_checked_like_general_ones() -> None:
         "colour": "blue",
     }
     assert vm.warnings == [
-        'voicemail.conf:2: "tz": not implemented yet',
         'voicemail.conf:2: "colour": unknown option',
+        'voicemail.conf:2: "tz=eastern" names no [zonemessages] zone',
     ]
 
 

@@ -7,8 +7,10 @@ from voicemail.vmmain.events import (
     CopyMessage,
     DeleteGreeting,
     Duration,
+    EmptyFolder,
     Envelope,
     FolderEdits,
+    FolderName,
     Intro,
     OpenFolder,
     Play,
@@ -22,7 +24,7 @@ from voicemail.vmmain.options import MainArgs, MenuSettings
 
 from .test_vmmain_core import Sim, messages
 
-ONE_FOR = ("vm-onefor", "vm-INBOX", "vm-messages", "vm-opts", "vm-helpexit")
+ONE_FOR = ("vm-onefor", FolderName(0), "vm-opts", "vm-helpexit")
 
 
 def header_and_audio(log: list, folder: int = 0) -> list:
@@ -96,7 +98,7 @@ def test_1_during_the_envelope_skips_to_the_audio_other_keys_act() -> None:
 def test_1_in_an_empty_folder() -> None:
     sim = Sim(keys="1")
     sim.run()
-    assert sim.plays()[2] == ("vm-youhave", "vm-no", "vm-Urgent", "vm-messages")
+    assert sim.plays()[2] == (EmptyFolder(11),)
 
 
 def test_5_repeats_the_current_message() -> None:
@@ -186,7 +188,7 @@ def test_9_saves_to_a_folder_and_deletes_the_original_on_close() -> None:
     log = sim.run()
     assert ("vm-savefolder",) in sim.plays()
     assert CopyMessage(0, 0, 2, 100) in log
-    assert ("vm-message", SayNumber(1), "vm-savedto", "vm-Work", "vm-messages") in sim.plays()
+    assert ("vm-message", SayNumber(1), "vm-savedto", FolderName(2)) in sim.plays()
     assert sim.closes() == [FolderEdits("INBOX", delete=(0,))]
 
 
@@ -195,8 +197,8 @@ def test_9_folder_menu_lists_folders_1_to_4_then_cancels() -> None:
     log = sim.run()
     plays = sim.plays()
     assert ("vm-press",) in plays
-    assert (SayNumber(1), "vm-for", "vm-Old", "vm-messages") in plays
-    assert (SayNumber(0), "vm-for", "vm-INBOX", "vm-messages") not in plays
+    assert (SayNumber(1), "vm-for", FolderName(1)) in plays
+    assert (SayNumber(0), "vm-for", FolderName(0)) not in plays
     assert plays.count(("vm-tocancel",)) == 4  # four rounds, then as '#'
     assert not any(isinstance(a, CopyMessage) for a in log)
     assert sim.closes() == [FolderEdits("INBOX", to_old=(0,))]
@@ -213,26 +215,26 @@ def test_2_changes_folder_closing_the_open_one() -> None:
     sim = Sim(folders={0: messages(0, 1), 1: messages(0)}, keys="1721")
     log = sim.run()
     assert ("vm-changeto",) in sim.plays()
-    assert (SayNumber(0), "vm-for", "vm-INBOX", "vm-messages") in sim.plays()
+    assert (SayNumber(0), "vm-for", FolderName(0)) in sim.plays()
     assert [a.folder for a in log if isinstance(a, OpenFolder)] == [0, 1]
     assert sim.closes()[0] == FolderEdits("INBOX", delete=(0,))
-    assert ("vm-Old", "vm-messages") in sim.plays()
+    assert (FolderName(1),) in sim.plays()
     # back in the main menu of Old
-    after = sim.plays()[sim.plays().index(("vm-Old", "vm-messages")) + 1]
-    assert after == ("vm-onefor", "vm-Old", "vm-messages", "vm-opts", "vm-helpexit")
+    after = sim.plays()[sim.plays().index((FolderName(1),)) + 1]
+    assert after == ("vm-onefor", FolderName(1), "vm-opts", "vm-helpexit")
 
 
 def test_2_then_pound_cancels() -> None:
     sim = Sim(folders={0: messages(0)}, keys="2#")
     log = sim.run()
     assert [a.folder for a in log if isinstance(a, OpenFolder)] == [0]
-    assert ("vm-INBOX", "vm-messages") in sim.plays()
+    assert (FolderName(0),) in sim.plays()
 
 
 def test_star_is_help_in_the_message_menu() -> None:
     sim = Sim(folders={0: messages(0)}, keys="1*")
     sim.run()
-    assert ("vm-onefor", "vm-INBOX", "vm-messages", "vm-opts", "vm-repeat") == sim.plays()[4][:5]
+    assert ("vm-onefor", FolderName(0), "vm-opts", "vm-repeat") == sim.plays()[4][:4]
     sim = Sim(folders={0: messages(0)}, keys="*")
     sim.run()
     assert sim.plays()[2] == ONE_FOR  # main menu: the instructions again
@@ -261,7 +263,7 @@ def test_autoplay_folder() -> None:
     assert PlayMessage(1, 0, 3000) in log
     sim = Sim(args=MainArgs(autoplay=2))
     sim.run()
-    assert sim.plays() == [("vm-youhave", "vm-no", "vm-Work", "vm-messages"), ("vm-goodbye",)]
+    assert sim.plays() == [(EmptyFolder(2),), ("vm-goodbye",)]
 
 
 def test_skipms_reaches_the_player() -> None:

@@ -30,6 +30,8 @@ from .config_checks import (
     text_value,
 )
 from .config_names import VOICEMAIL_GENERAL, VOICEMAIL_MAILBOX
+from .say.dates import parse_zone
+from .say.overrides import PROMPT_OPTIONS, prompt_name_problem
 
 DEFAULT_MAXRECORDSECS = 600  # the recording cap when maxsecs is 0 or unset
 DEFAULT_SPOOLMAXMB = 1024  # local spool size past which new calls get 503
@@ -56,13 +58,15 @@ IMPLEMENTED_GENERAL = frozenset(
         "operator",
         "leaveurgent",
         "exitcontext",
+        "tz",
     }
+    | set(PROMPT_OPTIONS)
     | OWN_GENERAL
 )
 IMPLEMENTED_MAILBOX = frozenset(
     {
         "maxsecs", "maxmessage", "minsecs", "maxmsg", "review", "operator", "leaveurgent",
-        "exitcontext", "maxsilence", "silencethreshold",
+        "exitcontext", "maxsilence", "silencethreshold", "tz", "language",
     }
 )  # fmt: skip
 
@@ -114,6 +118,7 @@ CHECKS: dict[str, Checker] = {
     "tps_queue_low": integer(-1),
     "maxrecordsecs": integer(1),
     "spoolmaxmb": integer(1),
+    **dict.fromkeys(PROMPT_OPTIONS, prompt_name_problem),  # vm-login=custom/welcome ...
     **{
         f"listen-control-{what}-key": digits_keys
         for what in ("forward", "reverse", "pause", "restart", "stop")
@@ -250,12 +255,15 @@ def voicemail_settings(conf: ConfigFile) -> VoicemailSettings:
     general: dict[str, str] = {}
     mailboxes: dict[tuple[str, str], StaticMailbox] = {}
     zones: dict[str, str] = {}
+    zone_uses: list[tuple[str, Variable]] = []  # tz= options, checked once zones are read
     warnings = Warnings()
     for section in conf.sections_named("general"):
         for var in section.variables:
             key = var.name.lower()
             _check_option(var, key, VOICEMAIL_GENERAL, IMPLEMENTED_GENERAL, warnings)
             general[key] = var.value
+            if key == "tz" and var.value.strip():
+                zone_uses.append((var.value.strip(), var))
     # Asterisk's load_users skips the aliases context too (aliasescontext is warned about).
     aliases = general.get("aliasescontext", "").lower()
     for section in conf.sections:
@@ -263,7 +271,12 @@ def voicemail_settings(conf: ConfigFile) -> VoicemailSettings:
         if name == "general" or (aliases and name == aliases):
             continue
         if name == "zonemessages":
-            zones.update(dict(section.items()))
+            for var in section.variables:
+                try:
+                    parse_zone(var.name, var.value)
+                except ValueError as exc:
+                    raise ConfigError(var.filename, var.line, str(exc)) from None
+                zones[var.name] = var.value
         else:
             guess = near_miss(section.name, ("general", "zonemessages"))
             if guess is not None:
@@ -282,6 +295,11 @@ def voicemail_settings(conf: ConfigFile) -> VoicemailSettings:
                 mailboxes[key] = parse_mailbox_line(
                     section.name, variable.name, variable.value, variable, warnings
                 )
+                if mailboxes[key].options.get("tz"):
+                    zone_uses.append((mailboxes[key].options["tz"], variable))
+    for tz, var in zone_uses:
+        if tz not in zones:  # Asterisk then says the envelope in the server's zone
+            warnings.add(var.filename, var.line, f'"tz={tz}" names no [zonemessages] zone')
     for old, new in DEPRECATED.items():
         if old in general and new not in general:
             general[new] = general[old]

@@ -221,6 +221,7 @@ class VoicemailServer:
             self.mailboxes,
             self.sounds,
             general=self.config.voicemail.general,
+            zonemessages=self.config.voicemail.zonemessages,
             audio_format=voicemail.format,
             mailbox_changed=self._mailbox_changed,
             max_record_seconds=self.config.voicemail.maxrecordsecs,
@@ -382,7 +383,7 @@ class VoicemailServer:
             self.voicemail.set_formats(fresh.voicemail.formats)
             self.voicemail.max_record_seconds = fresh.voicemail.maxrecordsecs
         if self.voicemailmain is not None:
-            self.voicemailmain.access.general = fresh.voicemail.general
+            self.voicemailmain.configure(fresh.voicemail.general, fresh.voicemail.zonemessages)
             self.voicemailmain.max_record_seconds = fresh.voicemail.maxrecordsecs
         if self.registrations is not None:
             self.registrations.peers.static = peers

@@ -29,6 +29,21 @@ PROMPT_OPTIONS: dict[str, str] = {
 _MAX_LENGTH = 79  # ast_copy_string into char[80] would cut a longer name
 
 
+def prompt_name_problem(value: str) -> str | None:
+    """What is wrong with `value` as the prompt of a role (None: nothing): empty, too long
+    (Asterisk would truncate it) or climbing out of the sounds folder."""
+    value = value.strip()
+    if not value:
+        return "empty prompt name"
+    if len(value) > _MAX_LENGTH:
+        return f"prompt name longer than {_MAX_LENGTH} characters"
+    try:
+        checked_sound_name(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def prompt_overrides(general: Mapping[str, str]) -> dict[str, str]:
     """Every role of PROMPT_OPTIONS mapped to the prompt to play, from [general] options.
 
@@ -42,13 +57,8 @@ def prompt_overrides(general: Mapping[str, str]) -> dict[str, str]:
         if option not in lowered:
             continue
         value = lowered[option].strip()
-        if not value:
-            raise ValueError(f"{option}: empty prompt name")
-        if len(value) > _MAX_LENGTH:
-            raise ValueError(f"{option}: prompt name longer than {_MAX_LENGTH} characters")
-        try:
-            checked_sound_name(value)
-        except ValueError as exc:
-            raise ValueError(f"{option}: {exc}") from None
+        problem = prompt_name_problem(value)
+        if problem is not None:
+            raise ValueError(f"{option}: {problem}")
         prompts[option] = value
     return prompts

@@ -32,7 +32,14 @@ class MailboxAccess:
         if box is None:
             return None
         settings = MenuSettings.from_options(self.general, box.options)
-        return MailboxInfo(box.mailbox, box.context, box.password, box.option("language"), settings)
+        return MailboxInfo(
+            box.mailbox,
+            box.context,
+            box.password,
+            box.option("language"),
+            settings,
+            tz=box.option("tz"),
+        )
 
     async def counts(self, info: MailboxInfo) -> tuple[int, int, int]:
         """(new, old, urgent)."""

@@ -12,6 +12,7 @@ from ..sounds import SoundLibrary
 from .access import MailboxAccess
 from .core import VoiceMailMain
 from .driver import MailboxChanged, MenuDriver
+from .engine_sayer import EngineSayer
 from .options import BadArguments, MenuSettings, parse_main_args
 from .sayer import Sayer
 
@@ -26,6 +27,7 @@ class VoiceMailMainApp:
         sounds: SoundLibrary,
         *,
         general: dict[str, str] | None = None,
+        zonemessages: dict[str, str] | None = None,
         audio_format: str = "wav",
         sayer: Sayer | None = None,
         mailbox_changed: MailboxChanged | None = None,
@@ -35,8 +37,15 @@ class VoiceMailMainApp:
         self.access = MailboxAccess(store, mailboxes, general or {})  # type: ignore[arg-type]
         self.sounds = sounds
         self.audio_format = audio_format
-        self.sayer = sayer
+        self.custom_sayer = sayer
+        self.sayer: Sayer = sayer or EngineSayer(general, zonemessages)
         self.mailbox_changed = mailbox_changed
+
+    def configure(self, general: dict[str, str], zonemessages: dict[str, str]) -> None:
+        """A reload: [general] and [zonemessages] for the calls that start from now on."""
+        self.access.general = general
+        if self.custom_sayer is None:
+            self.sayer = EngineSayer(general, zonemessages)
 
     async def run(
         self, channel: Channel, args: list[str], variables: dict[str, str]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from channels.channel import Channel, ChannelHungUp, StopReason
@@ -18,6 +19,7 @@ from ..app_voicemail import stored_audio_pcm
 from ..sounds import SoundLibrary, SoundNotFound
 from .access import STORE_ERRORS, MailboxAccess
 from .core import VoiceMailMain
+from .engine_sayer import EngineSayer
 from .events import (
     ALL_KEYS,
     Action,
@@ -51,7 +53,7 @@ from .events import (
     WaitDigit,
     folder_name,
 )
-from .sayer import EnglishSayer, Sayer
+from .sayer import Listener, Sayer
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +77,15 @@ class MenuDriver:
         audio_format: str = "wav",
         mailbox_changed: MailboxChanged | None = None,
         max_record_seconds: float = 600,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.channel = channel
+        self.clock = clock  # "now" for the envelope's today / yesterday
         self.max_record_seconds = max_record_seconds
         self.recording = b""  # the last Record, for PlayRecording and SaveGreeting
         self.access = access
         self.sounds = sounds
-        self.sayer = sayer or EnglishSayer()
+        self.sayer = sayer or EngineSayer()
         self.audio_format = audio_format
         self.mailbox_changed = mailbox_changed
         self.language = channel.info.language
@@ -147,9 +151,14 @@ class MenuDriver:
     # --- the channel -----------------------------------------------------------------------
 
     def _pcm(self, items: tuple[SayItem, ...]) -> bytes:
+        listener = Listener(
+            self.language or self.sounds.default_language,  # "": asterisk.conf's default
+            self.mailbox.tz if self.mailbox else "",
+            int(self.clock()),
+        )
         names: list[str] = []
         for item in items:
-            names += self.sayer.expand(item, self.language)
+            names += self.sayer.expand(item, listener)
         pcm = b""
         for name in names:
             try:

@@ -60,7 +60,22 @@ class Duration:
     minutes: int
 
 
-SayItem = str | SayNumber | Intro | Envelope | CallerId | Duration
+@dataclass(frozen=True)
+class FolderName:
+    """A folder's name as the menus say it (vm_play_folder_name): "new messages", or
+    "mensajes nuevos" in Spanish; `folder` is a folder number (INBOX, OLD, ...)."""
+
+    folder: int
+
+
+@dataclass(frozen=True)
+class EmptyFolder:
+    """Saying that a folder is empty (vm_browse_messages): "you have no new messages"."""
+
+    folder: int
+
+
+SayItem = str | SayNumber | Intro | Envelope | CallerId | Duration | FolderName | EmptyFolder
 
 
 # --- the data the core is given ---------------------------------------------------------------
@@ -86,6 +101,8 @@ class MailboxInfo:
     language: str = ""
     # The mailbox's own menu settings over [general]'s (None: the session's).
     settings: MenuSettings | None = field(default=None, compare=False, repr=False)
+    # The mailbox's `tz`: a [zonemessages] zone name for the envelope ("" the server's zone).
+    tz: str = ""
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,11 @@ from .events import (
     CopyMessage,
     Digit,
     Duration,
+    EmptyFolder,
     Envelope,
     Event,
     FolderEdits,
+    FolderName,
     FolderOpened,
     Intro,
     MailboxOpened,
@@ -61,9 +63,9 @@ def _key(event: Event) -> str | None:
     return event.key if isinstance(event, Digit) else None
 
 
-def folder_prompts(folder: int) -> tuple[str, str]:
-    """vm_play_folder_name in English: `vm-<Folder>` `vm-messages`."""
-    return (f"vm-{folder_name(folder)}", "vm-messages")
+def folder_prompts(folder: int) -> tuple[SayItem, ...]:
+    """vm_play_folder_name, in the word order of the listener's language (the sayer's)."""
+    return (FolderName(folder),)
 
 
 class MainMenu:
@@ -153,7 +155,7 @@ class MainMenu:
             yield from self._open(URGENT if self.in_urgent else self.args.autoplay)
             if not self.messages:
                 self.in_urgent = False
-                yield from self._play("vm-youhave", "vm-no", *folder_prompts(self.folder))
+                yield from self._play(EmptyFolder(self.folder))
                 yield from self._goodbye()
                 return True
             cmd: str | None = "1"
@@ -276,7 +278,7 @@ class MainMenu:
 
     def _browse(self) -> Step:
         if not self.messages:
-            return (yield from self._play("vm-youhave", "vm-no", *folder_prompts(self.folder)))
+            return (yield from self._play(EmptyFolder(self.folder)))
         return (yield from self._play_message())
 
     def _play_message(self) -> Step:
