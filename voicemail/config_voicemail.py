@@ -32,6 +32,7 @@ from .config_checks import (
 from .config_names import VOICEMAIL_GENERAL, VOICEMAIL_MAILBOX
 from .say.dates import parse_zone
 from .say.overrides import PROMPT_OPTIONS, prompt_name_problem
+from .vmmain.options import SETTING_DEFAULTS as MENU_SETTINGS
 
 DEFAULT_MAXRECORDSECS = 600  # the recording cap when maxsecs is 0 or unset
 DEFAULT_SPOOLMAXMB = 1024  # local spool size past which new calls get 503
@@ -61,6 +62,7 @@ IMPLEMENTED_GENERAL = frozenset(
         "tz",
     }
     | set(PROMPT_OPTIONS)
+    | set(MENU_SETTINGS)
     | OWN_GENERAL
 )
 IMPLEMENTED_MAILBOX = frozenset(
@@ -68,6 +70,7 @@ IMPLEMENTED_MAILBOX = frozenset(
         "maxsecs", "maxmessage", "minsecs", "maxmsg", "review", "operator", "leaveurgent",
         "exitcontext", "maxsilence", "silencethreshold", "tz", "language",
     }
+    | (set(MENU_SETTINGS) & VOICEMAIL_MAILBOX)
 )  # fmt: skip
 
 # Old names Asterisk still reads, with a deprecation warning.
