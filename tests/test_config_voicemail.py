@@ -122,8 +122,8 @@ def test_asterisk_sample_general_section_loads_with_warnings_only() -> None:
         "pagerdateformat=%A, %B %d, %Y at %r\nsendvoicemail=yes\n"
     )
     assert (
-        all("not implemented yet" in w for w in vm.warnings) and len(vm.warnings) == 7
-    )  # maxsilence, silencethreshold are implemented
+        all("not implemented yet" in w for w in vm.warnings) and len(vm.warnings) == 6
+    )  # maxsilence, silencethreshold, sendvoicemail are implemented
     assert {"format", "maxsecs", "pollfreq", "odbc_audio_on_disk"} <= VOICEMAIL_GENERAL
 
 

@@ -56,13 +56,18 @@ IMPLEMENTED_GENERAL = frozenset(
         "operator",
         "leaveurgent",
         "exitcontext",
+        "sendvoicemail",
+        "forward_urgent_auto",
+        "usedirectory",
+        "callback",
+        "dialout",
     }
     | OWN_GENERAL
 )
 IMPLEMENTED_MAILBOX = frozenset(
     {
         "maxsecs", "maxmessage", "minsecs", "maxmsg", "review", "operator", "leaveurgent",
-        "exitcontext", "maxsilence", "silencethreshold",
+        "exitcontext", "maxsilence", "silencethreshold", "sendvoicemail", "callback", "dialout",
     }
 )  # fmt: skip
 
@@ -79,6 +84,19 @@ def check_formats(text: str) -> str | None:
         if name != "WAV" and name not in FORMATS:
             return f"has {name!r}, which is not a supported format ({', '.join(FORMATS)})"
     return None
+
+
+def _refused_unless_no(text: str) -> str | None:
+    """usedirectory: forwarding by the Directory application is not built."""
+    value = parse_bool(text)
+    if value is None:
+        return "must be yes or no"
+    return "(forward by the Directory) is not implemented; set it to no" if value else None
+
+
+def _refused_context(text: str) -> str | None:
+    """callback / dialout: VoiceMailMain's calls into the dial plan are not built."""
+    return "(VoiceMailMain dialling out) is not implemented; remove it" if text.strip() else None
 
 
 _UINT = integer(0)
@@ -114,6 +132,9 @@ CHECKS: dict[str, Checker] = {
     "tps_queue_low": integer(-1),
     "maxrecordsecs": integer(1),
     "spoolmaxmb": integer(1),
+    "usedirectory": _refused_unless_no,
+    "callback": _refused_context,
+    "dialout": _refused_context,
     **{
         f"listen-control-{what}-key": digits_keys
         for what in ("forward", "reverse", "pause", "restart", "stop")
@@ -125,7 +146,7 @@ CHECKS: dict[str, Checker] = {
             "forcegreetings forward_urgent_auto imapgreetings imap_poll_logout leaveurgent "
             "messagewrap moveheard nextaftercmd odbc_audio_on_disk operator pbxskip "
             "pollmailboxes review saycid sayduration searchcontexts sendvoicemail "
-            "smdienable tempgreetwarn usedirectory"
+            "smdienable tempgreetwarn"
         ).split()
     },
 }
