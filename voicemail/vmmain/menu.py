@@ -7,6 +7,9 @@ The generator is pure: it never awaits, never touches a clock, a channel or a da
 
 Deleted and heard messages are pending edits of the open folder, applied by one `Close`
 when the folder is left (change of folder, Urgent -> INBOX) or the session ends.
+
+Sub-menus are generators of their own, run by `_delegate`: key 0 options_menu.py, key 3
+advanced_menu.py, key 8 forward_menu.py.
 """
 
 from __future__ import annotations
