@@ -240,13 +240,6 @@ def test_star_is_help_in_the_message_menu() -> None:
     assert sim.plays()[2] == ONE_FOR  # main menu: the instructions again
 
 
-def test_3_and_8_are_not_built_yet() -> None:
-    for key in "38":
-        sim = Sim(folders={0: messages(0)}, keys="1" + key)
-        sim.run()
-        assert ("vm-sorry",) in sim.plays()
-
-
 def test_pound_exits_with_goodbye() -> None:
     sim = Sim(folders={0: messages(0)}, keys="1#")
     log = sim.run()

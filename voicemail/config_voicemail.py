@@ -60,6 +60,11 @@ IMPLEMENTED_GENERAL = frozenset(
         "leaveurgent",
         "exitcontext",
         "tz",
+        "sendvoicemail",
+        "forward_urgent_auto",
+        "usedirectory",
+        "callback",
+        "dialout",
     }
     | set(PROMPT_OPTIONS)
     | set(MENU_SETTINGS)
@@ -68,7 +73,8 @@ IMPLEMENTED_GENERAL = frozenset(
 IMPLEMENTED_MAILBOX = frozenset(
     {
         "maxsecs", "maxmessage", "minsecs", "maxmsg", "review", "operator", "leaveurgent",
-        "exitcontext", "maxsilence", "silencethreshold", "tz", "language",
+        "exitcontext", "maxsilence", "silencethreshold", "tz", "language", "sendvoicemail",
+        "callback", "dialout",
     }
     | (set(MENU_SETTINGS) & VOICEMAIL_MAILBOX)
 )  # fmt: skip
@@ -86,6 +92,19 @@ def check_formats(text: str) -> str | None:
         if name != "WAV" and name not in FORMATS:
             return f"has {name!r}, which is not a supported format ({', '.join(FORMATS)})"
     return None
+
+
+def _refused_unless_no(text: str) -> str | None:
+    """usedirectory: forwarding by the Directory application is not built."""
+    value = parse_bool(text)
+    if value is None:
+        return "must be yes or no"
+    return "(forward by the Directory) is not implemented; set it to no" if value else None
+
+
+def _refused_context(text: str) -> str | None:
+    """callback / dialout: VoiceMailMain's calls into the dial plan are not built."""
+    return "(VoiceMailMain dialling out) is not implemented; remove it" if text.strip() else None
 
 
 _UINT = integer(0)
@@ -122,6 +141,9 @@ CHECKS: dict[str, Checker] = {
     "maxrecordsecs": integer(1),
     "spoolmaxmb": integer(1),
     **dict.fromkeys(PROMPT_OPTIONS, prompt_name_problem),  # vm-login=custom/welcome ...
+    "usedirectory": _refused_unless_no,
+    "callback": _refused_context,
+    "dialout": _refused_context,
     **{
         f"listen-control-{what}-key": digits_keys
         for what in ("forward", "reverse", "pause", "restart", "stop")
@@ -133,7 +155,7 @@ CHECKS: dict[str, Checker] = {
             "forcegreetings forward_urgent_auto imapgreetings imap_poll_logout leaveurgent "
             "messagewrap moveheard nextaftercmd odbc_audio_on_disk operator pbxskip "
             "pollmailboxes review saycid sayduration searchcontexts sendvoicemail "
-            "smdienable tempgreetwarn usedirectory"
+            "smdienable tempgreetwarn"
         ).split()
     },
 }

@@ -10,9 +10,10 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from channels.channel import Channel
 from channels.sip.endpoint import EndpointConfig, SipEndpoint
 from channels.sip.mwi_service import MwiService
 from channels.sip.peers import Peer, PeerOptionError
@@ -225,6 +226,7 @@ class VoicemailServer:
             audio_format=voicemail.format,
             mailbox_changed=self._mailbox_changed,
             max_record_seconds=self.config.voicemail.maxrecordsecs,
+            leave_message=self._leave_message,
         )
         self.runner = DialplanRunner(
             self.dialplan,
@@ -327,6 +329,14 @@ class VoicemailServer:
     def _mailbox_changed(self, mailbox: str, context: str) -> None:
         if self.mwi is not None:
             self.mwi.mailbox_changed(mailbox, context)
+
+    async def _leave_message(self, channel: Channel, recipients: Sequence[tuple[str, str]]) -> str:
+        """VoiceMailMain's reply and compose: VoiceMail(a@c&b@c) without options; its VMSTATUS."""
+        assert self.voicemail is not None
+        variables: dict[str, str] = {}
+        boxes = "&".join(f"{mailbox}@{context}" for mailbox, context in recipients)
+        await self.voicemail.run(channel, [boxes], variables)
+        return variables.get("VMSTATUS", "FAILED")
 
     def _message_stored(self, message: PendingMessage, msgnum: int) -> None:
         """Called once a message is committed (now, or later from the spool)."""

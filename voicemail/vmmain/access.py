@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 
-from storage.messages import MailboxFull, MessageNotFound, MessageStore
+from storage.audioformats import detect_format, encode
+from storage.messages import (
+    MailboxFull,
+    MessageNotFound,
+    MessageStore,
+    StoredMessage,
+    new_msg_id,
+)
 from storage.odbc import DatabaseError
 
+from ..app_voicemail import stored_audio_pcm
 from ..mailboxes import MailboxDirectory
 from .events import OLD, FolderEdits, MailboxInfo, MessageSummary, folder_name
 from .options import MenuSettings
@@ -128,3 +139,105 @@ class MailboxAccess:
             len(edits.delete),
             len(gone) - len(set(edits.delete)),
         )
+
+    async def forward(
+        self,
+        info: MailboxInfo,
+        folder: int,
+        msgnum: int,
+        recipients: Sequence[MailboxInfo],
+        to_folder: int,
+        prefix_pcm: bytes = b"",
+        audio_format: str = "wav",
+    ) -> tuple[list[MailboxInfo], list[MailboxInfo]]:
+        """A message into other mailboxes (forward_message): (delivered, full).
+
+        As is, it is Asterisk's COPY (same audio bytes, msg_id and flag). With an introduction
+        (PCM), each copy is a new message with a msg_id of its own: the introduction then the
+        message, in the message's stored format, its duration grown by the introduction's.
+        A recipient with maxmsg messages (0: greetings only) is full and skipped.
+        """
+        source: StoredMessage | None = None
+        if prefix_pcm:
+            name = folder_name(folder)
+            source = await self.store.retrieve(info.context, info.mailbox, name, msgnum)
+            if source is None:
+                raise MessageNotFound(f"no message {msgnum} in {name}")
+            fmt = detect_format(source.recording) or audio_format
+            pcm = await stored_audio_pcm(source.recording, audio_format)
+            audio = await asyncio.to_thread(encode, prefix_pcm + pcm, fmt)
+            source = replace(
+                source, recording=audio, duration=source.duration + round(len(prefix_pcm) / 16000)
+            )
+        delivered: list[MailboxInfo] = []
+        full: list[MailboxInfo] = []
+        for box in recipients:
+            if await self._forward_one(info, folder, msgnum, box, to_folder, source):
+                delivered.append(box)
+                log.info(
+                    "forwarded message %d of %s@%s %s to %s@%s %s%s",
+                    msgnum,
+                    info.mailbox,
+                    info.context,
+                    folder_name(folder),
+                    box.mailbox,
+                    box.context,
+                    folder_name(to_folder),
+                    f" behind a {len(prefix_pcm) / 16000:.1f} s introduction" if source else "",
+                )
+            else:
+                log.warning(
+                    "Recipient mailbox %s@%s is full: message %d of %s@%s not forwarded there",
+                    box.mailbox,
+                    box.context,
+                    msgnum,
+                    info.mailbox,
+                    info.context,
+                )
+                full.append(box)
+        return delivered, full
+
+    async def _forward_one(
+        self,
+        info: MailboxInfo,
+        folder: int,
+        msgnum: int,
+        box: MailboxInfo,
+        to_folder: int,
+        prepended: StoredMessage | None,
+    ) -> bool:
+        """One copy; False when the recipient is full."""
+        maxmsg = box.settings.maxmsg if box.settings else None
+        if maxmsg == 0:
+            return False
+        limit = maxmsg if maxmsg and maxmsg > 0 else None
+        try:
+            if prepended is None:
+                await self.store.copy(
+                    src_context=info.context,
+                    src_mailbox=info.mailbox,
+                    src_folder=folder_name(folder),
+                    msgnum=msgnum,
+                    dst_context=box.context,
+                    dst_mailbox=box.mailbox,
+                    dst_folder=folder_name(to_folder),
+                    maxmsg=limit,
+                )
+            else:
+                await self.store.store(
+                    context=box.context,
+                    mailbox=box.mailbox,
+                    folder=folder_name(to_folder),
+                    recording=prepended.recording,
+                    callerid=prepended.callerid,
+                    origtime=prepended.origtime,
+                    duration=prepended.duration,
+                    caller_context=prepended.context,
+                    flag=prepended.flag,
+                    category=prepended.category,
+                    msg_id=new_msg_id(),
+                    maxmsg=limit,
+                )
+        except MailboxFull:
+            return False
+        return True

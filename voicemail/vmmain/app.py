@@ -11,7 +11,7 @@ from ..mailboxes import MailboxDirectory
 from ..sounds import SoundLibrary
 from .access import MailboxAccess
 from .core import VoiceMailMain
-from .driver import MailboxChanged, MenuDriver
+from .driver import LeaveMessageHook, MailboxChanged, MenuDriver
 from .engine_sayer import EngineSayer
 from .options import BadArguments, MenuSettings, parse_main_args
 from .sayer import Sayer
@@ -32,8 +32,10 @@ class VoiceMailMainApp:
         sayer: Sayer | None = None,
         mailbox_changed: MailboxChanged | None = None,
         max_record_seconds: float = 600,
+        leave_message: LeaveMessageHook | None = None,
     ) -> None:
         self.max_record_seconds = max_record_seconds
+        self.leave_message = leave_message  # reply and compose: VoiceMail() leaves the message
         self.access = MailboxAccess(store, mailboxes, general or {})  # type: ignore[arg-type]
         self.sounds = sounds
         self.audio_format = audio_format
@@ -67,6 +69,7 @@ class VoiceMailMainApp:
             audio_format=self.audio_format,
             mailbox_changed=self.mailbox_changed,
             max_record_seconds=self.max_record_seconds,
+            leave_message=self.leave_message,
         )
         finish = await driver.run(session)
         if session.goto_a:

@@ -131,7 +131,7 @@ class VoiceMailMain:
         event = yield Authenticated(info)
         if not isinstance(event, MailboxOpened):
             raise SessionFailed(getattr(event, "reason", "cannot open mailbox"))
-        self.menu = MainMenu(self.args, settings)
+        self.menu = MainMenu(self.args, settings, info)
         runner = self.menu.run(event)
         # Delegate, but keep `state` in step with the menu's.
         answer: Event | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from channels.channel import Channel, ChannelHungUp, StopReason
 from storage.audioformats import TranscodeError, encode
@@ -34,17 +34,24 @@ from .events import (
     FindMailbox,
     Finish,
     FolderOpened,
+    Forwarded,
+    ForwardMessage,
     HungUp,
+    LeaveMessage,
     MailboxFound,
     MailboxInfo,
     MailboxOpened,
+    MessageLeft,
     OpenFolder,
     Play,
     PlayMessage,
+    PlayName,
     PlayRecording,
+    PrefixRecorded,
     PromptDone,
     Record,
     RecordingDone,
+    RecordPrefix,
     SaveGreeting,
     SayItem,
     Stored,
@@ -64,6 +71,8 @@ PAUSE_LIMIT = 300.0  # a paused message resumes by itself after this long
 BYTES_PER_SECOND = 16000  # 8 kHz 16-bit mono
 
 MailboxChanged = Callable[[str, str], object]
+# Leave a message in these (mailbox, context)s with VoiceMail(); returns its VMSTATUS.
+LeaveMessageHook = Callable[[Channel, Sequence[tuple[str, str]]], Awaitable[str]]
 
 
 class MenuDriver:
@@ -78,9 +87,12 @@ class MenuDriver:
         mailbox_changed: MailboxChanged | None = None,
         max_record_seconds: float = 600,
         clock: Callable[[], float] = time.time,
+        leave_message: LeaveMessageHook | None = None,
     ) -> None:
         self.channel = channel
         self.clock = clock  # "now" for the envelope's today / yesterday
+        self.leave_message = leave_message
+        self.prefix = b""  # the last RecordPrefix, for ForwardMessage
         self.max_record_seconds = max_record_seconds
         self.recording = b""  # the last Record, for PlayRecording and SaveGreeting
         self.access = access
@@ -115,11 +127,8 @@ class MenuDriver:
                 if not session.finished:
                     actions = session.handle(event)
         finally:
-            if self.changed and self.mailbox is not None and self.mailbox_changed is not None:
-                try:
-                    self.mailbox_changed(self.mailbox.mailbox, self.mailbox.context)
-                except Exception:  # the lamp must not break the call's end
-                    log.exception("mailbox_changed hook failed")
+            if self.changed and self.mailbox is not None:
+                self._lamp(self.mailbox.mailbox, self.mailbox.context)
         return finish
 
     async def _perform_guarded(self, action: Action) -> Event:
@@ -143,6 +152,12 @@ class MenuDriver:
         if isinstance(action, PlayRecording):
             key = await self.channel.play(self.recording, ALL_KEYS) if self.recording else None
             return PromptDone() if key is None else Digit(key)
+        if isinstance(action, PlayName):
+            return await self._play_name(action)
+        if isinstance(action, RecordPrefix):
+            return await self._record_prefix(action)
+        if isinstance(action, LeaveMessage):
+            return await self._leave_message(action)
         if isinstance(action, Close):
             # A close that has begun finishes even if the call is torn down meanwhile.
             return await asyncio.shield(self._database(action))
@@ -197,6 +212,47 @@ class MenuDriver:
             return HungUp()
         self.recording = recording.pcm
         return RecordingDone(recording.seconds)
+
+    async def _play_name(self, action: PlayName) -> Event:
+        """A forward recipient: its recorded name, else its digits said (not interruptible:
+        a key here is not a menu command)."""
+        pcm = b""
+        try:
+            store = self.access.store
+            name = await store.retrieve_greeting(action.context, action.mailbox, "greet")
+            if name is not None:
+                pcm = await stored_audio_pcm(name.recording, self.audio_format)
+        except (*STORE_ERRORS, TranscodeError) as exc:
+            log.warning("name of %s@%s not played: %s", action.mailbox, action.context, exc)
+        if not pcm:
+            pcm = self._pcm(tuple(f"digits/{d}" for d in action.mailbox if d.isdigit()))
+        if pcm:
+            await self.channel.play(pcm, "")
+        return PromptDone()
+
+    async def _record_prefix(self, action: RecordPrefix) -> Event:
+        """A forward's introduction: any key ends it; the time limit or silence drops it."""
+        recording = await self.channel.record(
+            self.max_record_seconds,
+            ALL_KEYS,
+            max_silence=action.max_silence,
+            silence_threshold=action.silence_threshold,
+        )
+        if recording.reason == StopReason.HANGUP:
+            return HungUp()
+        by_key = recording.reason == StopReason.DIGIT
+        self.prefix = recording.pcm if by_key else b""
+        return PrefixRecorded(len(recording.pcm) / BYTES_PER_SECOND, by_key)
+
+    async def _leave_message(self, action: LeaveMessage) -> Event:
+        """Reply and compose: the VoiceMail application records and stores the message."""
+        if self.leave_message is None:
+            log.error("VoiceMailMain: no VoiceMail application to leave a message with")
+            return MessageLeft("FAILED")
+        status = await self.leave_message(self.channel, action.recipients)
+        if self.channel.hung_up:
+            return HungUp()
+        return MessageLeft(status)
 
     async def _play_message(self, action: PlayMessage) -> Event:
         """ast_control_streamfile: # forward, * back by skipms, 0 pause, 2 restart, the
@@ -279,6 +335,8 @@ class MenuDriver:
             self.changed = True
             await self.access.close(info, action.edits, maxmsg)
             return Stored()
+        if isinstance(action, ForwardMessage):
+            return await self._forward(info, action)
         if isinstance(action, SaveGreeting):
             audio = await asyncio.to_thread(encode, self.recording, self.audio_format)
             await self.access.store.save_greeting(info.context, info.mailbox, action.kind, audio)
@@ -300,3 +358,34 @@ class MenuDriver:
             )
             return Stored()
         raise TypeError(f"unknown action {action!r}")
+
+    async def _forward(self, info: MailboxInfo, action: ForwardMessage) -> Event:
+        prefix = self.prefix if action.prepend else b""
+        try:
+            delivered, full = await self.access.forward(
+                info,
+                action.folder,
+                action.msgnum,
+                action.recipients,
+                action.to_folder,
+                prefix,
+                self.audio_format,
+            )
+        except TranscodeError as exc:
+            log.error("message %d: cannot prepend the introduction: %s", action.msgnum, exc)
+            return StoreFailed(str(exc))
+        self.prefix = b""
+        for box in delivered:
+            self._lamp(box.mailbox, box.context)
+        return Forwarded(
+            tuple(box.mailbox for box in delivered), tuple(box.mailbox for box in full)
+        )
+
+    def _lamp(self, mailbox: str, context: str) -> None:
+        """The mailbox's MWI changed; a failing hook must not break the call."""
+        if self.mailbox_changed is None:
+            return
+        try:
+            self.mailbox_changed(mailbox, context)
+        except Exception:
+            log.exception("mailbox_changed hook failed")

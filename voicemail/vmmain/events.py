@@ -188,6 +188,30 @@ class HungUp:
     """The caller is gone; may arrive in place of any other event."""
 
 
+@dataclass(frozen=True)
+class PrefixRecorded:
+    """A RecordPrefix ended: by a key (the introduction is kept) or by its time limit or
+    silence (Asterisk's prepend timeout: dropped)."""
+
+    seconds: float = 0.0
+    by_key: bool = True
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """A ForwardMessage went through: the mailboxes that got a copy and those that were full."""
+
+    delivered: tuple[str, ...] = ()
+    full: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MessageLeft:
+    """A LeaveMessage ended; `status` is the VoiceMail application's VMSTATUS."""
+
+    status: str = ""
+
+
 Event = (
     PromptDone
     | Digit
@@ -200,6 +224,9 @@ Event = (
     | StoreFailed
     | RecordingDone
     | HungUp
+    | PrefixRecorded
+    | Forwarded
+    | MessageLeft
 )
 
 
@@ -318,6 +345,43 @@ class Finish:
     keep_going: bool
 
 
+@dataclass(frozen=True)
+class PlayName:
+    """Confirm a recipient: its recorded name (greet), else its digits -> PromptDone."""
+
+    mailbox: str
+    context: str
+
+
+@dataclass(frozen=True)
+class RecordPrefix:
+    """Record an introduction for a forward; any key ends it -> PrefixRecorded. The driver
+    keeps the audio for the ForwardMessage that follows."""
+
+    max_silence: int = 0  # seconds, 0: off
+    silence_threshold: int = 128
+
+
+@dataclass(frozen=True)
+class ForwardMessage:
+    """Copy a message into other mailboxes' `to_folder`, behind the last RecordPrefix when
+    `prepend` -> Forwarded or StoreFailed. The lamp of each that got it is updated."""
+
+    folder: int
+    msgnum: int
+    recipients: tuple[MailboxInfo, ...]
+    prepend: bool = False
+    to_folder: int = INBOX
+
+
+@dataclass(frozen=True)
+class LeaveMessage:
+    """Leave a message in these (mailbox, context)s with the VoiceMail application (reply,
+    compose) -> MessageLeft."""
+
+    recipients: tuple[tuple[str, str], ...]
+
+
 Action = (
     Play
     | WaitDigit
@@ -333,6 +397,10 @@ Action = (
     | SaveGreeting
     | DeleteGreeting
     | Finish
+    | PlayName
+    | RecordPrefix
+    | ForwardMessage
+    | LeaveMessage
 )
 
 # What each action may be answered with (HungUp is always possible).
@@ -350,4 +418,8 @@ EXPECTS: dict[type, tuple[type, ...]] = {
     PlayRecording: (PromptDone, Digit),
     SaveGreeting: (Stored, StoreFailed),
     DeleteGreeting: (Stored, StoreFailed),
+    PlayName: (PromptDone, Digit),
+    RecordPrefix: (PrefixRecorded,),
+    ForwardMessage: (Forwarded, StoreFailed),
+    LeaveMessage: (MessageLeft,),
 }

@@ -7,12 +7,16 @@ The generator is pure: it never awaits, never touches a clock, a channel or a da
 
 Deleted and heard messages are pending edits of the open folder, applied by one `Close`
 when the folder is left (change of folder, Urgent -> INBOX) or the session ends.
+
+Sub-menus are generators of their own, run by `_delegate`: key 0 options_menu.py, key 3
+advanced_menu.py, key 8 forward_menu.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
 
+from .advanced_menu import AdvancedMenu
 from .events import (
     INBOX,
     OLD,
@@ -30,6 +34,7 @@ from .events import (
     FolderName,
     FolderOpened,
     Intro,
+    MailboxInfo,
     MailboxOpened,
     MessageSummary,
     OpenFolder,
@@ -42,6 +47,7 @@ from .events import (
     WaitDigit,
     folder_name,
 )
+from .forward_menu import ForwardMenu, MenuStoreFailed
 from .options import MainArgs, MenuSettings
 from .options_menu import OptionsFailed, OptionsMenu
 
@@ -71,9 +77,13 @@ def folder_prompts(folder: int) -> tuple[SayItem, ...]:
 class MainMenu:
     """One logged-in session's menu state; `run` is the generator."""
 
-    def __init__(self, args: MainArgs, settings: MenuSettings) -> None:
+    def __init__(
+        self, args: MainArgs, settings: MenuSettings, mailbox: MailboxInfo | None = None
+    ) -> None:
         self.args = args
         self.settings = settings
+        # The logged-in mailbox: forward and reply look recipients up in its context.
+        self.mailbox = mailbox or MailboxInfo(args.mailbox, args.context, "")
         self.state = "MAIN"
         self.folder = INBOX
         self.messages: tuple[MessageSummary, ...] = ()
@@ -208,27 +218,51 @@ class MainMenu:
             return (yield from self._help())
         if cmd == "0":
             return (yield from self._options())
-        if cmd in ("3", "8"):
-            # Advanced options and forward are not built yet.
-            return (yield from self._play("vm-sorry"))
+        if cmd == "3":
+            return (yield from self._advanced())
+        if cmd == "8":
+            return (yield from self._forward())
         return (yield from self._instructions())
 
-    def _options(self) -> Step:
-        """Mailbox options; back in the main menu of the same folder afterwards."""
-        options = OptionsMenu(self.settings, self.temp_greeting)
-        runner = options.run()
+    def _delegate(self, menu: OptionsMenu | ForwardMenu | AdvancedMenu) -> Step:
+        """Run a sub-menu's generator, keeping `state` in step with it; returns its result."""
+        runner = menu.run()
         answer: Event | None = None
         try:
             while True:
                 try:
                     action = next(runner) if answer is None else runner.send(answer)
                 except StopIteration as stop:
-                    key = stop.value
-                    break
-                self.state = options.state
+                    return stop.value
+                self.state = menu.state
                 answer = yield action
-        except OptionsFailed as exc:
+        except (OptionsFailed, MenuStoreFailed) as exc:
             raise SessionFailed(str(exc)) from exc
+
+    def _forward(self) -> Step:
+        """Key 8: the current message to other mailboxes; 'no more messages' in an empty folder."""
+        if not self.messages:
+            return (yield from self._play("vm-nomore"))
+        message = self.messages[self.curmsg]
+        urgent = self.folder == URGENT or message.flag.lower() == "urgent"
+        to_folder = URGENT if urgent and self.settings.forward_urgent_auto else INBOX
+        menu = ForwardMenu(self.settings, self.mailbox, self.folder, message, to_folder)
+        key = yield from self._delegate(menu)
+        self.state = "MAIN" if self.starting else "MESSAGE"
+        return key
+
+    def _advanced(self) -> Step:
+        """Key 3: reply, envelope, compose; the options for the current message only once one
+        has been played (Asterisk's !vms.starting)."""
+        current = None if self.starting or not self.messages else self.messages[self.curmsg]
+        key = yield from self._delegate(AdvancedMenu(self.settings, self.mailbox, current))
+        self.state = "MAIN" if self.starting else "MESSAGE"
+        return key
+
+    def _options(self) -> Step:
+        """Mailbox options; back in the main menu of the same folder afterwards."""
+        options = OptionsMenu(self.settings, self.temp_greeting)
+        key = yield from self._delegate(options)
         self.temp_greeting = options.temp_greeting
         self.starting = True
         self.curmsg = 0

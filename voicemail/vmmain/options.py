@@ -20,6 +20,10 @@ SETTING_DEFAULTS = {
     "tempgreetwarn": "no",
     "maxmsg": "100",
     "maxgreet": "0",
+    "forward_urgent_auto": "no",
+    "sendvoicemail": "no",
+    "maxsilence": "0",
+    "silencethreshold": "128",
 }
 
 
@@ -118,6 +122,10 @@ class MenuSettings:
     tempgreetwarn: bool = False
     maxmsg: int = 100
     maxgreet: int = 0  # seconds, 0 = the server's recording limit
+    forward_urgent_auto: bool = False  # a forwarded urgent message stays urgent
+    sendvoicemail: bool = False  # advanced option 5: compose a message
+    maxsilence: int = 0  # seconds of silence that end a forward's introduction (0: off)
+    silencethreshold: int = 128
 
     @classmethod
     def from_options(cls, *layers: dict[str, str]) -> MenuSettings:
@@ -145,4 +153,8 @@ class MenuSettings:
             tempgreetwarn=_yes(merged["tempgreetwarn"]),
             maxmsg=number("maxmsg"),
             maxgreet=max(0, number("maxgreet")),
+            forward_urgent_auto=_yes(merged["forward_urgent_auto"]),
+            sendvoicemail=_yes(merged["sendvoicemail"]),
+            maxsilence=max(0, number("maxsilence")),
+            silencethreshold=number("silencethreshold"),
         )
