@@ -56,13 +56,19 @@ IMPLEMENTED_GENERAL = frozenset(
         "operator",
         "leaveurgent",
         "exitcontext",
+        "minpassword",
+        "forcename",
+        "forcegreetings",
+        "externpass",
+        "externpassnotify",
+        "externpasscheck",
     }
     | OWN_GENERAL
 )
 IMPLEMENTED_MAILBOX = frozenset(
     {
         "maxsecs", "maxmessage", "minsecs", "maxmsg", "review", "operator", "leaveurgent",
-        "exitcontext", "maxsilence", "silencethreshold",
+        "exitcontext", "maxsilence", "silencethreshold", "forcename", "forcegreetings",
     }
 )  # fmt: skip
 

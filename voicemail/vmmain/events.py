@@ -137,6 +137,8 @@ class MailboxOpened:
     old: int
     urgent: int
     temp_greeting: bool = False
+    # Greeting kinds that exist (greet, unavail, busy), looked up only for a new user's setup.
+    greetings: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,20 @@ class HungUp:
     """The caller is gone; may arrive in place of any other event."""
 
 
+@dataclass(frozen=True)
+class PasswordChecked:
+    """The externpasscheck script's verdict on a new PIN."""
+
+    valid: bool
+
+
+@dataclass(frozen=True)
+class PasswordChanged:
+    """The new PIN was stored where the mailbox lives (`ok`), or could not be."""
+
+    ok: bool
+
+
 Event = (
     PromptDone
     | Digit
@@ -183,6 +199,8 @@ Event = (
     | StoreFailed
     | RecordingDone
     | HungUp
+    | PasswordChecked
+    | PasswordChanged
 )
 
 
@@ -301,6 +319,21 @@ class Finish:
     keep_going: bool
 
 
+@dataclass(frozen=True)
+class CheckPassword:
+    """Ask the externpasscheck script about a new PIN -> PasswordChecked. Never logged."""
+
+    new: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ChangePassword:
+    """Store a new PIN (realtime UPDATE, voicemail.conf, externpass) -> PasswordChanged or
+    StoreFailed. Never logged."""
+
+    new: str = field(repr=False)
+
+
 Action = (
     Play
     | WaitDigit
@@ -316,6 +349,8 @@ Action = (
     | SaveGreeting
     | DeleteGreeting
     | Finish
+    | CheckPassword
+    | ChangePassword
 )
 
 # What each action may be answered with (HungUp is always possible).
@@ -333,4 +368,6 @@ EXPECTS: dict[type, tuple[type, ...]] = {
     PlayRecording: (PromptDone, Digit),
     SaveGreeting: (Stored, StoreFailed),
     DeleteGreeting: (Stored, StoreFailed),
+    CheckPassword: (PasswordChecked, StoreFailed),
+    ChangePassword: (PasswordChanged, StoreFailed),
 }

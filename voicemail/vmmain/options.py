@@ -20,7 +20,17 @@ SETTING_DEFAULTS = {
     "tempgreetwarn": "no",
     "maxmsg": "100",
     "maxgreet": "0",
+    "minpassword": "0",
+    "forcename": "no",
+    "forcegreetings": "no",
+    "externpass": "",
+    "externpassnotify": "",
+    "externpasscheck": "",
 }
+
+# Read from [general] only, as Asterisk does: a mailbox line or a realtime column must not name
+# a command to run (externpass*) or lower the PIN rules of its own mailbox.
+GENERAL_ONLY = frozenset({"minpassword", "externpass", "externpassnotify", "externpasscheck"})
 
 
 class BadArguments(ValueError):
@@ -118,13 +128,26 @@ class MenuSettings:
     tempgreetwarn: bool = False
     maxmsg: int = 100
     maxgreet: int = 0  # seconds, 0 = the server's recording limit
+    minpassword: int = 0  # shortest new PIN
+    forcename: bool = False  # a new user (PIN = mailbox number) must record a name
+    forcegreetings: bool = False  # ... and the unavailable and busy greetings
+    externpass: str = ""  # command that stores a new PIN instead of us
+    externpassnotify: str = ""  # command told of a new PIN after we stored it
+    externpasscheck: str = ""  # command that must print VALID for a new PIN
+    pin_locked: bool = False  # the stored PIN starts with '-': not changeable (set at login)
 
     @classmethod
     def from_options(cls, *layers: dict[str, str]) -> MenuSettings:
         """Later layers win (general, then the mailbox's own options); bad numbers -> defaults."""
         merged = dict(SETTING_DEFAULTS)
-        for layer in layers:
-            merged.update({k: v for k, v in layer.items() if k in SETTING_DEFAULTS})
+        for index, layer in enumerate(layers):
+            merged.update(
+                {
+                    k: v
+                    for k, v in layer.items()
+                    if k in SETTING_DEFAULTS and (index == 0 or k not in GENERAL_ONLY)
+                }
+            )
 
         def number(name: str) -> int:
             try:
@@ -145,4 +168,10 @@ class MenuSettings:
             tempgreetwarn=_yes(merged["tempgreetwarn"]),
             maxmsg=number("maxmsg"),
             maxgreet=max(0, number("maxgreet")),
+            minpassword=max(0, number("minpassword")),
+            forcename=_yes(merged["forcename"]),
+            forcegreetings=_yes(merged["forcegreetings"]),
+            externpass=merged["externpass"].strip(),
+            externpassnotify=merged["externpassnotify"].strip(),
+            externpasscheck=merged["externpasscheck"].strip(),
         )
