@@ -320,12 +320,6 @@ def test_0_options_star_returns_and_silence_returns_after_four_rounds() -> None:
     assert sim.plays().count(("vm-options",)) == 4
 
 
-def test_0_options_5_password_change_is_not_built() -> None:
-    sim = Sim(keys="05")
-    sim.run()
-    assert ("vm-sorry",) in sim.plays()
-
-
 def test_hang_up_while_recording_a_greeting_keeps_nothing_and_closes() -> None:
     sim = Sim(folders={0: messages(0, 1)}, keys="170")
     sim.hang_up_when = lambda a, s: isinstance(a, Record)

@@ -32,6 +32,7 @@ from .config_checks import (
 from .config_names import VOICEMAIL_GENERAL, VOICEMAIL_MAILBOX
 from .say.dates import parse_zone
 from .say.overrides import PROMPT_OPTIONS, prompt_name_problem
+from .vmmain.options import GENERAL_ONLY
 from .vmmain.options import SETTING_DEFAULTS as MENU_SETTINGS
 
 DEFAULT_MAXRECORDSECS = 600  # the recording cap when maxsecs is 0 or unset
@@ -65,6 +66,12 @@ IMPLEMENTED_GENERAL = frozenset(
         "usedirectory",
         "callback",
         "dialout",
+        "minpassword",
+        "forcename",
+        "forcegreetings",
+        "externpass",
+        "externpassnotify",
+        "externpasscheck",
     }
     | set(PROMPT_OPTIONS)
     | set(MENU_SETTINGS)
@@ -75,8 +82,9 @@ IMPLEMENTED_MAILBOX = frozenset(
         "maxsecs", "maxmessage", "minsecs", "maxmsg", "review", "operator", "leaveurgent",
         "exitcontext", "maxsilence", "silencethreshold", "tz", "language", "sendvoicemail",
         "callback", "dialout",
+        "forcename", "forcegreetings",
     }
-    | (set(MENU_SETTINGS) & VOICEMAIL_MAILBOX)
+    | ((set(MENU_SETTINGS) - GENERAL_ONLY) & VOICEMAIL_MAILBOX)
 )  # fmt: skip
 
 # Old names Asterisk still reads, with a deprecation warning.

@@ -8,14 +8,23 @@ its options, greeting choice and limits through an outage.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from storage.odbc import DatabaseUnavailable
 from storage.realtime import Realtime
 
 from .callpath import CallPathDatabase
 from .config import VoicemailSettings
+from .password_writer import (
+    PasswordWriteError,
+    run_externpass,
+    write_conf_password,
+    write_realtime_password,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +78,17 @@ class MailboxDirectory:
         settings: VoicemailSettings,
         realtime: Realtime,
         call_path: CallPathDatabase | None = None,
+        conf_path: Path | None = None,
     ) -> None:
+        """`conf_path`: the voicemail.conf file a new PIN of a static mailbox is written to
+        (None: voicemail.conf came from the database, so such a PIN cannot be stored)."""
         self.settings = settings
         self.realtime = realtime
         self.call_path = call_path or CallPathDatabase()
+        self.conf_path = conf_path
         # The last realtime answer per (context, mailbox), for when the database is away.
         self._last_known: dict[tuple[str, str], Mailbox] = {}
+        self._pin_lock = asyncio.Lock()  # one voicemail.conf rewrite at a time
 
     def _general_options(self) -> dict[str, str]:
         names = set(DEFAULTS) | {"maxmessage"}
@@ -138,3 +152,60 @@ class MailboxDirectory:
         )
         self._last_known[(context, mailbox)] = found
         return found
+
+    async def change_password(
+        self,
+        mailbox: str,
+        context: str,
+        new: str,
+        *,
+        externpass: str = "",
+        externpassnotify: str = "",
+    ) -> bool:
+        """Store a new PIN where the mailbox lives (Asterisk's vm_change_password and
+        vm_change_password_shell); True when it is stored. Failures are logged, never raised;
+        the PIN is never logged. The next lookup (this call's or another's) sees the new PIN.
+        """
+        static = self.settings.mailboxes.get((context, mailbox))
+        where = "voicemail.conf" if static is not None else "realtime"
+        try:
+            if externpass:  # replaces our own write
+                if not await run_externpass(externpass, context, mailbox, new):
+                    raise PasswordWriteError(f"externpass {externpass} failed")
+                where = f"externpass {externpass}"
+            elif static is not None:
+                await self._write_static(mailbox, context, static.password, new)
+            else:
+                known = await self.find(mailbox, context)
+                if known is None or known.source != "realtime":
+                    raise PasswordWriteError(f"mailbox {mailbox}@{context} is not in realtime")
+                await write_realtime_password(self.realtime, context, mailbox, known.password, new)
+        except PasswordWriteError as exc:
+            log.error("mailbox %s@%s: new PIN not stored: %s", mailbox, context, exc)
+            return False
+        except DatabaseUnavailable as exc:
+            log.error("mailbox %s@%s: new PIN not stored: %s", mailbox, context, exc)
+            return False
+        self._remember_password(mailbox, context, new)
+        log.info("mailbox %s@%s: PIN changed (%s)", mailbox, context, where)
+        if externpassnotify and not externpass:
+            if not await run_externpass(externpassnotify, context, mailbox, new):
+                log.warning("mailbox %s@%s: externpassnotify failed", mailbox, context)
+        return True
+
+    async def _write_static(self, mailbox: str, context: str, old: str, new: str) -> None:
+        if self.conf_path is None:
+            raise PasswordWriteError("voicemail.conf comes from the database; it is not written")
+        async with self._pin_lock:
+            path = await asyncio.to_thread(
+                write_conf_password, self.conf_path, context, mailbox, old, new
+            )
+        log.info("mailbox %s@%s: PIN written to %s", mailbox, context, path)
+
+    def _remember_password(self, mailbox: str, context: str, new: str) -> None:
+        """What Asterisk's reset_user_pw does: the running server knows the new PIN now."""
+        key = (context, mailbox)
+        static = self.settings.mailboxes.get(key)
+        if static is not None:
+            self.settings.mailboxes[key] = dataclasses.replace(static, password=new)
+        self._last_known.pop(key, None)

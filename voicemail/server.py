@@ -203,7 +203,12 @@ class VoicemailServer:
         if self.flusher.backlog:
             log.info("%d message(s) waiting in the local spool", self.flusher.backlog)
         self._flusher_task = asyncio.ensure_future(self.flusher.run())
-        self.mailboxes = MailboxDirectory(self.config.voicemail, self.realtime, self.call_path)
+        conf_path = None  # where a static mailbox's new PIN goes; none if from the database
+        if not self.realtime.has_family("voicemail.conf"):
+            conf_path = self.config.directory / "voicemail.conf"
+        self.mailboxes = MailboxDirectory(
+            self.config.voicemail, self.realtime, self.call_path, conf_path
+        )
         self.voicemail = VoiceMailApp(
             self.store,
             self.flusher,

@@ -19,7 +19,9 @@ from storage.odbc import DatabaseError
 
 from ..app_voicemail import stored_audio_pcm
 from ..mailboxes import MailboxDirectory
+from ..password_writer import run_externpasscheck
 from .events import OLD, FolderEdits, MailboxInfo, MessageSummary, folder_name
+from .newuser import SETUP_GREETINGS, needs_setup
 from .options import MenuSettings
 
 log = logging.getLogger(__name__)
@@ -241,3 +243,34 @@ class MailboxAccess:
         except MailboxFull:
             return False
         return True
+
+    def _settings(self, info: MailboxInfo) -> MenuSettings:
+        return info.settings or MenuSettings.from_options(self.general)
+
+    async def setup_greetings(self, info: MailboxInfo) -> frozenset[str]:
+        """The greetings a new user already has (looked up only when the setup will run)."""
+        if not needs_setup(info, self._settings(info)):
+            return frozenset()
+        found = set()
+        for kind, _, _ in SETUP_GREETINGS:
+            if await self.store.retrieve_greeting(info.context, info.mailbox, kind) is not None:
+                found.add(kind)
+        return frozenset(found)
+
+    async def check_password(self, info: MailboxInfo, new: str) -> bool:
+        """externpasscheck's verdict on a new PIN (`info.password` is the current one)."""
+        command = self._settings(info).externpasscheck
+        if not command:
+            return True
+        return await run_externpasscheck(command, info.mailbox, info.context, info.password, new)
+
+    async def change_password(self, info: MailboxInfo, new: str) -> bool:
+        """Store a new PIN where the mailbox lives; False (logged) when it could not be."""
+        settings = self._settings(info)
+        return await self.mailboxes.change_password(
+            info.mailbox,
+            info.context,
+            new,
+            externpass=settings.externpass,
+            externpassnotify=settings.externpassnotify,
+        )

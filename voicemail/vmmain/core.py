@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Generator
+from dataclasses import replace
 
 from .events import (
     EXPECTS,
@@ -29,7 +30,9 @@ from .events import (
     Play,
 )
 from .menu import MainMenu, SessionFailed
+from .newuser import NewUserSetup, SetupEnd, needs_setup
 from .options import MainArgs, MenuSettings
+from .options_menu import OptionsFailed
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +130,18 @@ class VoiceMailMain:
             return False
         self.mailbox = info
         self.state = "OPENING"
-        settings = info.settings or self.settings
+        settings = replace(info.settings or self.settings, pin_locked=info.password.startswith("-"))
         event = yield Authenticated(info)
         if not isinstance(event, MailboxOpened):
             raise SessionFailed(getattr(event, "reason", "cannot open mailbox"))
+        if needs_setup(info, settings):
+            end = yield from self._new_user(settings, event.greetings)
+            if end is SetupEnd.LEFT:
+                self.state = "GOODBYE"
+                yield Play(("vm-goodbye",), interrupt="")
+                return True
+            if end is SetupEnd.FAILED:
+                return False
         self.menu = MainMenu(self.args, settings, info)
         runner = self.menu.run(event)
         # Delegate, but keep `state` in step with the menu's.
@@ -142,6 +153,22 @@ class VoiceMailMain:
                 return stop.value
             self.state = self.menu.state
             answer = yield action
+
+    def _new_user(self, settings: MenuSettings, greetings: frozenset[str]) -> Step:
+        """The new-user setup (newuser.py), keeping `state` in step with it."""
+        setup = NewUserSetup(settings, greetings)
+        runner = setup.run()
+        answer: Event | None = None
+        try:
+            while True:
+                try:
+                    action = next(runner) if answer is None else runner.send(answer)
+                except StopIteration as stop:
+                    return stop.value
+                self.state = setup.state
+                answer = yield action
+        except OptionsFailed as exc:
+            raise SessionFailed(str(exc)) from exc
 
     def _collect(self, prompt: str) -> Step:
         event = yield Collect((prompt,), first=LOGIN_FIRST, between=LOGIN_BETWEEN)

@@ -8,6 +8,7 @@ performed: the database work of the close does not need the caller.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +25,8 @@ from .events import (
     ALL_KEYS,
     Action,
     Authenticated,
+    ChangePassword,
+    CheckPassword,
     Close,
     Collect,
     CopyMessage,
@@ -43,6 +46,8 @@ from .events import (
     MailboxOpened,
     MessageLeft,
     OpenFolder,
+    PasswordChanged,
+    PasswordChecked,
     Play,
     PlayMessage,
     PlayName,
@@ -319,7 +324,8 @@ class MenuDriver:
             log.info("VoiceMailMain: %s@%s logged in", info.mailbox, info.context)
             new, old, urgent = await self.access.counts(info)
             temp = await self.access.has_temp_greeting(info)
-            return MailboxOpened(new, old, urgent, temp)
+            greetings = await self.access.setup_greetings(info)
+            return MailboxOpened(new, old, urgent, temp, greetings)
         assert self.mailbox is not None, f"{action!r} before login"
         info = self.mailbox
         maxmsg = info.settings.maxmsg if info.settings else None
@@ -357,6 +363,13 @@ class MenuDriver:
                 action.kind,
             )
             return Stored()
+        if isinstance(action, CheckPassword):
+            return PasswordChecked(await self.access.check_password(info, action.new))
+        if isinstance(action, ChangePassword):
+            ok = await self.access.change_password(info, action.new)
+            if ok:  # what externpasscheck is told is the old PIN from now on
+                self.mailbox = dataclasses.replace(info, password=action.new)
+            return PasswordChanged(ok)
         raise TypeError(f"unknown action {action!r}")
 
     async def _forward(self, info: MailboxInfo, action: ForwardMessage) -> Event:

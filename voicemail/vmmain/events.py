@@ -154,6 +154,8 @@ class MailboxOpened:
     old: int
     urgent: int
     temp_greeting: bool = False
+    # Greeting kinds that exist (greet, unavail, busy), looked up only for a new user's setup.
+    greetings: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,20 @@ class MessageLeft:
     status: str = ""
 
 
+@dataclass(frozen=True)
+class PasswordChecked:
+    """The externpasscheck script's verdict on a new PIN."""
+
+    valid: bool
+
+
+@dataclass(frozen=True)
+class PasswordChanged:
+    """The new PIN was stored where the mailbox lives (`ok`), or could not be."""
+
+    ok: bool
+
+
 Event = (
     PromptDone
     | Digit
@@ -227,6 +243,8 @@ Event = (
     | PrefixRecorded
     | Forwarded
     | MessageLeft
+    | PasswordChecked
+    | PasswordChanged
 )
 
 
@@ -382,6 +400,21 @@ class LeaveMessage:
     recipients: tuple[tuple[str, str], ...]
 
 
+@dataclass(frozen=True)
+class CheckPassword:
+    """Ask the externpasscheck script about a new PIN -> PasswordChecked. Never logged."""
+
+    new: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ChangePassword:
+    """Store a new PIN (realtime UPDATE, voicemail.conf, externpass) -> PasswordChanged or
+    StoreFailed. Never logged."""
+
+    new: str = field(repr=False)
+
+
 Action = (
     Play
     | WaitDigit
@@ -401,6 +434,8 @@ Action = (
     | RecordPrefix
     | ForwardMessage
     | LeaveMessage
+    | CheckPassword
+    | ChangePassword
 )
 
 # What each action may be answered with (HungUp is always possible).
@@ -422,4 +457,6 @@ EXPECTS: dict[type, tuple[type, ...]] = {
     RecordPrefix: (PrefixRecorded,),
     ForwardMessage: (Forwarded, StoreFailed),
     LeaveMessage: (MessageLeft,),
+    CheckPassword: (PasswordChecked, StoreFailed),
+    ChangePassword: (PasswordChanged, StoreFailed),
 }

@@ -24,7 +24,17 @@ SETTING_DEFAULTS = {
     "sendvoicemail": "no",
     "maxsilence": "0",
     "silencethreshold": "128",
+    "minpassword": "0",
+    "forcename": "no",
+    "forcegreetings": "no",
+    "externpass": "",
+    "externpassnotify": "",
+    "externpasscheck": "",
 }
+
+# Read from [general] only, as Asterisk does: a mailbox line or a realtime column must not name
+# a command to run (externpass*) or lower the PIN rules of its own mailbox.
+GENERAL_ONLY = frozenset({"minpassword", "externpass", "externpassnotify", "externpasscheck"})
 
 
 class BadArguments(ValueError):
@@ -126,13 +136,26 @@ class MenuSettings:
     sendvoicemail: bool = False  # advanced option 5: compose a message
     maxsilence: int = 0  # seconds of silence that end a forward's introduction (0: off)
     silencethreshold: int = 128
+    minpassword: int = 0  # shortest new PIN
+    forcename: bool = False  # a new user (PIN = mailbox number) must record a name
+    forcegreetings: bool = False  # ... and the unavailable and busy greetings
+    externpass: str = ""  # command that stores a new PIN instead of us
+    externpassnotify: str = ""  # command told of a new PIN after we stored it
+    externpasscheck: str = ""  # command that must print VALID for a new PIN
+    pin_locked: bool = False  # the stored PIN starts with '-': not changeable (set at login)
 
     @classmethod
     def from_options(cls, *layers: dict[str, str]) -> MenuSettings:
         """Later layers win (general, then the mailbox's own options); bad numbers -> defaults."""
         merged = dict(SETTING_DEFAULTS)
-        for layer in layers:
-            merged.update({k: v for k, v in layer.items() if k in SETTING_DEFAULTS})
+        for index, layer in enumerate(layers):
+            merged.update(
+                {
+                    k: v
+                    for k, v in layer.items()
+                    if k in SETTING_DEFAULTS and (index == 0 or k not in GENERAL_ONLY)
+                }
+            )
 
         def number(name: str) -> int:
             try:
@@ -157,4 +180,10 @@ class MenuSettings:
             sendvoicemail=_yes(merged["sendvoicemail"]),
             maxsilence=max(0, number("maxsilence")),
             silencethreshold=number("silencethreshold"),
+            minpassword=max(0, number("minpassword")),
+            forcename=_yes(merged["forcename"]),
+            forcegreetings=_yes(merged["forcegreetings"]),
+            externpass=merged["externpass"].strip(),
+            externpassnotify=merged["externpassnotify"].strip(),
+            externpasscheck=merged["externpasscheck"].strip(),
         )

@@ -2,7 +2,7 @@
 owner's greetings). A generator like menu.py: pure, one action at a time.
 
 1 unavailable, 2 busy, 3 name, 4 temporary greeting (record, or 1 record / 2 erase when one
-exists), * back. 5 (change password) is not built: it says vm-sorry.
+exists), 5 change the PIN (password.py; `vm-no` when the stored PIN starts with '-'), * back.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .events import (
     WaitDigit,
 )
 from .options import MenuSettings
+from .password import PinChange
 
 Step = Generator[Action, Event, object]
 
@@ -48,6 +49,7 @@ class OptionsMenu:
         self.settings = settings
         self.temp_greeting = temp_greeting
         self.state = "OPTIONS"
+        self.saved = False  # whether the last record/review kept its recording
 
     def _play(self, *items: str) -> Step:
         return _key((yield Play(tuple(items))))
@@ -66,7 +68,7 @@ class OptionsMenu:
             elif cmd == "4":
                 cmd = yield from self._temporary()
             elif cmd == "5":
-                cmd = yield from self._play("vm-sorry")  # change password: not built
+                cmd = yield from self._change_pin()
             elif cmd == "*":
                 return None
             else:
@@ -78,6 +80,20 @@ class OptionsMenu:
                     rounds += 1
                     if rounds >= OPTIONS_ROUNDS:
                         return None
+
+    def _change_pin(self) -> Step:
+        """vm_options case '5': one try, then back here with the key that cut a prompt."""
+        if self.settings.pin_locked:
+            return (yield from self._play("vm-no"))
+        self.state = "PASSWORD"
+        change = PinChange(self.settings)
+        yield from change.run()
+        return change.key
+
+    def record_greeting(self, kind: str, prompt: str) -> Step:
+        """The record/review loop on its own (new-user setup): True if the greeting was kept."""
+        yield from self._record_review(kind, prompt)
+        return self.saved
 
     def _temporary(self) -> Step:
         if not self.temp_greeting:
@@ -109,6 +125,7 @@ class OptionsMenu:
         cmd: str | None = "3"
         recorded = False
         rounds = 0
+        self.saved = False
         while True:
             if cmd == "3":
                 self.state = "RECORDING"
@@ -123,6 +140,7 @@ class OptionsMenu:
                     raise OptionsFailed(f"{kind} greeting not stored")
                 if kind == "temp":
                     self.temp_greeting = True
+                self.saved = True
                 yield Play(("vm-msgsaved",), interrupt="")
                 return None
             if cmd == "2":
