@@ -5,10 +5,15 @@ good on a 5xx."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import random
+import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -367,5 +372,56 @@ def test_a_deposit_during_an_outage_queues_its_mail_when_the_database_is_back(
             ("email", fields["msg_id"]),
             ("webhook", fields["msg_id"]),
         ]
+
+    run(scenario)
+
+
+def _claim_and_hang(connection_string: str, queue: Any) -> None:
+    """A server process that claims every row and then hangs, to be SIGKILLed."""
+
+    async def claim() -> list[int]:
+        pool = OdbcPool(ConnectionClass("victim", connection_string), retry_timeout=5)
+        await pool.start()
+        rows = await Outbox(pool).claim("victim", limit=100, lease_seconds=2)
+        return [row.id for row in rows]
+
+    queue.put(asyncio.run(claim()))
+    time.sleep(600)
+
+
+def test_rows_of_a_sigkilled_server_are_sent_by_another_after_the_lease(
+    backend: Backend,
+) -> None:
+    async def scenario() -> None:
+        await init_tables(backend)
+        async with started_pool(backend) as pool:
+            outbox = Outbox(pool)
+            await fill(outbox, 20)
+            spawn = multiprocessing.get_context("spawn")
+            queue = spawn.Queue()
+            victim = spawn.Process(target=_claim_and_hang, args=(backend.connection_string, queue))
+            victim.start()
+            try:
+                taken = await asyncio.to_thread(queue.get, True, 60)
+                assert len(taken) == 20
+                assert await outbox.claim("survivor") == []  # leased to the victim
+                os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            finally:
+                victim.join(10)
+                if victim.is_alive():
+                    victim.kill()
+            reclaimed: list[int] = []
+            for _ in range(300):  # bounded: the 2 s lease runs out meanwhile
+                reclaimed += [row.id for row in await outbox.claim("survivor", limit=100)]
+                if len(reclaimed) == 20:
+                    break
+                await asyncio.sleep(0.1)
+            assert sorted(reclaimed) == sorted(taken)
+            for row_id in reclaimed:
+                assert await outbox.mark_sent(row_id, "survivor")
+        rows = backend.sql("SELECT state, attempts, claimed_by FROM outbox")
+        assert {(r["state"], int(r["attempts"]), r["claimed_by"]) for r in rows} == {
+            ("sent", 2, "survivor")
+        }
 
     run(scenario)
