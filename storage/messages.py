@@ -23,6 +23,7 @@ counts, listings, reads). The public names are re-exported here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pyodbc
 from sqlalchemy import bindparam, select
@@ -41,6 +42,9 @@ from storage.messagerows import (
     new_msg_id,
     row_fields,
 )
+
+if TYPE_CHECKING:
+    from storage.outbox import OutboxItem
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -80,17 +84,21 @@ class MessageStore(MessageOperations):
         category: str | None = None,
         msg_id: str,
         maxmsg: int | None = None,
+        outbox: Sequence[OutboxItem] = (),
     ) -> int:
         """Store a new message at the end of a folder and return its msgnum.
 
         Storing the same msg_id in the same folder again returns the existing msgnum, so a
         deposit retried after a lost connection (or a lost commit acknowledgement) is stored once.
         Raises MailboxFull when the folder already has `maxmsg` messages; the count is taken
-        under the folder lock, so concurrent deposits cannot overfill it.
+        under the folder lock, so concurrent deposits cannot overfill it. `outbox` items are
+        queued (storage/outbox.py) in the transaction that inserts the message, and only then.
         """
         folder_dir = self._message_dir(context, mailbox, folder)
         if not msg_id or len(msg_id) > 40:
             raise ValueError(f"msg_id must be 1 to 40 characters (see new_msg_id()): {msg_id!r}")
+        if outbox and self.outbox is None:
+            raise ValueError("store(outbox=...) needs a MessageStore made with outbox=Outbox(...)")
         values = {
             "dir": folder_dir,
             "recording": bytes(recording),
@@ -118,6 +126,10 @@ class MessageStore(MessageOperations):
                 raise MailboxFull(folder_dir, maxmsg)
             msgnum = 0 if last is None else int(last) + 1
             self._insert(cursor, {**values, "msgnum": msgnum}, skip_category=not category)
+            if outbox and self.outbox is not None:
+                self.outbox.enqueue_in(
+                    cursor, context=context, mailbox=mailbox, msg_id=msg_id, items=outbox
+                )
             return msgnum
 
         return await self._run_retrying(self._folder_work([folder_dir], body))

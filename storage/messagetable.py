@@ -9,7 +9,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyodbc
 from sqlalchemy import (
@@ -35,7 +35,14 @@ from storage.messagerows import (
 from storage.odbc import DatabaseError, DatabaseUnavailable, OdbcPool
 from storage.schema import CompiledSql, compile_sql, messages_table, table_columns
 
+if TYPE_CHECKING:
+    from storage.outbox import Outbox
+
 T = TypeVar("T")
+
+# Called inside every folder write's transaction with the (context, mailbox) pairs written:
+# the mailbox change log hooks in here (storage/changelog.py).
+ChangeHook = Callable[[pyodbc.Cursor, Sequence[tuple[str, str]]], None]
 
 _ATTEMPTS = 25
 # SQLSTATEs that mean another writer got in first (or the database chose us as the deadlock
@@ -57,10 +64,16 @@ class MessageTable:
         spool_prefix: str = DEFAULT_SPOOL_PREFIX,
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        outbox: Outbox | None = None,
+        on_change: ChangeHook | None = None,
     ) -> None:
         """`lock_timeout`: seconds a write waits for a folder lock before DatabaseUnavailable
-        (on SQLite the driver's busy timeout, `Timeout=` in the connection string, bounds it)."""
+        (on SQLite the driver's busy timeout, `Timeout=` in the connection string, bounds it).
+        `outbox`: where store(outbox=...) queues notifications (same database); `on_change`:
+        run in every folder write's transaction (ChangeHook)."""
         self.pool = pool
+        self.outbox = outbox
+        self.on_change = on_change
         self.table_name = table
         self.spool_prefix = spool_prefix if spool_prefix.endswith("/") else spool_prefix + "/"
         self._table = messages_table(table)
@@ -125,8 +138,26 @@ class MessageTable:
     def _folder_work(
         self, dirs: Iterable[str], body: Callable[[pyodbc.Cursor], T]
     ) -> Callable[[pyodbc.Connection], T]:
-        """A unit of work running `body` as the holder of the write locks of folders `dirs`."""
-        return self._locks.work(dirs, body)
+        """A unit of work running `body` as the holder of the write locks of folders `dirs`,
+        then on_change in the same transaction."""
+        if self.on_change is None:
+            return self._locks.work(dirs, body)
+        hook, folder_dirs = self.on_change, list(dirs)
+
+        def body_then_hook(cursor: pyodbc.Cursor) -> T:
+            result = body(cursor)
+            hook(cursor, self._mailboxes_of(folder_dirs))
+            return result
+
+        return self._locks.work(folder_dirs, body_then_hook)
+
+    def _mailboxes_of(self, dirs: Iterable[str]) -> list[tuple[str, str]]:
+        """The distinct (context, mailbox) pairs of folder dirs, in first-seen order."""
+        pairs: dict[tuple[str, str], None] = {}
+        for folder_dir in dirs:
+            context, mailbox, _ = folder_dir[len(self.spool_prefix) :].split("/", 2)
+            pairs[(context, mailbox)] = None
+        return list(pairs)
 
     def _folder_rows(self, cursor: pyodbc.Cursor, folder_dir: str) -> list[Row]:
         """(msgnum, msg_id) of every row of a folder in msgnum order; '' msg_id reads None."""

@@ -15,6 +15,7 @@ import pyodbc
 from sqlalchemy import (
     Column,
     DateTime,
+    Double,
     Index,
     Integer,
     LargeBinary,
@@ -22,8 +23,10 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
+    UniqueConstraint,
 )
-from sqlalchemy.dialects.mysql import LONGBLOB
+from sqlalchemy.dialects.mysql import LONGBLOB, MEDIUMTEXT
 from sqlalchemy.dialects.mysql.base import MySQLDialect
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
@@ -127,6 +130,71 @@ def voicemail_table(metadata: MetaData | None = None, name: str = "voicemail") -
     Index(f"{table_name}_mailbox_context", table.c.mailbox, table.c.context)
     Index(f"{table_name}_imapuser", table.c.imapuser)
     return table
+
+
+# Outbox payloads and errors: TEXT is 64 KB on MariaDB, MEDIUMTEXT 16 MB.
+LongText = Text().with_variant(MEDIUMTEXT(), "mysql", "mariadb")
+
+
+def outbox_table(name: str = "outbox", metadata: MetaData | None = None) -> Table:
+    """Mail, pager and webhook notifications waiting to be sent (storage/outbox.py).
+
+    (msg_id, kind, recipient) is unique, so an enqueue run twice (a retried deposit, a spool
+    flushed again after a crash) cannot make a second mail. Times are unix seconds.
+    """
+    schema, table_name = split_table_name(name)
+    table = Table(
+        table_name,
+        metadata if metadata is not None else MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("kind", String(16), nullable=False),
+        Column("context", String(80), nullable=False),
+        Column("mailbox", String(80), nullable=False),
+        Column("msg_id", String(40), nullable=False),
+        Column("recipient", String(255), nullable=False),
+        Column("payload", LongText),
+        Column("state", String(8), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("next_attempt", Double, nullable=False),
+        Column("claimed_by", String(80)),
+        Column("claimed_until", Double),
+        Column("last_error", LongText),
+        Column("created", Double, nullable=False),
+        Column("sent_at", Double),
+        UniqueConstraint("msg_id", "kind", "recipient", name=f"{table_name}_once"),
+        schema=schema,
+        quote=False,
+        **_MYSQL_OPTIONS,
+    )
+    Index(f"{table_name}_due", table.c.state, table.c.next_attempt)
+    return table
+
+
+def mailbox_changes_table(name: str = "mailbox_changes", metadata: MetaData | None = None) -> Table:
+    """One row per mailbox change, read by id by the other servers (storage/changelog.py).
+
+    AUTOINCREMENT on SQLite: ids are never reused after pruning, so a reader's last id stays
+    meaningful.
+    """
+    schema, table_name = split_table_name(name)
+    return Table(
+        table_name,
+        metadata if metadata is not None else MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("context", String(80), nullable=False),
+        Column("mailbox", String(80), nullable=False),
+        Column("changed_at", Double, nullable=False),
+        schema=schema,
+        quote=False,
+        sqlite_autoincrement=True,
+        **_MYSQL_OPTIONS,
+    )
+
+
+def storage_tables(messages_name: str = "voicemessages") -> list[Table]:
+    """The tables `voicemail db init` creates in the odbcstorage class: messages, outbox and
+    mailbox change log."""
+    return [messages_table(messages_name), outbox_table(), mailbox_changes_table()]
 
 
 def dialect_for(backend: str) -> Dialect:

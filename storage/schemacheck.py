@@ -16,7 +16,14 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from storage.odbc import DatabaseError, OdbcPool, sqlstate_of
 from storage.realtime_tables import extensions_table, sippeers_table
-from storage.schema import dialect_for, messages_table, table_columns, voicemail_table
+from storage.schema import (
+    dialect_for,
+    mailbox_changes_table,
+    messages_table,
+    outbox_table,
+    table_columns,
+    voicemail_table,
+)
 from storage.staticconfig import ast_config_table
 
 # Columns the code cannot do without; the others are optional (Asterisk 22 dropped
@@ -36,6 +43,8 @@ REQUIRED_COLUMNS = {
         "var_val",
         "var_metric",
     },
+    "outbox": {c.name for c in outbox_table().columns},
+    "mailbox_changes": {c.name for c in mailbox_changes_table().columns},
 }
 
 _DEFINITIONS = {
@@ -44,6 +53,8 @@ _DEFINITIONS = {
     "sippeers": sippeers_table,
     "extensions": extensions_table,
     "ast_config": ast_config_table,
+    "outbox": outbox_table,
+    "mailbox_changes": mailbox_changes_table,
 }
 
 

@@ -119,6 +119,8 @@ def bounded_store(store: MessageStore, retry_for: float) -> MessageStore:
         store.table_name,
         store.spool_prefix,
         lock_timeout=store.lock_timeout,
+        outbox=store.outbox,
+        on_change=store.on_change,
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.messages import FOLDERS
+from storage.outbox import OutboxItem
 
 log = logging.getLogger("storage.spool")  # one logger for the whole spool
 
@@ -42,7 +43,8 @@ class PendingMessage:
     """A recorded message with everything MessageStore.store needs, as kept in the spool.
 
     `maxmsg` is the mailbox's limit, checked where the message number is allocated; a positive
-    number, or None for no limit (anything else is passed on as None).
+    number, or None for no limit (anything else is passed on as None). `outbox`: the
+    notifications to queue in the transaction that stores the message (storage/outbox.py).
     """
 
     msg_id: str
@@ -57,6 +59,7 @@ class PendingMessage:
     flag: str = ""
     category: str | None = None
     maxmsg: int | None = None
+    outbox: tuple[OutboxItem, ...] = ()
 
     @property
     def folder_key(self) -> FolderKey:
@@ -94,6 +97,8 @@ def validate_message(message: PendingMessage) -> None:
         not isinstance(message.maxmsg, int) or isinstance(message.maxmsg, bool)
     ):
         raise ValueError(f"maxmsg must be a number or None: {message.maxmsg!r}")
+    if not all(isinstance(item, OutboxItem) for item in message.outbox):
+        raise ValueError("outbox must hold OutboxItem values")
 
 
 def _serialise(message: PendingMessage) -> bytes:
@@ -101,6 +106,8 @@ def _serialise(message: PendingMessage) -> bytes:
     metadata = {name: getattr(message, name) for name in (*_TEXT_FIELDS, *_INT_FIELDS)}
     metadata["category"] = message.category
     metadata["maxmsg"] = message.maxmsg
+    if message.outbox:
+        metadata["outbox"] = [item.to_json() for item in message.outbox]
     metadata["recording_length"] = len(recording)
     metadata["recording_sha256"] = hashlib.sha256(recording).hexdigest()
     line = json.dumps(metadata, ensure_ascii=True, separators=(",", ":")).encode("ascii")
@@ -142,7 +149,13 @@ def _parse(data: bytes) -> PendingMessage:
     maxmsg = metadata.get("maxmsg")  # absent in files written before maxmsg was kept
     if maxmsg is not None and (not isinstance(maxmsg, int) or isinstance(maxmsg, bool)):
         raise CorruptSpoolFile("metadata field maxmsg is not a number")
-    return PendingMessage(recording=recording, category=category, maxmsg=maxmsg, **fields)
+    try:  # absent in files written before the outbox existed
+        outbox = tuple(OutboxItem.from_json(item) for item in metadata.get("outbox", []))
+    except (ValueError, TypeError) as exc:
+        raise CorruptSpoolFile(f"metadata field outbox: {exc}") from None
+    return PendingMessage(
+        recording=recording, category=category, maxmsg=maxmsg, outbox=outbox, **fields
+    )
 
 
 def fsync_directory(directory: Path) -> None:

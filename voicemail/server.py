@@ -25,7 +25,7 @@ from storage.odbc import DatabaseError, OdbcPool, check_blob_column
 from storage.realtime import Realtime
 from storage.realtime_tables import extensions_table, sippeers_table
 from storage.recording_journal import RecordingJournals
-from storage.schema import create_tables, messages_table, voicemail_table
+from storage.schema import create_tables, messages_table, storage_tables, voicemail_table
 from storage.schemacheck import Finding, check_table, expected_table
 from storage.spool import PendingMessage, Spool, SpoolFlusher
 from storage.staticconfig import ast_config_table
@@ -122,7 +122,7 @@ class VoicemailServer:
         await self.open_storage(config_from_database=False)
         created = []
         storage_pool = self._pool(self.config.voicemail.odbcstorage)
-        await create_tables(storage_pool, [messages_table(self.config.voicemail.odbctable)])
+        await create_tables(storage_pool, storage_tables(self.config.voicemail.odbctable))
         created.append(f"{self.config.voicemail.odbctable} on [{storage_pool.name}]")
         definitions = {
             "voicemail": voicemail_table,
