@@ -31,10 +31,9 @@ from .heard import PromptMatch, assert_heard, find_audio, prompts_heard, uses_re
 from .server import RunningServer, start_server, write_config
 from .softphone import Call, Softphone
 
-pytestmark = [
-    pytest.mark.timeout(300),
-    pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True),
-]
+pytestmark = pytest.mark.timeout(300)
+both = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 SPOOL = "/var/spool/asterisk/voicemail/"
 BOX = SPOOL + "default/1000/"
@@ -181,6 +180,21 @@ def stored_pcm(recording: bytes) -> bytes:
     return frames
 
 
+EDGE = 0.1  # seconds at either end of what was said that a recording may miss
+
+
+def said_in(recording: bytes, said: bytes) -> PromptMatch:
+    """Where what the caller said is in a stored recording (WAV bytes). A packet at either
+    edge may be missing (arriving while recording starts or the # stops it), so the middle
+    is matched and the length checked; the match spans the whole of `said`."""
+    frames = stored_pcm(recording)
+    edge = 2 * round(EDGE * 8000)
+    found = find_audio(frames, said[edge:-edge])
+    assert found, "what was said is not in the stored recording"
+    assert len(frames) >= len(said) - edge, f"{len(frames) / 16000:.2f} s stored"
+    return PromptMatch("said", found[0].start - EDGE, found[0].end + EDGE, found[0].score)
+
+
 # -- the caller -----------------------------------------------------------------------------
 
 
@@ -225,6 +239,7 @@ def login(call: Call, pin: str = PIN) -> Caller:
 # -- 1. login -------------------------------------------------------------------------------
 
 
+@both
 def test_wrong_pin_then_right_pin_and_the_intro_says_two_new_messages(
     server: RunningServer, backend: Backend
 ) -> None:
@@ -274,6 +289,7 @@ def open_inbox(call: Call, count: int) -> Caller:
     return caller
 
 
+@both
 def test_listen_delete_one_save_one_to_work_and_hang_up(
     server: RunningServer, backend: Backend
 ) -> None:
@@ -304,7 +320,7 @@ def test_listen_delete_one_save_one_to_work_and_hang_up(
     expected = {"INBOX": [(0, ids[2])], "Work": [(0, ids[1])]}
     assert eventually(lambda: folders(backend) == expected), (folders(backend), server.log())
     stored = {str(r["dir"]).rsplit("/", 1)[-1]: bytes(r["recording"]) for r in rows(backend)}
-    assert find_audio(stored_pcm(stored["Work"]), audio[1])
+    assert stored["Work"] == encode(audio[1], "wav")  # the very message, copied
     # What the caller heard: each message's own audio once, in its place, the third never.
     everything = caller.call.heard()
     assert [round(m.start, 2) for m in find_audio(everything, audio[0])] == [round(first.start, 2)]
@@ -312,6 +328,7 @@ def test_listen_delete_one_save_one_to_work_and_hang_up(
     assert not find_audio(everything, audio[2])
 
 
+@both
 def test_hang_up_in_the_middle_of_the_menu_still_applies_the_delete_and_the_move(
     server: RunningServer, backend: Backend
 ) -> None:
@@ -338,6 +355,7 @@ def test_hang_up_in_the_middle_of_the_menu_still_applies_the_delete_and_the_move
 # -- 4. the temporary greeting --------------------------------------------------------------
 
 
+@both
 def test_temporary_greeting_recorded_heard_by_a_caller_then_erased(
     server: RunningServer, backend: Backend
 ) -> None:
@@ -369,7 +387,7 @@ def test_temporary_greeting_recorded_heard_by_a_caller_then_erased(
     assert list(stored) == ["temp"], (rows(backend), server.log())
     row = [r for r in rows(backend) if int(r["msgnum"]) == -1][0]
     assert row["dir"] == BOX + "temp"
-    assert find_audio(stored_pcm(stored["temp"]), greeting), "the greeting is not what was said"
+    said_in(stored["temp"], greeting)
     # A caller to VoiceMail(1000,u) hears it instead of the unavailable greeting.
     with Softphone(server) as phone:
         caller = Caller(phone.call("1000"))
@@ -406,6 +424,7 @@ def test_temporary_greeting_recorded_heard_by_a_caller_then_erased(
 SILENCE_OPTIONS = "maxsilence=2\nsilencethreshold=128\n"
 
 
+@both
 def test_review_listen_mark_urgent_and_save_lands_in_urgent(
     backend: Backend, tmp_path: Path
 ) -> None:
@@ -431,7 +450,7 @@ def test_review_listen_mark_urgent_and_save_lands_in_urgent(
         (SPOOL + "default/1002/Urgent", "Urgent")
     ], log
     assert int(stored[0]["duration"]) == 3
-    assert find_audio(stored_pcm(bytes(stored[0]["recording"])), said)
+    said_in(bytes(stored[0]["recording"]), said)
     assert "vm-sorry" not in caller.sequence()
 
 
@@ -442,6 +461,7 @@ def leave_then_silence(caller: Caller, speech: bytes) -> None:
     caller.call.send_silence(8.0, wait=False)
 
 
+@both
 def test_maxsilence_ends_the_recording_and_trims_the_trailing_silence(
     backend: Backend, tmp_path: Path
 ) -> None:
@@ -456,15 +476,14 @@ def test_maxsilence_ends_the_recording_and_trims_the_trailing_silence(
         log = server.log()
     assert caller.sequence() == ["beep", "auth-thankyou"]
     assert [str(r["dir"]) for r in stored] == [BOX + "INBOX"], log
-    frames = stored_pcm(bytes(stored[0]["recording"]))
-    found = find_audio(frames, speech)
-    assert found, "the speech is not in the stored message"
-    trailing = len(frames) / 16000 - found[0].end
+    recording = bytes(stored[0]["recording"])
+    trailing = len(stored_pcm(recording)) / 16000 - said_in(recording, speech).end
     # 8 s of silence followed the speech; 200 ms of it are kept.
     assert 0.1 <= trailing <= 0.4, f"{trailing:.2f} s kept after the speech"
     assert int(stored[0]["duration"]) == 2
 
 
+@both
 def test_minsecs_discards_a_message_that_is_too_short(backend: Backend, tmp_path: Path) -> None:
     speech = test_signal(2.0, seed=71)  # minsecs=3 for 1001
     with serve(backend, tmp_path, SILENCE_OPTIONS) as server, Softphone(server) as phone:
@@ -475,3 +494,21 @@ def test_minsecs_discards_a_message_that_is_too_short(backend: Backend, tmp_path
         log = server.log()
     assert rows(backend) == [], log
     assert prompts_heard(caller.call.heard(), CANDIDATES)[:1] == ["beep"]
+
+
+@sqlite_only
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: voicemail/deposit_record.py plays auth-thankyou only when the message "
+    "was stored; Asterisk's recorder (__ast_play_and_record, outmsg=2) says it on every normal "
+    "stop (#, maxsilence, maxsecs), before leave_voicemail checks minsecs",
+)
+def test_a_message_too_short_for_minsecs_still_hears_thank_you(
+    backend: Backend, tmp_path: Path
+) -> None:
+    with serve(backend, tmp_path, SILENCE_OPTIONS) as server, Softphone(server) as phone:
+        caller = Caller(phone.call("2001"))
+        leave_then_silence(caller, test_signal(2.0, seed=71))
+        caller.call.wait_hangup(timeout=30)
+    assert rows(backend) == []
+    assert prompts_heard(caller.call.heard(), CANDIDATES) == ["beep", "auth-thankyou"]
