@@ -17,7 +17,7 @@ import gzip
 import re
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,17 +142,36 @@ def find_prompts(
     *,
     threshold: float = 0.8,
     language: str | None = None,
+    heads: Mapping[str, float] | None = None,
 ) -> list[PromptMatch]:
     """Every occurrence of each candidate prompt in `pcm`, in order of time, not overlapping.
 
     The server plays `SoundLibrary.load_pcm(name)` as G.711, so what arrives correlates with
     the file at about 0.99; speech that merely sounds alike stays far below `threshold`.
     Where two matches overlap by more than half of the shorter one, the better one wins.
+    `heads` maps a name to the seconds of its beginning that count as hearing it, for a long
+    prompt the caller interrupts (its match then ends there).
     """
+    references = {}
+    for name in dict.fromkeys(candidates):
+        pcm_of = SOUNDS.load_pcm(name, language)
+        if heads and name in heads:
+            pcm_of = pcm_of[: 2 * round(heads[name] * RATE)]
+        references[name] = pcm_of
+    return _find(pcm, references, threshold)
+
+
+def find_audio(pcm: bytes, reference: bytes, *, threshold: float = 0.8) -> list[PromptMatch]:
+    """Where `reference` (any 8 kHz 16-bit PCM: a deposited message, a greeting the caller
+    recorded) was heard in `pcm`, by the same correlation as the prompts."""
+    return _find(pcm, {"audio": reference}, threshold)
+
+
+def _find(pcm: bytes, references: Mapping[str, bytes], threshold: float) -> list[PromptMatch]:
     heard = _samples(pcm)
     found: list[PromptMatch] = []
-    for name in dict.fromkeys(candidates):
-        prompt = _samples(SOUNDS.load_pcm(name, language))
+    for name, reference in references.items():
+        prompt = _samples(reference)
         if len(prompt) < 2 or len(prompt) > len(heard):
             continue
         scores = _normalised_correlation(heard, prompt)
@@ -176,10 +195,16 @@ def _overlap(a: PromptMatch, b: PromptMatch) -> float:
 
 
 def prompts_heard(
-    pcm: bytes, candidates: Iterable[str], *, threshold: float = 0.8, language: str | None = None
+    pcm: bytes,
+    candidates: Iterable[str],
+    *,
+    threshold: float = 0.8,
+    language: str | None = None,
+    heads: Mapping[str, float] | None = None,
 ) -> list[str]:
     """The names of the candidate prompts heard in `pcm`, in the order they were heard."""
-    return [m.name for m in find_prompts(pcm, candidates, threshold=threshold, language=language)]
+    found = find_prompts(pcm, candidates, threshold=threshold, language=language, heads=heads)
+    return [m.name for m in found]
 
 
 # -- speech recognition ---------------------------------------------------------------------

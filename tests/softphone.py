@@ -21,12 +21,12 @@ import threading
 import time
 import warnings
 import wave
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import sipua
-from .heard import RATE, PromptMatch, Timeline, find_prompts
+from .heard import RATE, PromptMatch, Timeline, find_audio, find_prompts
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -383,17 +383,19 @@ class Call:
         after: float = 0.0,
         timeout: float = 60.0,
         threshold: float = 0.8,
+        heads: Mapping[str, float] | None = None,
     ) -> list[PromptMatch]:
         """Wait until the prompts heard since call time `after` include `expected`, one
         after the other; return every match since `after` up to the last expected one
         (times in call seconds). `candidates` are other prompts that may come between.
+        `heads`: prompts heard once their first seconds were (see `heard.find_prompts`).
         """
         names = [*dict.fromkeys([*expected, *candidates])]
         deadline = time.monotonic() + timeout
         matches: list[PromptMatch] = []
         ended_before = False
         while True:
-            found = find_prompts(self.heard(after), names, threshold=threshold)
+            found = find_prompts(self.heard(after), names, threshold=threshold, heads=heads)
             matches = [PromptMatch(m.name, m.start + after, m.end + after, m.score) for m in found]
             sequence = [m.name for m in matches]
             for index in range(len(sequence) - len(expected) + 1):
@@ -405,6 +407,28 @@ class Call:
                     f"({self.timeline.seconds:.2f} s of audio, {self.timeline.packets} packets)"
                 )
             ended_before = self.ended.is_set()  # one more look at what arrived before the BYE
+            time.sleep(0.4)
+
+    def wait_audio(
+        self, reference: bytes, *, after: float = 0.0, timeout: float = 60.0,
+        threshold: float = 0.8,
+    ) -> PromptMatch:  # fmt: skip
+        """Wait until all of `reference` (8 kHz 16-bit PCM: a stored message, a greeting)
+        was heard after call time `after`; return where (in call seconds)."""
+        deadline = time.monotonic() + timeout
+        ended_before = False
+        while True:
+            found = find_audio(self.heard(after), reference, threshold=threshold)
+            if found:
+                first = found[0]
+                return PromptMatch(first.name, first.start + after, first.end + after, first.score)
+            if time.monotonic() > deadline or ended_before:
+                raise SoftphoneError(
+                    f"the {len(reference) / 2 / RATE:.2f} s of audio expected after {after:.2f} s "
+                    f"were not heard ({self.timeline.seconds:.2f} s of audio, "
+                    f"{self.timeline.packets} packets)"
+                )
+            ended_before = self.ended.is_set()
             time.sleep(0.4)
 
     # -- what we send -------------------------------------------------------------------
