@@ -288,8 +288,10 @@ class Channel:
             digit = await self._wait_for_digit(stop_digits, reached_limit)
             while digit is None and not reached_limit.done():
                 digit = await self._wait_for_digit(stop_digits, reached_limit)
-            if digit is None and not stopped_by_silence:
-                self._media.flush_received()  # what the jitter buffer holds, up to the limit
+            if not stopped_by_silence:
+                # What the jitter buffer holds arrived before the key (or the limit): it was
+                # said before it, and belongs to the recording (Asterisk keeps frame order).
+                self._media.flush_received()
         except ChannelHungUp:
             self._media.flush_received()
             return Recording(buffer.pcm, StopReason.HANGUP)

@@ -165,6 +165,26 @@ def test_lost_packets_are_still_silence_in_a_real_recording() -> None:
     assert len(recording.pcm) == 10 * frame
 
 
+def test_audio_just_before_the_stop_key_is_kept() -> None:
+    """A frame the jitter buffer still holds when '#' arrives was said before it: here the
+    last one, waiting behind a lost frame, must still be in the recording."""
+
+    async def quick_key(peer: Peer, session: object) -> None:
+        for index in range(10):
+            if index == 8:
+                peer.timestamp += 160  # lost on the way: the buffer waits for it
+                peer.sequence += 1
+            else:
+                peer.send_audio(session)  # type: ignore[arg-type]
+            await asyncio.sleep(0.02)
+        await until(lambda: session.packets_received == 9)  # type: ignore[attr-defined]
+        peer.send_event(session, 11, 999)  # type: ignore[arg-type]  # '#' right after
+
+    recording, _ = asyncio.run(record_with(quick_key, 600))
+    assert recording.reason is StopReason.DIGIT
+    assert len(recording.pcm) == 10 * len(FRAME)
+
+
 def test_audio_flooded_faster_than_real_time_is_not_recorded() -> None:
     buffer = RecordingBuffer(600, started=0.0)
     for _ in range(500):  # 10 s of audio within the first 100 ms
