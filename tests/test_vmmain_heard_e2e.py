@@ -498,12 +498,6 @@ def test_minsecs_discards_a_message_that_is_too_short(backend: Backend, tmp_path
 
 
 @sqlite_only
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: voicemail/deposit_record.py plays auth-thankyou only when the message "
-    "was stored; Asterisk's recorder (__ast_play_and_record, outmsg=2) says it on every normal "
-    "stop (#, maxsilence, maxsecs), before leave_voicemail checks minsecs",
-)
 def test_a_message_too_short_for_minsecs_still_hears_thank_you(
     backend: Backend, tmp_path: Path
 ) -> None:

@@ -145,12 +145,9 @@ async def record_and_store(
             await play(["transfer"], "")
             return "USEREXIT", Goto("o", where)
         return status, None
-    if (
-        status == "SUCCESS"
-        and not settings.review
-        and outcome.stop is not StopReason.HANGUP
-        and not channel.hung_up
-    ):
+    # Asterisk's recorder thanks the caller on every normal stop, also when the message then
+    # turns out shorter than minsecs and is not kept.
+    if not settings.review and outcome.stop is not StopReason.HANGUP and not channel.hung_up:
         await play(["auth-thankyou"], "")
     return status, None
 
