@@ -432,6 +432,11 @@ class VoicemailServer:
                 (self.config.voicemail.odbcstorage, self.config.voicemail.odbctable),
                 (fresh.voicemail.odbcstorage, fresh.voicemail.odbctable),
             ),
+            (
+                "voicemail.conf externnotify/changelogpollms",
+                [self.config.voicemail.general.get(k) for k in ("externnotify", "changelogpollms")],
+                [fresh.voicemail.general.get(k) for k in ("externnotify", "changelogpollms")],
+            ),
         ):
             if old != new:
                 log.warning("reload: %s changed; that takes effect after a restart", what)
