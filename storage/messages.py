@@ -46,6 +46,9 @@ from storage.messagerows import (
 if TYPE_CHECKING:
     from storage.outbox import OutboxItem
 
+# Mailboxes per MWI count query: three result columns each.
+MWI_CHUNK = 250
+
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_SPOOL_PREFIX",
@@ -206,6 +209,25 @@ class MessageStore(MessageOperations):
         new = sum(counted[i] + counted[i + 1] for i in range(0, len(counted), 3))
         old = sum(counted[i + 2] for i in range(0, len(counted), 3))
         return new, old
+
+    async def mwi_counts_each(
+        self, mailboxes: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """(new, old) of each distinct (context, mailbox), for the MWI poll: one query per
+        MWI_CHUNK mailboxes, not one per phone (PostgreSQL allows 1664 result columns)."""
+        distinct = list(dict.fromkeys(mailboxes))
+        counts: dict[tuple[str, str], tuple[int, int]] = {}
+        for start in range(0, len(distinct), MWI_CHUNK):
+            chunk = distinct[start : start + MWI_CHUNK]
+            dirs = [
+                self._message_dir(context, mailbox, folder)
+                for context, mailbox in chunk
+                for folder in ("INBOX", "Urgent", "Old")
+            ]
+            counted = await self._count_dirs(dirs)
+            for i, key in enumerate(chunk):
+                counts[key] = (counted[3 * i] + counted[3 * i + 1], counted[3 * i + 2])
+        return counts
 
     async def last_index(self, context: str, mailbox: str, folder: str) -> int:
         """Highest msgnum in a folder, -1 when it is empty (Asterisk's LAST_MSG_INDEX)."""

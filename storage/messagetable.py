@@ -139,14 +139,17 @@ class MessageTable:
         self, dirs: Iterable[str], body: Callable[[pyodbc.Cursor], T]
     ) -> Callable[[pyodbc.Connection], T]:
         """A unit of work running `body` as the holder of the write locks of folders `dirs`,
-        then on_change in the same transaction."""
-        if self.on_change is None:
-            return self._locks.work(dirs, body)
-        hook, folder_dirs = self.on_change, list(dirs)
+        then on_change in the same transaction, for message folders only: a greeting changes
+        no lamp, so greeting-only writes record no change."""
+        folder_dirs = list(dirs)
+        message_dirs = [d for d in folder_dirs if d.rsplit("/", 1)[-1] not in GREETINGS]
+        if self.on_change is None or not message_dirs:
+            return self._locks.work(folder_dirs, body)
+        hook = self.on_change
 
         def body_then_hook(cursor: pyodbc.Cursor) -> T:
             result = body(cursor)
-            hook(cursor, self._mailboxes_of(folder_dirs))
+            hook(cursor, self._mailboxes_of(message_dirs))
             return result
 
         return self._locks.work(folder_dirs, body_then_hook)

@@ -40,7 +40,7 @@ DEFAULT_SPOOLMAXMB = 1024  # local spool size past which new calls get 503
 DEFAULT_POLLFREQ = 5  # seconds; Asterisk's default is 30 (README explains)
 
 # Options of ours (not Asterisk's), in [general].
-OWN_GENERAL = frozenset({"localspool", "maxrecordsecs", "spoolmaxmb"})
+OWN_GENERAL = frozenset({"localspool", "maxrecordsecs", "spoolmaxmb", "changelogpollms"})
 
 IMPLEMENTED_GENERAL = frozenset(
     {
@@ -72,6 +72,7 @@ IMPLEMENTED_GENERAL = frozenset(
         "externpass",
         "externpassnotify",
         "externpasscheck",
+        "externnotify",
     }
     | set(PROMPT_OPTIONS)
     | set(MENU_SETTINGS)
@@ -148,6 +149,7 @@ CHECKS: dict[str, Checker] = {
     "tps_queue_low": integer(-1),
     "maxrecordsecs": integer(1),
     "spoolmaxmb": integer(1),
+    "changelogpollms": integer(10, 60000),
     **dict.fromkeys(PROMPT_OPTIONS, prompt_name_problem),  # vm-login=custom/welcome ...
     "usedirectory": _refused_unless_no,
     "callback": _refused_context,

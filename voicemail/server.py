@@ -19,6 +19,7 @@ from channels.sip.mwi_service import MwiService
 from channels.sip.peers import Peer, PeerOptionError
 from channels.sip.registrar import Registrar
 from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrations
+from storage.changelog import ChangeLog
 from storage.conffile import ConfigError
 from storage.messages import MessageStore
 from storage.odbc import DatabaseError, OdbcPool, check_blob_column
@@ -36,8 +37,10 @@ from .callpath import CallPathDatabase
 from .config import ServerConfig, SipSettings, load_server_config, voicemail_settings
 from .dialplan import Dialplan
 from .dialplan_runner import DialplanRunner
+from .externnotify import ExternNotify
 from .invite_policy import InvitePolicy
 from .mailboxes import MailboxDirectory
+from .mwi_feed import MwiFeed, follow_interval, listener_conninfo
 from .sounds import SoundLibrary
 from .vmmain.app import VoiceMailMainApp
 
@@ -68,6 +71,9 @@ class VoicemailServer:
         self.mailboxes: MailboxDirectory | None = None
         self.voicemail: VoiceMailApp | None = None
         self.mwi: MwiService | None = None
+        self.changelog: ChangeLog | None = None
+        self.mwi_feed: MwiFeed | None = None
+        self.externnotify: ExternNotify | None = None
         # Database reads on a caller's time: bounded, skipped for a while after an outage.
         self.call_path = CallPathDatabase()
 
@@ -113,6 +119,10 @@ class VoicemailServer:
         self.store = MessageStore(
             storage_pool, self.config.voicemail.odbctable, self.config.spool_prefix
         )
+
+        # Every folder write records its mailboxes, so other servers' lamps follow.
+        self.changelog = ChangeLog(storage_pool)
+        self.store.on_change = self.changelog.hook
 
     async def init_database(self) -> list[str]:
         """`voicemail db init`: create the message table and the mapped realtime tables.
@@ -271,6 +281,7 @@ class VoicemailServer:
             raise StartupError(f"cannot listen on {sip.bindaddr}:{sip.bindport}: {exc}") from exc
         self.endpoint.admission = self._spool_admission
         self._start_registrations()
+        await self._start_mwi_feed()
 
     def _start_registrations(self) -> None:
         """Peers (sip.conf and realtime sippeers), REGISTER, SUBSCRIBE and MWI."""
@@ -298,7 +309,12 @@ class VoicemailServer:
             self.endpoint, directory, realm=sip.realm, registrar=registrar
         )
         self.mwi = MwiService(
-            self.endpoint, self.registrations, self._mwi_counts, self._poll_interval()
+            self.endpoint,
+            self.registrations,
+            self._mwi_counts,
+            self._poll_interval(),
+            each_counter=self._mwi_counts_each,
+            on_poll_change=self._poll_change,
         )
         self.endpoint.handlers.update(
             {
@@ -318,6 +334,38 @@ class VoicemailServer:
         assert self.store is not None
         return await self.store.mwi_counts([(context, box) for box, context in mailboxes])
 
+    async def _mwi_counts_each(
+        self, mailboxes: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        assert self.store is not None
+        each = await self.store.mwi_counts_each([(context, box) for box, context in mailboxes])
+        return {(box, context): counts for (context, box), counts in each.items()}
+
+    async def _start_mwi_feed(self) -> None:
+        """Changes committed by any server (this one too) reach our lamps and externnotify."""
+        assert self.store is not None and self.changelog is not None and self.mwi is not None
+        command = self.config.voicemail.general.get("externnotify", "").strip()
+        if command:
+            self.externnotify = ExternNotify(command, self.store.counts)
+            self.externnotify.start()
+        pool = self.store.pool
+        self.mwi_feed = MwiFeed(
+            self.changelog,
+            self._mailbox_changed,
+            self.mwi.recount_all,
+            conninfo=listener_conninfo(pool.backend, pool.connection_class.connection_string),
+            follow_interval=follow_interval(self.config.voicemail.general),
+        )
+        try:
+            await self.mwi_feed.start()
+        except DatabaseError as exc:
+            raise StartupError(f"cannot read the mailbox change log: {exc}") from exc
+
+    def _poll_change(self, mailbox: str, context: str) -> None:
+        """The poll saw a mailbox's counts move (changed behind our back)."""
+        if self.externnotify is not None:
+            self.externnotify.mailbox_changed(mailbox, context)
+
     def _client_response(self, transport: object, response: object, tx: object) -> None:
         self._client_answered(tx, response.code)  # type: ignore[attr-defined]
 
@@ -334,6 +382,8 @@ class VoicemailServer:
     def _mailbox_changed(self, mailbox: str, context: str) -> None:
         if self.mwi is not None:
             self.mwi.mailbox_changed(mailbox, context)
+        if self.externnotify is not None:
+            self.externnotify.mailbox_changed(mailbox, context)
 
     async def _leave_message(self, channel: Channel, recipients: Sequence[tuple[str, str]]) -> str:
         """VoiceMailMain's reply and compose: VoiceMail(a@c&b@c) without options; its VMSTATUS."""
@@ -345,8 +395,7 @@ class VoicemailServer:
 
     def _message_stored(self, message: PendingMessage, msgnum: int) -> None:
         """Called once a message is committed (now, or later from the spool)."""
-        if self.mwi is not None:
-            self.mwi.mailbox_changed(message.mailbox, message.context)
+        self._mailbox_changed(message.mailbox, message.context)
 
     async def reload(self) -> bool:
         """`voicemail reload`: re-read the configuration files without dropping calls.
@@ -382,6 +431,11 @@ class VoicemailServer:
                 "voicemail.conf odbcstorage/odbctable",
                 (self.config.voicemail.odbcstorage, self.config.voicemail.odbctable),
                 (fresh.voicemail.odbcstorage, fresh.voicemail.odbctable),
+            ),
+            (
+                "voicemail.conf externnotify/changelogpollms",
+                [self.config.voicemail.general.get(k) for k in ("externnotify", "changelogpollms")],
+                [fresh.voicemail.general.get(k) for k in ("externnotify", "changelogpollms")],
             ),
         ):
             if old != new:
@@ -480,6 +534,10 @@ class VoicemailServer:
         return context
 
     async def stop(self) -> None:
+        if self.mwi_feed is not None:
+            await self.mwi_feed.stop()
+        if self.externnotify is not None:
+            await self.externnotify.stop()
         if self.mwi is not None:
             self.mwi.stop()
         if self.registrations is not None:

@@ -6,6 +6,12 @@ changed, and on a poll (so a deposit made by another server on the same database
 our phones). A NOTIFY is sent when the counts a phone last saw differ, and always on
 REGISTER and SUBSCRIBE, as chan_sip does. Phones with `subscribemwi=yes` only get NOTIFYs
 through their subscription.
+
+A change event recounts only the mailbox named (one recount at a time per mailbox: events
+arriving meanwhile are folded into one more recount, so an older count never overwrites a
+newer one). The poll, the safety net for rows changed behind our back, counts every watched
+mailbox with `each_counter` (one query for all of them) and reports mailboxes whose counts
+moved since the previous poll to `on_poll_change`.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 
 Mailboxes = list[tuple[str, str]]
 Counter = Callable[[Mailboxes], Awaitable[tuple[int, int]]]
+# (new, old) of each distinct (mailbox, context) given, in one go.
+EachCounter = Callable[[Mailboxes], Awaitable[dict[tuple[str, str], tuple[int, int]]]]
 
 
 @dataclass
@@ -46,12 +54,19 @@ class MwiService:
     registrations: Registrations
     counter: Counter
     poll_interval: float = 5.0  # 0: no polling
+    each_counter: EachCounter | None = None  # without it the poll counts phone by phone
+    on_poll_change: Callable[[str, str], None] | None = None  # (mailbox, context)
     subscriptions: SubscriptionManager = field(default_factory=SubscriptionManager)
     # Counts last sent by unsolicited NOTIFY, per peer.
     _sent: dict[str, tuple[int, int]] = field(default_factory=dict)
     # In-dialog NOTIFYs awaiting their answer (transactions hash by identity).
     _pending: dict[ClientTransaction, Subscription] = field(default_factory=dict)
     _tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
+    # Mailboxes being recounted, and those changed again meanwhile.
+    _recounting: set[tuple[str, str]] = field(default_factory=set)
+    _dirty: set[tuple[str, str]] = field(default_factory=set)
+    # Per-mailbox counts of the last poll.
+    _polled: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
     def start(self) -> None:
         self.registrations.on_registered = self.peer_registered
@@ -116,9 +131,15 @@ class MwiService:
         await self._notify_subscription(subscription, peer, force=True)
 
     async def _notify_subscription(
-        self, subscription: Subscription, peer: Peer | None, force: bool
+        self,
+        subscription: Subscription,
+        peer: Peer | None,
+        force: bool,
+        counts: tuple[int, int] | None = None,
     ) -> None:
-        counts = await self._count(subscription.mailboxes) or subscription.last_counts or (0, 0)
+        if counts is None:
+            counts = await self._count(subscription.mailboxes)
+        counts = counts or subscription.last_counts or (0, 0)
         if not force and counts == subscription.last_counts:
             return
         transport = self.endpoint.transport_named(subscription.transport)
@@ -162,8 +183,11 @@ class MwiService:
             bool(peer.mailbox) and not peer.subscribemwi and not self._subscriptions_of(peer.name)
         )
 
-    async def _notify_peer(self, peer: Peer, binding: Binding, force: bool) -> None:
-        counts = await self._count(peer.mailbox)
+    async def _notify_peer(
+        self, peer: Peer, binding: Binding, force: bool, counts: tuple[int, int] | None = None
+    ) -> None:
+        if counts is None:
+            counts = await self._count(peer.mailbox)
         if counts is None or (not force and self._sent.get(peer.name) == counts):
             return
         transport = self.endpoint.transport_named(binding.transport)
@@ -199,8 +223,27 @@ class MwiService:
     # -- changes --------------------------------------------------------------------------
 
     def mailbox_changed(self, mailbox: str, context: str) -> None:
-        """The server changed a mailbox: tell every phone that watches it."""
-        self._tasks.spawn(self._mailbox_changed(mailbox, context))
+        """A mailbox changed (here or on another server): tell every phone that watches it."""
+        key = (mailbox, context)
+        if key in self._recounting:
+            self._dirty.add(key)
+            return
+        self._recounting.add(key)
+        self._tasks.spawn(self._recount(key))
+
+    def recount_all(self) -> None:
+        """Change events may have been lost (the feed reconnected): poll now."""
+        self._tasks.spawn(self.poll())
+
+    async def _recount(self, key: tuple[str, str]) -> None:
+        try:
+            while True:
+                self._dirty.discard(key)
+                await self._mailbox_changed(*key)
+                if key not in self._dirty:
+                    return
+        finally:
+            self._recounting.discard(key)
 
     async def _mailbox_changed(self, mailbox: str, context: str) -> None:
         for subscription in self.subscriptions.for_mailbox(mailbox, context):
@@ -213,7 +256,44 @@ class MwiService:
                     await self._notify_peer(peer, binding, force=False)
 
     async def poll(self) -> None:
-        """Recount every watched mailbox and notify where it changed (other servers)."""
+        """Recount every watched mailbox and notify where it changed (rows changed behind our
+        back: an Asterisk box, an admin's SQL)."""
+        if self.each_counter is None:
+            await self._poll_one_by_one()
+            return
+        subscriptions = list(self.subscriptions.subscriptions())
+        unsolicited = [
+            (peer, binding)
+            for peer in self.registrations.peers.in_memory()
+            if self._wants_unsolicited(peer)
+            and (binding := self.registrations.registrar.binding(peer.name)) is not None
+        ]
+        watched = list(
+            dict.fromkeys(
+                [box for s in subscriptions for box in s.mailboxes]
+                + [box for peer, _ in unsolicited for box in peer.mailbox]
+            )
+        )
+        if not watched:
+            return
+        try:
+            each = await self.each_counter(watched)
+        except DatabaseError as exc:
+            log.warning("MWI poll: cannot count %d mailbox(es): %s", len(watched), exc)
+            return
+        previous, self._polled = self._polled, each
+        if self.on_poll_change is not None:
+            for key, counts in each.items():
+                if key in previous and previous[key] != counts:
+                    self.on_poll_change(*key)
+        for subscription in subscriptions:
+            peer = await self.registrations.peers.find(subscription.peer_name)
+            counts = _sum(each, subscription.mailboxes)
+            await self._notify_subscription(subscription, peer, force=False, counts=counts)
+        for peer, binding in unsolicited:
+            await self._notify_peer(peer, binding, force=False, counts=_sum(each, peer.mailbox))
+
+    async def _poll_one_by_one(self) -> None:
         for subscription in self.subscriptions.subscriptions():
             peer = await self.registrations.peers.find(subscription.peer_name)
             await self._notify_subscription(subscription, peer, force=False)
@@ -252,3 +332,12 @@ class MwiService:
                     await self.poll()
             except Exception:  # noqa: BLE001 - keep the loop alive
                 log.exception("MWI housekeeping failed")
+
+
+def _sum(each: dict[tuple[str, str], tuple[int, int]], mailboxes: Mailboxes) -> tuple[int, int]:
+    """Counts of a mailbox list; one listed twice counts twice, as in Asterisk."""
+    new = old = 0
+    for box in mailboxes:
+        box_new, box_old = each.get(box, (0, 0))
+        new, old = new + box_new, old + box_old
+    return new, old
