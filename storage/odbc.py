@@ -15,6 +15,10 @@ DatabaseTimeout and abandons the worker thread: a fresh thread takes its place, 
 abandoned one, if its driver call ever returns, rolls back, closes its connection and ends.
 A COMMIT already sent when the deadline passes may or may not have taken effect.
 
+A connection and its cursors are used, freed and closed only on the worker thread that owns
+it, and SQLite connections are opened and closed one at a time process-wide: the SQLite driver
+does no locking of its own (see storage.odbc_handles).
+
 MariaDB connection strings get CONN_TIMEOUT and OPTION=2 (see driver_connection_string).
 Start-up checks: PostgreSQL bytea round trip, MariaDB max_allowed_packet; `check_blob_column()`
 checks a MariaDB recording column.
@@ -37,7 +41,12 @@ from storage.odbc_checks import (
     check_blob_column,
     max_allowed_packet_problem,
 )
-from storage.odbc_class import ISOLATION_LEVELS, ConnectionClass, driver_connection_string
+from storage.odbc_class import (
+    ISOLATION_LEVELS,
+    ConnectionClass,
+    driver_connection_string,
+    driver_name,
+)
 from storage.odbc_errors import (
     DatabaseError,
     DatabaseTimeout,
@@ -47,6 +56,7 @@ from storage.odbc_errors import (
     is_timeout,
     sqlstate_of,
 )
+from storage.odbc_handles import CursorTracker, execute_once, handle_lock, serializes_handles
 from storage.odbc_workers import Job, PoolExhausted, Workers, current_job
 
 __all__ = [
@@ -130,6 +140,9 @@ class OdbcPool:
         self._backend: str | None = None
         self._closing = threading.Event()
         self._connect_string: str | None = None
+        # Connect and close under the process-wide lock (SQLite, see storage.odbc_handles);
+        # None until the first connect looks at the driver.
+        self._serialize_handles: bool | None = None
         # negative_connection_cache: no connect attempt before this time.monotonic() value.
         self._suppress_until = 0.0
         self._suppressed_because = ""
@@ -328,7 +341,7 @@ class OdbcPool:
             return
         try:
             if self._backend == "mysql":
-                connection.cursor().execute(f"SET SESSION max_statement_time = {seconds:d}")
+                execute_once(connection, f"SET SESSION max_statement_time = {seconds:d}")
             else:
                 connection.set_attr(SQL_ATTR_QUERY_TIMEOUT, seconds)
         except pyodbc.Error as exc:
@@ -353,7 +366,7 @@ class OdbcPool:
         if idle <= self.connection_class.sanity_idle:
             return True
         try:
-            row = connection.cursor().execute(self.connection_class.sanitysql).fetchone()
+            row = execute_once(connection, self.connection_class.sanitysql, fetch=True)
             connection.rollback()
         except pyodbc.Error as exc:
             log.info("[%s] sanity check failed (%s): reconnecting", self.name, driver_message(exc))
@@ -379,25 +392,41 @@ class OdbcPool:
             self._connect_string = driver_connection_string(
                 cls.connection_string, cls.connect_timeout
             )
+        if self._serialize_handles is None:
+            driver = driver_name(cls.connection_string)
+            # A driver we cannot name is serialized until the backend is known.
+            self._serialize_handles = not driver or serializes_handles(driver)
         try:
-            connection = pyodbc.connect(
-                self._connect_string, autocommit=False, timeout=cls.connect_timeout
-            )
+            with handle_lock(self._serialize_handles):
+                connection = pyodbc.connect(
+                    self._connect_string, autocommit=False, timeout=cls.connect_timeout
+                )
         except pyodbc.Error as exc:
             if cls.negative_connection_cache > 0:
                 with self._lock:
                     self._suppress_until = time.monotonic() + cls.negative_connection_cache
                     self._suppressed_because = driver_message(exc)
             raise
+        try:
+            self._set_up(connection)
+        except BaseException:
+            # Closed here, not wherever the traceback holding it happens to be freed.
+            self._close_quietly(connection)
+            raise
+        return connection
+
+    def _set_up(self, connection: pyodbc.Connection) -> None:
+        """Learn the backend from the first connection; set the class's isolation level."""
+        cls = self.connection_class
         if self._backend is None:
             dbms_name = str(connection.getinfo(pyodbc.SQL_DBMS_NAME))
             self._backend = _detect_backend(dbms_name)
             if self._backend is None:
-                self._close_quietly(connection)
                 raise DatabaseError(
                     f"[{self.name}] unsupported database {dbms_name!r} "
                     "(PostgreSQL, MariaDB/MySQL and SQLite are)"
                 )
+            self._serialize_handles = serializes_handles("", self._backend)
         if self._backend != "sqlite":  # SQLite is serializable whatever one asks for
             try:
                 connection.set_attr(pyodbc.SQL_ATTR_TXN_ISOLATION, ISOLATION_LEVELS[cls.isolation])
@@ -408,7 +437,6 @@ class OdbcPool:
                     cls.isolation,
                     driver_message(exc),
                 )
-        return connection
 
     def _drop_connection(self) -> None:
         connection = getattr(self._local, "connection", None)
@@ -423,10 +451,10 @@ class OdbcPool:
         except pyodbc.Error:
             self._drop_connection()
 
-    @staticmethod
-    def _close_quietly(connection: pyodbc.Connection) -> None:
+    def _close_quietly(self, connection: pyodbc.Connection) -> None:
         try:
-            connection.close()
+            with handle_lock(self._serialize_handles is not False):
+                connection.close()
         except pyodbc.Error:
             pass
 
@@ -496,10 +524,18 @@ class OdbcPool:
 
         A job whose caller gave up meanwhile is rolled back, never committed (not even by a
         commit() of the work's own): its caller was told it failed and may well run it again.
+        The cursors the work opened are closed here, on this thread, as soon as it returns or
+        raises: one left in its traceback or result must not be freed by another thread.
         """
-        guarded = _GuardedConnection(connection, job, lambda: self._timeout(limit, "rolled back"))
+        cursors = CursorTracker()
+        guarded = _GuardedConnection(
+            connection, job, lambda: self._timeout(limit, "rolled back"), cursors
+        )
         try:
-            result = work(guarded)  # type: ignore[arg-type]
+            try:
+                result = work(guarded)  # type: ignore[arg-type]
+            finally:
+                cursors.close_all()
             guarded.commit()
         except pyodbc.Error as exc:
             self._rollback(connection)
@@ -519,7 +555,8 @@ class OdbcPool:
 
 
 class _GuardedConnection:
-    """The connection as a unit of work sees it: commit() refuses once the caller gave up.
+    """The connection as a unit of work sees it: commit() refuses once the caller gave up,
+    and every cursor it hands out is tracked, to be closed when the work ends.
 
     Work may commit part way (the message store commits after taking its folder locks); each
     such commit is checked too. Everything else is the pyodbc connection's own.
@@ -530,10 +567,18 @@ class _GuardedConnection:
         connection: pyodbc.Connection,
         job: Job | None,
         refusal: Callable[[], Exception],
+        cursors: CursorTracker,
     ) -> None:
         self._connection = connection
         self._job = job
         self._refusal = refusal
+        self._cursors = cursors
+
+    def cursor(self) -> pyodbc.Cursor:
+        return self._cursors.track(self._connection.cursor())
+
+    def execute(self, sql: str, *params: object) -> pyodbc.Cursor:
+        return self.cursor().execute(sql, *params)
 
     def commit(self) -> None:
         if self._job is None:

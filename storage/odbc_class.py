@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pyodbc
 
-__all__ = ["ISOLATION_LEVELS", "ConnectionClass", "driver_connection_string"]
+__all__ = ["ISOLATION_LEVELS", "ConnectionClass", "driver_connection_string", "driver_name"]
 
 DEFAULT_DBTIMEOUT = 3.0
 DEFAULT_NEGATIVE_CONNECTION_CACHE = 5.0
@@ -149,7 +149,7 @@ class ConnectionClass:
         )
 
 
-def _driver_name(connection_string: str) -> str:
+def driver_name(connection_string: str) -> str:
     """The ODBC driver a connection string names, directly or through its DSN ("" if unknown)."""
     pairs = {}
     for part in connection_string.split(";"):
@@ -175,7 +175,7 @@ def driver_connection_string(connection_string: str, connect_timeout: int) -> st
     rather than changed ones (a realtime update to the same value would report 0 rows).
     Either is left alone when the connection string sets it.
     """
-    driver = _driver_name(connection_string).lower()
+    driver = driver_name(connection_string).lower()
     if "mariadb" not in driver and "mysql" not in driver:
         return connection_string
     given = connection_string.lower()

@@ -21,6 +21,7 @@ import pyodbc
 import pytest
 
 from storage.odbc import ConnectionClass
+from storage.odbc_handles import handle_lock
 
 BACKEND_NAMES = ("sqlite", "postgresql", "mysql")
 SERVER_BACKEND_NAMES = ("postgresql", "mysql")
@@ -89,7 +90,9 @@ class Backend:
 
     def sql(self, statement: str, *params: object) -> list[dict[str, object]]:
         """Run one statement on this database (autocommit); rows as dicts, lower-case keys."""
-        connection = pyodbc.connect(self.connection_string, autocommit=True)
+        serialize = self.name == "sqlite"  # the server's pools may connect meanwhile
+        with handle_lock(serialize):
+            connection = pyodbc.connect(self.connection_string, autocommit=True)
         try:
             cursor = connection.execute(statement, *params)
             if cursor.description is None:
@@ -97,7 +100,8 @@ class Backend:
             names = [column[0].lower() for column in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         finally:
-            connection.close()
+            with handle_lock(serialize):
+                connection.close()
 
     def terminate_connections(self) -> int:
         """Make the server drop every session of this database's user (a simulated outage)."""
