@@ -292,10 +292,15 @@ class Outbox:
         read = self._sql("read_claimed", self._read_claimed)
         retry = self._sql("retry", self._retry)
         fail = self._sql("fail_claimed", lambda: self._fail(claimed=True))
+        sqlite_lock = self._sql("write_lock", self._write_lock)
 
         def work(connection: pyodbc.Connection) -> float | None:
             now = self.clock()
             cursor = connection.cursor()
+            if self.pool.backend == "sqlite":
+                # The write lock before the read: two readers both upgrading to writers
+                # would wait for each other until the busy timeout.
+                cursor.execute(sqlite_lock.sql, sqlite_lock.parameters())
             mine = {"id": row_id, "state": PENDING, "server_id": server_id}
             found = cursor.execute(read.sql, read.parameters(mine)).fetchone()
             if found is None:

@@ -52,6 +52,7 @@ WEBHOOK_TIMEOUT = 10.0
 PRUNE_EVERY = 3600.0
 PRUNE_AFTER = 86400.0  # sent rows are kept a day, for the operator
 _LOCATE_ATTEMPTS = 3
+_MARK_SENT_ATTEMPTS = 5
 
 
 def server_id_for(spool_directory: Path) -> str:
@@ -94,6 +95,9 @@ class OutboxSender:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._last_prune = float("-inf")
+        # A claim or mark whose outcome the database left unknown (a timeout with the COMMIT
+        # in flight) may have left rows claimed by us: give them back before the next claim.
+        self._unsure = False
         self._locate: CompiledSql | None = None
 
     # --- running ------------------------------------------------------------------------------
@@ -157,7 +161,15 @@ class OutboxSender:
         first, longest = settings.outbox_retry
         if (self.outbox.backoff.base, self.outbox.backoff.cap) != (first, longest):
             self.outbox.backoff = Backoff(first, longest, self.outbox.backoff.jitter)
-        rows = await self.outbox.claim(self.server_id, self.batch, self._lease())
+        if self._unsure:
+            # Safe: every row of our previous round has been dealt with, none is in flight.
+            await self.outbox.release(self.server_id)
+            self._unsure = False
+        try:
+            rows = await self.outbox.claim(self.server_id, self.batch, self._lease())
+        except DatabaseError:
+            self._unsure = True
+            raise
         if not rows:
             return 0
         gate = asyncio.Semaphore(self.concurrency)
@@ -169,7 +181,12 @@ class OutboxSender:
                     return
                 await self.process(row)
 
-        await asyncio.gather(*(one(row) for row in rows))
+        # Every send ends before the next round (return_exceptions: none is left running).
+        outcomes = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                self._unsure = True
+                log.warning("outbox: recording an outcome failed: %s", outcome)
         return len(rows)
 
     # --- one row ------------------------------------------------------------------------------
@@ -186,7 +203,7 @@ class OutboxSender:
             result = SendResult(TEMPORARY, f"internal error: {exc!r}")
         what = f"{row.kind} for {row.mailbox}@{row.context} msg {row.msg_id} to {row.recipient}"
         if result.sent:
-            await self.outbox.mark_sent(row.id, self.server_id)
+            await self._mark_sent(row)
             log.info(
                 "outbox: %s sent in %.2f s (attempt %d)%s",
                 what,
@@ -195,7 +212,10 @@ class OutboxSender:
                 f": {result.detail}" if result.detail else "",
             )
             if row.kind in ("email", "pager"):
-                await self._delete_if_mailed(row)
+                try:
+                    await self._delete_if_mailed(row)
+                except DatabaseError as exc:  # the safe way round: the message stays
+                    log.error("outbox: delete=yes for msg %s not done: %s", row.msg_id, exc)
         elif result.status == PERMANENT:
             await self.outbox.mark_failed(row.id, result.detail, self.server_id)
             log.error("outbox: %s failed for good: %s", what, result.detail)
@@ -211,6 +231,18 @@ class OutboxSender:
                     result.detail,
                     due - time.time(),
                 )
+
+    async def _mark_sent(self, row: OutboxRow) -> None:
+        """Record a sent row, insisting: if this is lost the row is sent again (a duplicate)."""
+        for attempt in range(_MARK_SENT_ATTEMPTS):
+            try:
+                await self.outbox.mark_sent(row.id, self.server_id)
+                return
+            except DatabaseError as exc:
+                if attempt == _MARK_SENT_ATTEMPTS - 1:
+                    raise
+                log.warning("outbox: row %d sent, recording it failed (%s); again", row.id, exc)
+                await asyncio.sleep(1.0 * 2**attempt)
 
     async def _attempt(self, row: OutboxRow) -> SendResult:
         settings = self.settings()
