@@ -26,8 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pyodbc
+from sqlalchemy import bindparam, select
+
+from storage.messages import FOLDERS, MessageStore
+from storage.messages import MessageInfo as StoredInfo
 from storage.odbc import DatabaseError
-from storage.outbox import OutboxItem
+from storage.outbox import Outbox, OutboxItem
+from storage.schema import compile_sql, messages_table
 from storage.spool import PendingMessage, Spool
 
 from .mail.settings import MAILBOX_OPTIONS
@@ -259,3 +265,74 @@ async def notify_recovered(
         if await asyncio.to_thread(spool.rewrite, updated):
             done += 1
     return done
+
+
+async def message_places(
+    store: MessageStore, context: str, mailbox: str, msg_id: str
+) -> list[tuple[str, int]]:
+    """(folder, msgnum) of the rows with this msg_id in the mailbox's folders, in order."""
+    t = messages_table(store.table_name)
+    statement = compile_sql(
+        select(t.c.dir, t.c.msgnum).where(t.c.msg_id == bindparam("msg_id")), store.pool.backend
+    )
+    dirs = {store.folder_dir(context, mailbox, folder): folder for folder in FOLDERS}
+
+    def work(connection: pyodbc.Connection) -> list[tuple[str, int]]:
+        cursor = connection.cursor()
+        rows = cursor.execute(statement.sql, statement.parameters({"msg_id": msg_id}))
+        return [(str(d), int(m)) for d, m in rows.fetchall()]
+
+    found = await store.pool.run(work)
+    return sorted((dirs[d], m) for d, m in found if d in dirs)
+
+
+async def queue_close_events(
+    store: MessageStore,
+    outbox: Outbox | None,
+    general: Mapping[str, str],
+    *,
+    context: str,
+    mailbox: str,
+    folder: str,
+    listed: Sequence[StoredInfo],
+    read: Sequence[int],
+    deleted: Sequence[int],
+) -> None:
+    """VoiceMailMain's close: a `read` event per message moved from `folder` to Old and a
+    `deleted` event per message deleted, for the webhook (nothing when it is not set).
+    `listed` is the folder as it was before the close (msgnums as the caller saw them). A
+    message of `deleted` still in another folder of the mailbox was saved there (key 9),
+    not deleted: no event."""
+    url = general.get("webhookurl", "").strip()
+    if outbox is None or not url or not (read or deleted):
+        return
+    by_number = {info.msgnum: info for info in listed}
+    for event, msgnums in (("read", read), ("deleted", deleted)):
+        items = []
+        for msgnum in msgnums:
+            info = by_number.get(msgnum)
+            if info is None or not info.msg_id:
+                continue
+            if event == "deleted" and await message_places(store, context, mailbox, info.msg_id):
+                continue
+            item = webhook_item(
+                url,
+                event,
+                context=context,
+                mailbox=mailbox,
+                msg_id=info.msg_id,
+                folder=folder,
+                callerid=info.callerid,
+                duration=info.duration,
+                origtime=info.origtime,
+            )
+            try:
+                await outbox.enqueue(
+                    context=context, mailbox=mailbox, msg_id=info.msg_id, items=[item]
+                )
+            except DatabaseError as exc:  # the close itself is done: log, do not undo it
+                log.error("webhook %s event for msg %s not queued: %s", event, info.msg_id, exc)
+                continue
+            items.append(item)
+        if items:
+            log.info("mailbox %s@%s: %d %s event(s) queued", mailbox, context, len(items), event)

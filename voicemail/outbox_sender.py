@@ -27,14 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyodbc
-from sqlalchemy import bindparam, select
-
 from storage.audioformats import detect_format
-from storage.messages import FOLDERS, MessageStore, StoredMessage
+from storage.messages import MessageStore, StoredMessage
 from storage.odbc import DatabaseError
 from storage.outbox import PENDING, SENT, Backoff, Outbox, OutboxRow
-from storage.schema import CompiledSql, compile_sql, messages_table
 
 from . import webhook
 from .config_voicemail import VoicemailSettings, mail_settings
@@ -43,7 +39,7 @@ from .mail.compose import MessageInfo, Recipient, build_email, build_pager
 from .mail.send import PERMANENT, TEMPORARY, SendResult, send
 from .mail.settings import DEFAULT_SMTPTIMEOUT, MailSettings
 from .mail.variables import Original, callerid_split
-from .notifications import MailPayload, WebhookPayload
+from .notifications import MailPayload, WebhookPayload, message_places
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +94,6 @@ class OutboxSender:
         # A claim or mark whose outcome the database left unknown (a timeout with the COMMIT
         # in flight) may have left rows claimed by us: give them back before the next claim.
         self._unsure = False
-        self._locate: CompiledSql | None = None
 
     # --- running ------------------------------------------------------------------------------
 
@@ -317,21 +312,7 @@ class OutboxSender:
         return None
 
     async def _places(self, context: str, mailbox: str, msg_id: str) -> list[tuple[str, int]]:
-        """(folder, msgnum) of the rows with this msg_id in the mailbox's folders."""
-        if self._locate is None:
-            t = messages_table(self.store.table_name)
-            query = select(t.c.dir, t.c.msgnum).where(t.c.msg_id == bindparam("msg_id"))
-            self._locate = compile_sql(query, self.store.pool.backend)
-        statement = self._locate
-        dirs = {self.store.folder_dir(context, mailbox, folder): folder for folder in FOLDERS}
-
-        def work(connection: pyodbc.Connection) -> list[tuple[str, int]]:
-            cursor = connection.cursor()
-            rows = cursor.execute(statement.sql, statement.parameters({"msg_id": msg_id}))
-            return [(str(d), int(m)) for d, m in rows.fetchall()]
-
-        found = await self.store.pool.run(work)
-        return sorted((dirs[d], m) for d, m in found if d in dirs)
+        return await message_places(self.store, context, mailbox, msg_id)
 
     async def _delete_if_mailed(self, row: OutboxRow) -> None:
         """delete=yes: delete the message once all its email rows are sent."""

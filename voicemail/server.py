@@ -255,6 +255,7 @@ class VoicemailServer:
             max_record_seconds=self.config.voicemail.maxrecordsecs,
             leave_message=self._leave_message,
         )
+        self.voicemailmain.access.outbox = self.outbox  # read/deleted webhook events
         self.runner = DialplanRunner(
             self.dialplan,
             self.realtime,

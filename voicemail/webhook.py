@@ -5,10 +5,10 @@ the exact body bytes with `webhooksecret` as key, so the receiver can tell our e
 forged ones (compare with hmac.compare_digest). The outcome is classified like a mail's
 (voicemail/mail/send.py): a 2xx answer is `sent`; a 5xx, 408, 429, a refused connection or a
 timeout is `temporary` (the outbox retries with backoff); any other answer (4xx, 3xx: we do
-not follow redirects, they could turn the POST into a GET) is `permanent`.
+not follow redirects) is `permanent`.
 
-urllib in a thread: the project has no asynchronous HTTP client, and one POST per event does
-not justify adding one.
+http.client in a thread: the project has no asynchronous HTTP client, and one POST per event
+does not justify adding one. HTTPS verifies the receiver's certificate and name.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import http.client
 import json
-import urllib.error
-import urllib.request
+import ssl
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from .mail.send import PERMANENT, SENT, TEMPORARY, SendResult
 
@@ -46,43 +47,41 @@ async def post(url: str, secret: str, event: Mapping[str, Any], timeout: float) 
     return await asyncio.to_thread(_post, url, body, signature(secret, body), timeout)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # the 3xx is then raised as an HTTPError
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects)
-
-
 def _post(url: str, body: bytes, sign: str, timeout: float) -> SendResult:
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign,
-            "User-Agent": USER_AGENT,
-        },
-    )
+    parts = urlsplit(url)
     try:
-        with _OPENER.open(request, timeout=timeout) as answer:
-            code = answer.status
-            text = answer.read(_MAX_ANSWER).decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        code = exc.code
-        try:
-            text = exc.read(_MAX_ANSWER).decode("utf-8", "replace")
-        except OSError:
-            text = ""
-        exc.close()
+        if parts.scheme == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname or "",
+                parts.port,
+                timeout=timeout,
+                context=ssl.create_default_context(),
+            )
+        elif parts.scheme == "http":
+            connection = http.client.HTTPConnection(
+                parts.hostname or "", parts.port, timeout=timeout
+            )
+        else:
+            return SendResult(PERMANENT, f"webhook {url}: not an http(s) URL")
+    except ValueError as exc:  # a bad port: retrying cannot help
+        return SendResult(PERMANENT, f"webhook {url}: {exc}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign,
+        "User-Agent": USER_AGENT,
+    }
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        answer = connection.getresponse()
+        code = answer.status
+        text = answer.read(_MAX_ANSWER).decode("utf-8", "replace")
     except TimeoutError as exc:
         return SendResult(TEMPORARY, f"webhook {url}: timed out ({exc})")
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return SendResult(TEMPORARY, f"webhook {url}: {reason}")
-    except ValueError as exc:  # not a URL urllib can open: retrying cannot help
-        return SendResult(PERMANENT, f"webhook {url}: {exc}")
+    except (OSError, http.client.HTTPException) as exc:  # refused, reset, TLS, bad answer
+        return SendResult(TEMPORARY, f"webhook {url}: {exc!r}")
+    finally:
+        connection.close()
     detail = f"{code} {text.strip()}".strip()
     if 200 <= code < 300:
         return SendResult(SENT, detail, code)
