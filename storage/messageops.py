@@ -70,6 +70,19 @@ class MessageOperations(MessageTable):
 
         return await self._run_retrying(self._folder_work([folder_dir], body))
 
+    async def delete_msg_id(self, context: str, mailbox: str, folder: str, msg_id: str) -> bool:
+        """Remove the message with this msg_id from a folder, under the folder's lock, without
+        renumbering (Asterisk's DELETE after mailing with delete=yes); False if not there."""
+        folder_dir = self._message_dir(context, mailbox, folder)
+
+        def body(cursor: pyodbc.Cursor) -> bool:
+            where = locate(self._folder_rows(cursor, folder_dir), Pin(-1, msg_id))
+            if where is not None:
+                self._delete_row(cursor, folder_dir, where, msg_id)
+            return where is not None
+
+        return await self._run_retrying(self._folder_work([folder_dir], body))
+
     async def resequence(self, context: str, mailbox: str, folder: str) -> int:
         """Close gaps in a folder's numbering (Asterisk does this when it opens a folder).
 

@@ -437,6 +437,10 @@ class OdbcPool:
                     cls.isolation,
                     driver_message(exc),
                 )
+        if self._backend == "mysql":
+            # MariaDB Connector/ODBC 3.1 fails on (or silently cuts) UTF-16 text parameters
+            # longer than 127 characters; UTF-8 parameters it takes whole.
+            connection.setencoding(encoding="utf-8")
 
     def _drop_connection(self) -> None:
         connection = getattr(self._local, "connection", None)

@@ -292,10 +292,15 @@ class Outbox:
         read = self._sql("read_claimed", self._read_claimed)
         retry = self._sql("retry", self._retry)
         fail = self._sql("fail_claimed", lambda: self._fail(claimed=True))
+        sqlite_lock = self._sql("write_lock", self._write_lock)
 
         def work(connection: pyodbc.Connection) -> float | None:
             now = self.clock()
             cursor = connection.cursor()
+            if self.pool.backend == "sqlite":
+                # The write lock before the read: two readers both upgrading to writers
+                # would wait for each other until the busy timeout.
+                cursor.execute(sqlite_lock.sql, sqlite_lock.parameters())
             mine = {"id": row_id, "state": PENDING, "server_id": server_id}
             found = cursor.execute(read.sql, read.parameters(mine)).fetchone()
             if found is None:
@@ -334,7 +339,54 @@ class Outbox:
 
         return await self._run(work)
 
+    async def release(self, server_id: str, row_id: int | None = None) -> int:
+        """Give back the pending rows `server_id` holds (or just `row_id`), unsent, claimable
+        again at once; returns how many. For a server starting under the id of a process that
+        died holding leases, and for rows claimed but not tried before a stop. Only while no
+        live process uses `server_id` for other rows."""
+        t = self._table
+        one = row_id is not None
+        statement = self._sql(
+            ("release", one),
+            lambda: (
+                update(t)
+                .where(
+                    t.c.state == bindparam("state"),
+                    t.c.claimed_by == bindparam("server_id"),
+                    *([t.c.id == bindparam("id")] if one else []),
+                )
+                .values(claimed_by=None, claimed_until=None)
+            ),
+        )
+
+        def work(connection: pyodbc.Connection) -> int:
+            values: dict[str, Any] = {"state": PENDING, "server_id": server_id}
+            if one:
+                values["id"] = row_id
+            return connection.cursor().execute(statement.sql, statement.parameters(values)).rowcount
+
+        return await self._run(work)
+
     # --- looking ------------------------------------------------------------------------------
+
+    async def states(self, context: str, mailbox: str, msg_id: str) -> list[tuple[str, str]]:
+        """(kind, state) of every row queued for one message of one mailbox."""
+        t = self._table
+        statement = self._sql(
+            "states",
+            lambda: select(t.c.kind, t.c.state).where(
+                t.c.msg_id == bindparam("msg_id"),
+                t.c.context == bindparam("context"),
+                t.c.mailbox == bindparam("mailbox"),
+            ),
+        )
+
+        def work(connection: pyodbc.Connection) -> list[tuple[str, str]]:
+            values = {"msg_id": msg_id, "context": context, "mailbox": mailbox}
+            rows = connection.cursor().execute(statement.sql, statement.parameters(values))
+            return [(str(kind), str(state)) for kind, state in rows.fetchall()]
+
+        return await self._run(work)
 
     async def pending_count(self) -> int:
         """How many rows wait to be sent (due or not, claimed or not)."""

@@ -200,6 +200,16 @@ class Spool:
         self._write_at(path, message)
         return path
 
+    def rewrite(self, message: PendingMessage) -> bool:
+        """Replace the file holding this message (same msg_id and folder) by `message`, in one
+        rename; False if no file holds it."""
+        validate_message(message)
+        path = self._find(message)
+        if path is None:
+            return False
+        self._write_at(path, message)
+        return True
+
     def remove(self, message_or_path: PendingMessage | Path) -> None:
         """Forget a message once the database holds it; removing a missing one is no error."""
         if isinstance(message_or_path, PendingMessage):

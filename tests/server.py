@@ -61,8 +61,12 @@ def write_config(
     extensions: str = DEFAULT_EXTENSIONS,
     general: str = "",
     realtime_voicemail: bool = True,
+    smtp_port: int | None = None,
 ) -> Path:
+    """`smtp_port`: mail goes to an SMTP server on 127.0.0.1 there (tests/mail_server.py)."""
     directory.mkdir(parents=True, exist_ok=True)
+    if smtp_port is not None:
+        general = f"smtphost=127.0.0.1\nsmtpport={smtp_port}\n" + general
     (directory / "asterisk.conf").write_text(
         "[directories]\nastspooldir => /var/spool/asterisk\nastdatadir => /usr/share/asterisk\n"
     )

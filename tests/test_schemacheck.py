@@ -41,6 +41,7 @@ def test_asterisk_22_table_without_macrocontext_is_only_a_note(tmp_path: Path) -
             "mailboxcontext VARCHAR(30), msg_id VARCHAR(40), PRIMARY KEY (dir, msgnum))",
         )
         config = write_config(tmp_path / "etc", db, realtime_voicemail=False)
+        assert run_cli("db", "init", "-C", str(config)).returncode == 0  # our outbox table
         result = run_cli("db", "check", "-C", str(config))
     assert result.returncode == 0, result.stdout
     assert "note: voicemessages: column macrocontext is missing" in result.stdout

@@ -6,11 +6,18 @@ warning, not an error, because Asterisk ignores unknown options and files copied
 Asterisk box must keep loading: "not implemented yet" for an option Asterisk 20 reads (table
 in config_names), "unknown option" for anything else. `IMPLEMENTED_*` below name the options
 the server honours; add a name there when the code that honours it lands.
+
+The mail options are checked once the file is read, with the mail package's own rules
+(voicemail/mail/settings.py MailSettings.from_general), for [general] and for every mailbox:
+a mail setting that could not be used when a message arrives is a ConfigError at its line now.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from storage.audioformats import FORMATS
 from storage.conffile import ConfigError, ConfigFile, Variable
@@ -30,6 +37,9 @@ from .config_checks import (
     text_value,
 )
 from .config_names import VOICEMAIL_GENERAL, VOICEMAIL_MAILBOX
+from .mail.settings import GENERAL_OPTIONS as MAIL_GENERAL
+from .mail.settings import MAILBOX_OPTIONS as MAIL_MAILBOX
+from .mail.settings import SMTP_OPTIONS, MailSettings
 from .say.dates import parse_zone
 from .say.overrides import PROMPT_OPTIONS, prompt_name_problem
 from .vmmain.options import GENERAL_ONLY
@@ -38,9 +48,17 @@ from .vmmain.options import SETTING_DEFAULTS as MENU_SETTINGS
 DEFAULT_MAXRECORDSECS = 600  # the recording cap when maxsecs is 0 or unset
 DEFAULT_SPOOLMAXMB = 1024  # local spool size past which new calls get 503
 DEFAULT_POLLFREQ = 5  # seconds; Asterisk's default is 30 (README explains)
+DEFAULT_OUTBOXRETRY = 30  # seconds before the first retry of a notification (then doubling)
+DEFAULT_OUTBOXRETRYMAX = 3600  # the longest wait between two retries
 
-# Options of ours (not Asterisk's), in [general].
-OWN_GENERAL = frozenset({"localspool", "maxrecordsecs", "spoolmaxmb", "changelogpollms"})
+# Options of ours (not Asterisk's), in [general]: the spool, SMTP, the webhook, the outbox and
+# the MWI change feed.
+NOTIFY_OPTIONS = frozenset({"webhookurl", "webhooksecret", "outboxretry", "outboxretrymax"})
+OWN_GENERAL = (
+    frozenset({"localspool", "maxrecordsecs", "spoolmaxmb", "changelogpollms"})
+    | SMTP_OPTIONS
+    | NOTIFY_OPTIONS
+)
 
 IMPLEMENTED_GENERAL = frozenset(
     {
@@ -76,6 +94,7 @@ IMPLEMENTED_GENERAL = frozenset(
     }
     | set(PROMPT_OPTIONS)
     | set(MENU_SETTINGS)
+    | MAIL_GENERAL
     | OWN_GENERAL
 )
 IMPLEMENTED_MAILBOX = frozenset(
@@ -83,9 +102,10 @@ IMPLEMENTED_MAILBOX = frozenset(
         "maxsecs", "maxmessage", "minsecs", "maxmsg", "review", "operator", "leaveurgent",
         "exitcontext", "maxsilence", "silencethreshold", "tz", "language", "sendvoicemail",
         "callback", "dialout",
-        "forcename", "forcegreetings",
+        "forcename", "forcegreetings", "delete", "deletevoicemail",
     }
     | ((set(MENU_SETTINGS) - GENERAL_ONLY) & VOICEMAIL_MAILBOX)
+    | MAIL_MAILBOX
 )  # fmt: skip
 
 # Old names Asterisk still reads, with a deprecation warning.
@@ -114,6 +134,18 @@ def _refused_unless_no(text: str) -> str | None:
 def _refused_context(text: str) -> str | None:
     """callback / dialout: VoiceMailMain's calls into the dial plan are not built."""
     return "(VoiceMailMain dialling out) is not implemented; remove it" if text.strip() else None
+
+
+def check_webhook_url(text: str) -> str | None:
+    """webhookurl=http(s)://host[:port]/path: where new/read/deleted events are POSTed."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "has a bad port"
+    return None
 
 
 _UINT = integer(0)
@@ -150,6 +182,9 @@ CHECKS: dict[str, Checker] = {
     "maxrecordsecs": integer(1),
     "spoolmaxmb": integer(1),
     "changelogpollms": integer(10, 60000),
+    "webhookurl": check_webhook_url,
+    "outboxretry": integer(1),
+    "outboxretrymax": integer(1),
     **dict.fromkeys(PROMPT_OPTIONS, prompt_name_problem),  # vm-login=custom/welcome ...
     "usedirectory": _refused_unless_no,
     "callback": _refused_context,
@@ -230,6 +265,46 @@ class VoicemailSettings:
     def pollfreq(self) -> int:
         return int(self.general.get("pollfreq", DEFAULT_POLLFREQ))
 
+    @property
+    def webhookurl(self) -> str:
+        """Ours: where new, read and deleted message events are POSTed ("" = none)."""
+        return self.general.get("webhookurl", "").strip()
+
+    @property
+    def webhooksecret(self) -> str:
+        """Ours: the HMAC-SHA256 key signing each webhook body."""
+        return self.general.get("webhooksecret", "")
+
+    @property
+    def outbox_retry(self) -> tuple[float, float]:
+        """Ours: (first, longest) wait in seconds between attempts of a notification."""
+        first = int(self.general.get("outboxretry", DEFAULT_OUTBOXRETRY))
+        longest = int(self.general.get("outboxretrymax", DEFAULT_OUTBOXRETRYMAX))
+        return float(first), float(max(first, longest))
+
+    def mail_settings(self, mailbox_options: Mapping[str, str]) -> MailSettings:
+        """The mail settings of a mailbox with these options; ValueError naming the option."""
+        return mail_settings(self.general, mailbox_options, self.zonemessages)
+
+
+def mail_settings(
+    general: Mapping[str, str],
+    mailbox_options: Mapping[str, str],
+    zonemessages: Mapping[str, str],
+) -> MailSettings:
+    """MailSettings.from_general, with a `tz` naming no [zonemessages] zone left out: that is
+    a warning at load time (Asterisk then writes the date in the server's zone), not an error."""
+
+    def known_tz(options: Mapping[str, str]) -> dict[str, str]:
+        kept = dict(options)
+        if kept.get("tz", "").strip() and kept["tz"].strip() not in zonemessages:
+            del kept["tz"]
+        return kept
+
+    return MailSettings.from_general(
+        known_tz(general), known_tz(mailbox_options), dict(zonemessages)
+    )
+
 
 def _check_option(
     var: Variable, name: str, known: frozenset[str], implemented: frozenset[str], warnings: Warnings
@@ -291,12 +366,15 @@ def voicemail_settings(conf: ConfigFile) -> VoicemailSettings:
     mailboxes: dict[tuple[str, str], StaticMailbox] = {}
     zones: dict[str, str] = {}
     zone_uses: list[tuple[str, Variable]] = []  # tz= options, checked once zones are read
+    general_lines: dict[str, Variable] = {}  # where each [general] option was set (last)
+    mailbox_lines: dict[tuple[str, str], Variable] = {}
     warnings = Warnings()
     for section in conf.sections_named("general"):
         for var in section.variables:
             key = var.name.lower()
             _check_option(var, key, VOICEMAIL_GENERAL, IMPLEMENTED_GENERAL, warnings)
             general[key] = var.value
+            general_lines[key] = var
             if key == "tz" and var.value.strip():
                 zone_uses.append((var.value.strip(), var))
     # Asterisk's load_users skips the aliases context too (aliasescontext is warned about).
@@ -330,6 +408,7 @@ def voicemail_settings(conf: ConfigFile) -> VoicemailSettings:
                 mailboxes[key] = parse_mailbox_line(
                     section.name, variable.name, variable.value, variable, warnings
                 )
+                mailbox_lines[key] = variable
                 if mailboxes[key].options.get("tz"):
                     zone_uses.append((mailboxes[key].options["tz"], variable))
     for tz, var in zone_uses:
@@ -338,4 +417,52 @@ def voicemail_settings(conf: ConfigFile) -> VoicemailSettings:
     for old, new in DEPRECATED.items():
         if old in general and new not in general:
             general[new] = general[old]
+    _check_notifications(conf, general, general_lines, mailboxes, mailbox_lines, zones)
     return VoicemailSettings(general, mailboxes, zones, warnings)
+
+
+_OPTION_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _check_notifications(
+    conf: ConfigFile,
+    general: dict[str, str],
+    general_lines: dict[str, Variable],
+    mailboxes: dict[tuple[str, str], StaticMailbox],
+    mailbox_lines: dict[tuple[str, str], Variable],
+    zones: dict[str, str],
+) -> None:
+    """The mail settings of [general] and of every mailbox, and the webhook pair; a problem
+    is a ConfigError at the line that set the option it names."""
+    first = conf.sections_named("general")
+    where = (first[0].filename, first[0].line) if first else (conf.filename, 0)
+
+    def located(exc: ValueError, box: tuple[str, str] | None) -> ConfigError:
+        text = str(exc)
+        match = _OPTION_NAME.match(text)
+        name = match.group(0).lower() if match else ""
+        if box is not None and name in mailboxes[box].options:
+            line = mailbox_lines[box]
+            return ConfigError(line.filename, line.line, f"mailbox {box[1]}@{box[0]}: {text}")
+        var = general_lines.get(name)
+        if var is not None:
+            return ConfigError(var.filename, var.line, text)
+        return ConfigError(*where, text)
+
+    try:
+        mail_settings(general, {}, zones)
+    except ValueError as exc:
+        raise located(exc, None) from None
+    for key, box in mailboxes.items():
+        try:
+            mail_settings(general, box.options, zones)
+        except ValueError as exc:
+            raise located(exc, key) from None
+    if general.get("webhookurl", "").strip() and not general.get("webhooksecret"):
+        var = general_lines["webhookurl"]
+        raise ConfigError(
+            var.filename, var.line, '"webhookurl" needs "webhooksecret" (the body is signed)'
+        )
+    if general.get("webhooksecret") and not general.get("webhookurl", "").strip():
+        var = general_lines["webhooksecret"]
+        raise ConfigError(var.filename, var.line, '"webhooksecret" is set without "webhookurl"')

@@ -5,6 +5,10 @@ Split from app_voicemail.py (which greets and decides); `record_and_store` is it
 nothing; it is stored in the first mailbox under its own msg_id, and copied, each copy with a
 msg_id of its own, to the other mailboxes (a full one is skipped, as Asterisk's copy_message
 does).
+
+Each stored copy carries its notifications (voicemail/notifications.py: a mail per address,
+a pager mail, the `new` webhook event) into the transaction that stores it, or into the
+spool file with it; voicemail/outbox_sender.py sends them from the outbox.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .deposit_options import DepositOptions
 from .deposit_review import Outcome, ReviewSettings, operator_choice, review
 from .goto import Goto
 from .mailboxes import Mailbox
+from .notifications import deposit_items
 
 if TYPE_CHECKING:
     from .app_voicemail import VoiceMailApp
@@ -250,6 +255,18 @@ async def _deposit(
 ) -> None:
     maxmsg = box.int_option("maxmsg")
     seconds = len(outcome.pcm) / 2 / SAMPLE_RATE
+    outbox = ()
+    if app.flusher.store.outbox is not None:  # a store without an outbox sends nothing
+        outbox = deposit_items(
+            box,
+            app.mailboxes.settings,
+            audio_format=app.format,
+            folder=folder,
+            msg_id=msg_id,
+            callerid=envelope.callerid,
+            duration=int(round(seconds)),
+            origtime=envelope.origtime,
+        )
     result = await app.flusher.deposit_result(
         PendingMessage(
             msg_id=msg_id,
@@ -264,6 +281,7 @@ async def _deposit(
             flag=outcome.flag,
             category=envelope.category,
             maxmsg=maxmsg if maxmsg > 0 else None,
+            outbox=outbox,
         )
     )
     where = (

@@ -19,14 +19,23 @@ from channels.sip.mwi_service import MwiService
 from channels.sip.peers import Peer, PeerOptionError
 from channels.sip.registrar import Registrar
 from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrations
+from storage.audioformats import stored_format
 from storage.changelog import ChangeLog
 from storage.conffile import ConfigError
 from storage.messages import MessageStore
 from storage.odbc import DatabaseError, OdbcPool, check_blob_column
+from storage.outbox import Outbox
 from storage.realtime import Realtime
 from storage.realtime_tables import extensions_table, sippeers_table
 from storage.recording_journal import RecordingJournals
-from storage.schema import create_tables, messages_table, storage_tables, voicemail_table
+from storage.schema import (
+    create_tables,
+    mailbox_changes_table,
+    messages_table,
+    outbox_table,
+    storage_tables,
+    voicemail_table,
+)
 from storage.schemacheck import Finding, check_table, expected_table
 from storage.spool import PendingMessage, Spool, SpoolFlusher
 from storage.staticconfig import ast_config_table
@@ -41,6 +50,8 @@ from .externnotify import ExternNotify
 from .invite_policy import InvitePolicy
 from .mailboxes import MailboxDirectory
 from .mwi_feed import MwiFeed, follow_interval, listener_conninfo
+from .notifications import notify_recovered
+from .outbox_sender import OutboxSender, server_id_for
 from .sounds import SoundLibrary
 from .vmmain.app import VoiceMailMainApp
 
@@ -74,6 +85,8 @@ class VoicemailServer:
         self.changelog: ChangeLog | None = None
         self.mwi_feed: MwiFeed | None = None
         self.externnotify: ExternNotify | None = None
+        self.outbox: Outbox | None = None
+        self.outbox_sender: OutboxSender | None = None
         # Database reads on a caller's time: bounded, skipped for a while after an outage.
         self.call_path = CallPathDatabase()
 
@@ -116,8 +129,12 @@ class VoicemailServer:
                 self.config.voicemail = voicemail_settings(conf)
         storage_pool = self._pool(self.config.voicemail.odbcstorage)
         await self._start_pool(storage_pool)
+        self.outbox = Outbox(storage_pool)  # mail, pager and webhook rows (outbox_sender.py)
         self.store = MessageStore(
-            storage_pool, self.config.voicemail.odbctable, self.config.spool_prefix
+            storage_pool,
+            self.config.voicemail.odbctable,
+            self.config.spool_prefix,
+            outbox=self.outbox,
         )
 
         # Every folder write records its mailboxes, so other servers' lamps follow.
@@ -161,6 +178,8 @@ class VoicemailServer:
         storage_pool = self._pool(self.config.voicemail.odbcstorage)
         table = messages_table(self.config.voicemail.odbctable)
         findings = await check_table(storage_pool, table, "voicemessages")
+        findings += await check_table(storage_pool, outbox_table(), "outbox")
+        findings += await check_table(storage_pool, mailbox_changes_table(), "mailbox_changes")
         for mapping in self.config.realtime:
             if mapping.driver != "odbc":
                 continue
@@ -209,10 +228,15 @@ class VoicemailServer:
                 message.context,
                 message.duration,
             )
+        if recovered:  # their notifications, from the mailboxes as configured now
+            lookup = MailboxDirectory(self.config.voicemail, self.realtime, self.call_path)
+            fmt = stored_format("|".join(self.config.voicemail.formats))
+            await notify_recovered(spool, recovered, lookup, fmt)
         self.flusher = SpoolFlusher(spool, self.store, on_stored=self._message_stored)
         if self.flusher.backlog:
             log.info("%d message(s) waiting in the local spool", self.flusher.backlog)
         self._flusher_task = asyncio.ensure_future(self.flusher.run())
+        await self._start_outbox_sender(spool)
         conf_path = None  # where a static mailbox's new PIN goes; none if from the database
         if not self.realtime.has_family("voicemail.conf"):
             conf_path = self.config.directory / "voicemail.conf"
@@ -243,6 +267,7 @@ class VoicemailServer:
             max_record_seconds=self.config.voicemail.maxrecordsecs,
             leave_message=self._leave_message,
         )
+        self.voicemailmain.access.outbox = self.outbox  # read/deleted webhook events
         self.runner = DialplanRunner(
             self.dialplan,
             self.realtime,
@@ -282,6 +307,25 @@ class VoicemailServer:
         self.endpoint.admission = self._spool_admission
         self._start_registrations()
         await self._start_mwi_feed()
+
+    async def _start_outbox_sender(self, spool: Spool) -> None:
+        """The task sending the outbox; woken by every committed deposit."""
+        assert self.outbox is not None and self.store is not None and self.flusher is not None
+        sender = OutboxSender(
+            self.outbox,
+            self.store,
+            lambda: self.config.voicemail,  # a reload's mail settings apply to the next send
+            server_id_for(spool.directory),
+        )
+        self.outbox_sender = sender
+        stored = self.flusher.on_stored
+
+        def stored_then_wake(message: PendingMessage, msgnum: int) -> object:
+            sender.wake()
+            return stored(message, msgnum) if stored is not None else None
+
+        self.flusher.on_stored = stored_then_wake  # type: ignore[assignment]
+        await sender.start()
 
     def _start_registrations(self) -> None:
         """Peers (sip.conf and realtime sippeers), REGISTER, SUBSCRIBE and MWI."""
@@ -550,6 +594,8 @@ class VoicemailServer:
             self.flusher.stop()
             if self._flusher_task is not None:
                 await asyncio.wait({self._flusher_task}, timeout=5)
+        if self.outbox_sender is not None:
+            await self.outbox_sender.stop()  # the send in flight finishes first
         for pool in self.pools.values():
             await pool.close()
 

@@ -16,9 +16,11 @@ from storage.messages import (
     new_msg_id,
 )
 from storage.odbc import DatabaseError
+from storage.outbox import Outbox
 
 from ..app_voicemail import stored_audio_pcm
 from ..mailboxes import MailboxDirectory
+from ..notifications import queue_close_events
 from ..password_writer import run_externpasscheck
 from .events import OLD, FolderEdits, MailboxInfo, MessageSummary, folder_name
 from .newuser import SETUP_GREETINGS, needs_setup
@@ -39,6 +41,7 @@ class MailboxAccess:
         self.store = store
         self.mailboxes = mailboxes
         self.general = general
+        self.outbox: Outbox | None = None  # where the read/deleted webhook events go
 
     async def find(self, mailbox: str, context: str) -> MailboxInfo | None:
         box = await self.mailboxes.find(mailbox, context)
@@ -107,6 +110,9 @@ class MailboxAccess:
         the rest renumbered 0..N-1, in one delete_messages. A message that Old cannot take
         (full) stays where it is."""
         gone = set(edits.delete)
+        listed = []  # the folder before the close, for the webhook's read/deleted events
+        if self.outbox is not None and self.general.get("webhookurl", "").strip():
+            listed = await self.store.list_messages(info.context, info.mailbox, edits.folder)
         for msgnum in edits.to_old:
             try:
                 await self.store.copy(
@@ -133,6 +139,17 @@ class MailboxAccess:
             gone.add(msgnum)
         if gone:
             await self.store.delete_messages(info.context, info.mailbox, edits.folder, sorted(gone))
+            await queue_close_events(
+                self.store,
+                self.outbox,
+                self.general,
+                context=info.context,
+                mailbox=info.mailbox,
+                folder=edits.folder,
+                listed=listed,
+                read=sorted(gone - set(edits.delete)),
+                deleted=sorted(set(edits.delete)),
+            )
         log.info(
             "mailbox %s@%s: closed %s (%d deleted, %d moved to Old)",
             info.mailbox,
