@@ -227,6 +227,45 @@ def deposit_items(
     return tuple(items)
 
 
+def forward_items(
+    box: Mailbox,
+    general: Mapping[str, str],
+    *,
+    audio_format: str,
+    folder: str,
+    msg_id: str,
+    callerid: str,
+    duration: int,
+    origtime: int,
+) -> tuple[OutboxItem, ...]:
+    """What a copy forwarded into `box` (VoiceMailMain key 8) queues: the forwarded-message
+    variant of its mails and the `new` webhook event."""
+    items = mail_items(
+        fullname=box.fullname,
+        email=box.email,
+        pager=box.pager,
+        options=box.options,
+        audio_format=audio_format,
+        forwarded=True,
+    )
+    url = general.get("webhookurl", "").strip()
+    if url:
+        items.append(
+            webhook_item(
+                url,
+                "new",
+                context=box.context,
+                mailbox=box.mailbox,
+                msg_id=msg_id,
+                folder=folder,
+                callerid=callerid,
+                duration=duration,
+                origtime=origtime,
+            )
+        )
+    return tuple(items)
+
+
 async def notify_recovered(
     spool: Spool,
     messages: Sequence[PendingMessage],

@@ -20,7 +20,7 @@ from storage.outbox import Outbox
 
 from ..app_voicemail import stored_audio_pcm
 from ..mailboxes import MailboxDirectory
-from ..notifications import queue_close_events
+from ..notifications import forward_items, queue_close_events
 from ..password_writer import run_externpasscheck
 from .events import OLD, FolderEdits, MailboxInfo, MessageSummary, folder_name
 from .newuser import SETUP_GREETINGS, needs_setup
@@ -177,11 +177,15 @@ class MailboxAccess:
         A recipient with maxmsg messages (0: greetings only) is full and skipped.
         """
         source: StoredMessage | None = None
-        if prefix_pcm:
+        original: StoredMessage | None = None  # for the recipients' mail
+        if prefix_pcm or self.outbox is not None:
             name = folder_name(folder)
-            source = await self.store.retrieve(info.context, info.mailbox, name, msgnum)
-            if source is None:
+            original = await self.store.retrieve(info.context, info.mailbox, name, msgnum)
+            if original is None:
                 raise MessageNotFound(f"no message {msgnum} in {name}")
+        if prefix_pcm:
+            assert original is not None
+            source = original
             fmt = detect_format(source.recording) or audio_format
             pcm = await stored_audio_pcm(source.recording, audio_format)
             audio = await asyncio.to_thread(encode, prefix_pcm + pcm, fmt)
@@ -191,8 +195,13 @@ class MailboxAccess:
         delivered: list[MailboxInfo] = []
         full: list[MailboxInfo] = []
         for box in recipients:
-            if await self._forward_one(info, folder, msgnum, box, to_folder, source):
+            msg_id = await self._forward_one(info, folder, msgnum, box, to_folder, source)
+            if msg_id is not None:
                 delivered.append(box)
+                if original is not None:
+                    await self._queue_forward_mail(
+                        box, to_folder, msg_id or original.msg_id, source or original
+                    )
                 log.info(
                     "forwarded message %d of %s@%s %s to %s@%s %s%s",
                     msgnum,
@@ -224,11 +233,12 @@ class MailboxAccess:
         box: MailboxInfo,
         to_folder: int,
         prepended: StoredMessage | None,
-    ) -> bool:
-        """One copy; False when the recipient is full."""
+    ) -> str | None:
+        """One copy: the new message's msg_id ("" for a copy, which keeps its source's), or
+        None when the recipient is full."""
         maxmsg = box.settings.maxmsg if box.settings else None
         if maxmsg == 0:
-            return False
+            return None
         limit = maxmsg if maxmsg and maxmsg > 0 else None
         try:
             if prepended is None:
@@ -242,6 +252,7 @@ class MailboxAccess:
                     dst_folder=folder_name(to_folder),
                     maxmsg=limit,
                 )
+                msg_id = ""  # a copy keeps its source's msg_id
             else:
                 await self.store.store(
                     context=box.context,
@@ -254,12 +265,38 @@ class MailboxAccess:
                     caller_context=prepended.context,
                     flag=prepended.flag,
                     category=prepended.category,
-                    msg_id=new_msg_id(),
+                    msg_id=(msg_id := new_msg_id()),
                     maxmsg=limit,
                 )
         except MailboxFull:
-            return False
-        return True
+            return None
+        return msg_id
+
+    async def _queue_forward_mail(
+        self, box: MailboxInfo, folder: int, msg_id: str, message: StoredMessage
+    ) -> None:
+        """The recipient's mail (forwarded variant) and `new` webhook event. A copy's rows
+        are queued just after it, in a transaction of their own: a crash between the two
+        loses that mail, never the message."""
+        if self.outbox is None or not msg_id:
+            return
+        recipient = await self.mailboxes.find(box.mailbox, box.context)
+        if recipient is None:
+            return
+        items = forward_items(
+            recipient,
+            self.general,
+            audio_format=detect_format(message.recording) or "wav",
+            folder=folder_name(folder),
+            msg_id=msg_id,
+            callerid=message.callerid,
+            duration=message.duration,
+            origtime=int(message.origtime or 0),
+        )
+        if items:
+            await self.outbox.enqueue(
+                context=box.context, mailbox=box.mailbox, msg_id=msg_id, items=items
+            )
 
     def _settings(self, info: MailboxInfo) -> MenuSettings:
         return info.settings or MenuSettings.from_options(self.general)
