@@ -202,6 +202,33 @@ def deposit_items(
     forwarded: bool = False,
 ) -> tuple[OutboxItem, ...]:
     """Everything a message new in `box` queues: its mails and the `new` webhook event."""
+    return message_items(
+        box,
+        settings.webhookurl,
+        audio_format=audio_format,
+        folder=folder,
+        msg_id=msg_id,
+        callerid=callerid,
+        duration=duration,
+        origtime=origtime,
+        forwarded=forwarded,
+    )
+
+
+def message_items(
+    box: Mailbox,
+    webhookurl: str,
+    *,
+    audio_format: str,
+    folder: str,
+    msg_id: str,
+    callerid: str,
+    duration: int,
+    origtime: int,
+    forwarded: bool,
+) -> tuple[OutboxItem, ...]:
+    """A message's mails (the forwarded-message variant for a copy forwarded with
+    VoiceMailMain key 8) and its `new` webhook event when `webhookurl` is set."""
     items = mail_items(
         fullname=box.fullname,
         email=box.email,
@@ -210,49 +237,10 @@ def deposit_items(
         audio_format=audio_format,
         forwarded=forwarded,
     )
-    if settings.webhookurl:
+    if webhookurl:
         items.append(
             webhook_item(
-                settings.webhookurl,
-                "new",
-                context=box.context,
-                mailbox=box.mailbox,
-                msg_id=msg_id,
-                folder=folder,
-                callerid=callerid,
-                duration=duration,
-                origtime=origtime,
-            )
-        )
-    return tuple(items)
-
-
-def forward_items(
-    box: Mailbox,
-    general: Mapping[str, str],
-    *,
-    audio_format: str,
-    folder: str,
-    msg_id: str,
-    callerid: str,
-    duration: int,
-    origtime: int,
-) -> tuple[OutboxItem, ...]:
-    """What a copy forwarded into `box` (VoiceMailMain key 8) queues: the forwarded-message
-    variant of its mails and the `new` webhook event."""
-    items = mail_items(
-        fullname=box.fullname,
-        email=box.email,
-        pager=box.pager,
-        options=box.options,
-        audio_format=audio_format,
-        forwarded=True,
-    )
-    url = general.get("webhookurl", "").strip()
-    if url:
-        items.append(
-            webhook_item(
-                url,
+                webhookurl,
                 "new",
                 context=box.context,
                 mailbox=box.mailbox,

@@ -20,7 +20,7 @@ from storage.outbox import Outbox
 
 from ..app_voicemail import stored_audio_pcm
 from ..mailboxes import MailboxDirectory
-from ..notifications import forward_items, queue_close_events
+from ..notifications import message_items, queue_close_events
 from ..password_writer import run_externpasscheck
 from .events import OLD, FolderEdits, MailboxInfo, MessageSummary, folder_name
 from .newuser import SETUP_GREETINGS, needs_setup
@@ -283,15 +283,16 @@ class MailboxAccess:
         recipient = await self.mailboxes.find(box.mailbox, box.context)
         if recipient is None:
             return
-        items = forward_items(
+        items = message_items(
             recipient,
-            self.general,
+            self.general.get("webhookurl", "").strip(),
             audio_format=detect_format(message.recording) or "wav",
             folder=folder_name(folder),
             msg_id=msg_id,
             callerid=message.callerid,
             duration=message.duration,
             origtime=int(message.origtime or 0),
+            forwarded=True,
         )
         if items:
             await self.outbox.enqueue(
