@@ -34,3 +34,17 @@ def test_demo_dial_plan_loads_with_deposit_and_message_retrieval() -> None:
     # Until VoiceMailMain is in the server's table, it is the only application named.
     problems = runner.unsupported_applications()
     assert all("application VoiceMailMain is not implemented" in p for p in problems), problems
+
+
+def test_demo_mailboxes_load_without_warnings() -> None:
+    """The demo's second mailbox to forward to, and a Spanish one with its own zone."""
+    settings = load_server_config(DEMO).voicemail
+    assert settings.warnings == []
+    assert set(settings.mailboxes) == {
+        ("default", "1000"),
+        ("default", "1001"),
+        ("default", "1002"),
+    }
+    spanish = settings.mailboxes[("default", "1002")]
+    assert spanish.options == {"language": "es", "tz": "european"}
+    assert set(settings.zonemessages) == {"eastern", "european"}
