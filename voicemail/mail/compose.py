@@ -89,21 +89,11 @@ def build_email(
     """The mail to `recipient.email` (all its |-separated addresses); with the attachment
     when one is given (the caller decides from settings.attach)."""
     host = hostname or socket.gethostname()
-    moment = dates.localtime(time.time() if now is None else now, settings.zone)
-    date = dates.strftime(settings.emaildateformat, moment, settings.locale)
-    origdate = _origdate(settings, message.original)
+    mail, date, origdate, variables = _headed(
+        settings, recipient, message, settings.emaildateformat, settings.fromstring,
+        recipient.email, now, host,
+    )  # fmt: skip
     duration = duration_text(message.duration)
-    variables = _variables(settings, recipient, message, date, origdate, clean=False)
-
-    mail = EmailMessage(policy=policy.SMTP)
-    mail["Date"] = format_datetime(moment)
-    if settings.fromstring:
-        clean = _variables(settings, recipient, message, date, origdate, clean=True)
-        from_name = substitute(settings.fromstring, clean)
-    else:
-        from_name = DEFAULT_FROM_NAME
-    mail["From"] = Address(_header_text(from_name), *_sender(settings.serveremail, host))
-    mail["To"] = _addresses(recipient.fullname, recipient.email)
     if settings.emailsubject:
         subject = substitute(settings.emailsubject, variables)
     else:
@@ -167,20 +157,10 @@ def build_pager(
 ) -> EmailMessage:
     """The short mail to `recipient.pager`: no attachment, pager* strings, pagerdateformat."""
     host = hostname or socket.gethostname()
-    moment = dates.localtime(time.time() if now is None else now, settings.zone)
-    date = dates.strftime(settings.pagerdateformat, moment, settings.locale)
-    origdate = _origdate(settings, message.original)
-    variables = _variables(settings, recipient, message, date, origdate, clean=False)
-
-    mail = EmailMessage(policy=policy.SMTP)
-    mail["Date"] = format_datetime(moment)
-    if settings.pagerfromstring:
-        clean = _variables(settings, recipient, message, date, origdate, clean=True)
-        from_name = substitute(settings.pagerfromstring, clean)
-    else:
-        from_name = DEFAULT_FROM_NAME
-    mail["From"] = Address(_header_text(from_name), *_sender(settings.serveremail, host))
-    mail["To"] = _addresses(recipient.fullname, recipient.pager)
+    mail, date, _, variables = _headed(
+        settings, recipient, message, settings.pagerdateformat, settings.pagerfromstring,
+        recipient.pager, now, host,
+    )  # fmt: skip
     if settings.pagersubject:
         subject = substitute(settings.pagersubject, variables)
     elif message.flag:
@@ -198,6 +178,34 @@ def build_pager(
         )
     _set_text(mail, body, settings.charset)
     return mail
+
+
+def _headed(
+    settings: MailSettings,
+    recipient: Recipient,
+    message: MessageInfo,
+    date_format: str,
+    fromstring: str,
+    addresses: str,
+    now: float | None,
+    host: str,
+) -> tuple[EmailMessage, str, str, dict[str, str]]:
+    """What mail and pager mail share: Date, From (`fromstring` or the default name) and To,
+    with the date text, the original's date text and the ${VM_*} variables."""
+    moment = dates.localtime(time.time() if now is None else now, settings.zone)
+    date = dates.strftime(date_format, moment, settings.locale)
+    origdate = _origdate(settings, message.original)
+    variables = _variables(settings, recipient, message, date, origdate, clean=False)
+    mail = EmailMessage(policy=policy.SMTP)
+    mail["Date"] = format_datetime(moment)
+    if fromstring:
+        clean = _variables(settings, recipient, message, date, origdate, clean=True)
+        from_name = substitute(fromstring, clean)
+    else:
+        from_name = DEFAULT_FROM_NAME
+    mail["From"] = Address(_header_text(from_name), *_sender(settings.serveremail, host))
+    mail["To"] = _addresses(recipient.fullname, addresses)
+    return mail, date, origdate, variables
 
 
 def message_bytes(mail: EmailMessage) -> bytes:
