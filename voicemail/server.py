@@ -16,7 +16,6 @@ from pathlib import Path
 from channels.channel import Channel
 from channels.sip.endpoint import EndpointConfig, SipEndpoint
 from channels.sip.mwi_service import MwiService
-from channels.sip.peers import Peer, PeerOptionError
 from channels.sip.registrar import Registrar
 from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrations
 from storage.audioformats import stored_format
@@ -43,7 +42,8 @@ from storage.staticconfig import ast_config_table
 from .app_voicemail import VoiceMailApp
 from .basic_apps import BasicApplications
 from .callpath import CallPathDatabase
-from .config import ServerConfig, SipSettings, load_server_config, voicemail_settings
+from .config import ServerConfig, voicemail_settings
+from .console.commands import Commands
 from .dialplan import Dialplan
 from .dialplan_runner import DialplanRunner
 from .externnotify import ExternNotify
@@ -52,6 +52,7 @@ from .mailboxes import MailboxDirectory
 from .mwi_feed import MwiFeed, follow_interval, listener_conninfo
 from .notifications import notify_recovered
 from .outbox_sender import OutboxSender, server_id_for
+from .server_reload import ReloadResult, reload_server, static_peers
 from .sounds import SoundLibrary
 from .vmmain.app import VoiceMailMainApp
 
@@ -89,6 +90,8 @@ class VoicemailServer:
         self.outbox_sender: OutboxSender | None = None
         # Database reads on a caller's time: bounded, skipped for a while after an outage.
         self.call_path = CallPathDatabase()
+        # The console's commands; the control socket and AMI's Command action run them.
+        self.commands = Commands()
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -441,76 +444,9 @@ class VoicemailServer:
         """Called once a message is committed (now, or later from the spool)."""
         self._mailbox_changed(message.mailbox, message.context)
 
-    async def reload(self) -> bool:
-        """`voicemail reload`: re-read the configuration files without dropping calls.
-
-        Mailboxes, voicemail.conf options, the dial plan, static peers and realtime caches
-        change at once; calls in progress keep what they started with. Sockets, database
-        classes and the spool need a restart (logged). A broken file keeps the old
-        configuration and says where the error is.
-        """
-        try:
-            fresh = load_server_config(self.config.directory)
-            dialplan = Dialplan.from_config(fresh.extensions)
-            peers = static_peers(fresh.sip)
-        except ConfigError as exc:
-            log.error("reload failed, keeping the running configuration: %s", exc)
-            return False
-        if self.realtime.has_family("voicemail.conf"):
-            try:
-                conf = await self.realtime.load_config_file("voicemail.conf")
-            except (DatabaseError, ConfigError) as exc:
-                log.error("reload failed, keeping the running configuration: %s", exc)
-                return False
-            if conf is not None:
-                fresh.voicemail = voicemail_settings(conf)
-        for what, old, new in (
-            (
-                "sip.conf bindaddr/bindport",
-                (self.config.sip.bindaddr, self.config.sip.bindport),
-                (fresh.sip.bindaddr, fresh.sip.bindport),
-            ),
-            ("res_odbc.conf", self.config.connection_classes, fresh.connection_classes),
-            (
-                "voicemail.conf odbcstorage/odbctable",
-                (self.config.voicemail.odbcstorage, self.config.voicemail.odbctable),
-                (fresh.voicemail.odbcstorage, fresh.voicemail.odbctable),
-            ),
-            (
-                "voicemail.conf externnotify/changelogpollms",
-                [self.config.voicemail.general.get(k) for k in ("externnotify", "changelogpollms")],
-                [fresh.voicemail.general.get(k) for k in ("externnotify", "changelogpollms")],
-            ),
-        ):
-            if old != new:
-                log.warning("reload: %s changed; that takes effect after a restart", what)
-        self.config.voicemail = fresh.voicemail
-        self.config.extensions = fresh.extensions
-        self.dialplan = dialplan
-        if self.runner is not None:
-            for problem in self.runner.unsupported_applications(dialplan):
-                log.warning("reload: %s", problem)
-            self.runner.dialplan = dialplan
-        if self.mailboxes is not None and self.voicemail is not None:
-            self.mailboxes.settings = fresh.voicemail
-            self.voicemail.set_formats(fresh.voicemail.formats)
-            self.voicemail.max_record_seconds = fresh.voicemail.maxrecordsecs
-        if self.voicemailmain is not None:
-            self.voicemailmain.configure(fresh.voicemail.general, fresh.voicemail.zonemessages)
-            self.voicemailmain.max_record_seconds = fresh.voicemail.maxrecordsecs
-        if self.registrations is not None:
-            self.registrations.peers.static = peers
-        self._apply_sip_settings(fresh.sip)
-        self.realtime.invalidate()
-        if self.registrations is not None:
-            self.registrations.peers.invalidate()  # names found missing may exist now
-        log.info(
-            "configuration reloaded: %d static mailboxes, %d dial plan contexts, %d static peers",
-            len(fresh.voicemail.mailboxes),
-            len(dialplan.contexts),
-            len(peers),
-        )
-        return True
+    async def reload(self) -> ReloadResult:
+        """`voicemail reload`: re-read the configuration without dropping calls."""
+        return await reload_server(self)
 
     def _spool_admission(self) -> str | None:
         """New calls are refused (503) while the local spool holds more than spoolmaxmb:
@@ -521,44 +457,6 @@ class VoicemailServer:
             used = self.flusher.spool.bytes_used / 1024 / 1024
             return f"local spool holds {used:.0f} MB, over spoolmaxmb={limit // 1048576}"
         return None
-
-    def _apply_sip_settings(self, fresh: SipSettings) -> None:
-        """sip.conf [general] options that take effect for the next call or request; the
-        listening sockets (bindaddr, ports, transports, certificates) need a restart."""
-        old = self.config.sip
-        restart_only = ("bindaddr", "bindport", "tcpenable", "tcpport", "tlsenable", "tlsport")
-        for name in restart_only + ("tlscertfile", "tlsprivatekey"):
-            if getattr(old, name) != getattr(fresh, name):
-                log.warning("reload: sip.conf %s changed; that takes effect after a restart", name)
-        for name in restart_only + ("tlscertfile", "tlsprivatekey"):
-            setattr(fresh, name, getattr(old, name))
-        self.config.sip = fresh
-        if self.endpoint is not None:
-            config = self.endpoint.config
-            config.default_context = fresh.context
-            config.rtp_timeout = fresh.rtptimeout
-            config.comedia = "comedia" in fresh.nat
-            config.rtp_ports = (fresh.rtpstart, fresh.rtpend)
-            config.max_calls = fresh.maxcalls
-            config.max_calls_per_ip = fresh.maxcallsperip
-        if self.registrations is not None:
-            self.registrations.realm = fresh.realm
-            self.registrations.peers.defaults = dict(fresh.general)
-            self.registrations.peers.options = RealtimeOptions(
-                rtcachefriends=fresh.rtcachefriends,
-                rtupdate=fresh.rtupdate,
-                rtautoclear=fresh.rtautoclear,
-                ignoreregexpire=fresh.ignoreregexpire,
-                regserver=fresh.regserver,
-            )
-            registrar = self.registrations.registrar
-            registrar.min_expires = fresh.minexpiry
-            registrar.max_expires = fresh.maxexpiry
-            registrar.default_expires = min(
-                max(fresh.defaultexpiry, fresh.minexpiry), fresh.maxexpiry
-            )
-        if self.mwi is not None:
-            self.mwi.poll_interval = self._poll_interval()
 
     def _poll_interval(self) -> float:
         settings = self.config.voicemail
@@ -598,21 +496,6 @@ class VoicemailServer:
             await self.outbox_sender.stop()  # the send in flight finishes first
         for pool in self.pools.values():
             await pool.close()
-
-
-def static_peers(sip: SipSettings) -> dict[str, Peer]:
-    """sip.conf's peer sections; a bad option is a ConfigError at its file and line."""
-    # [general] options chan_sip copies into every peer (context, nat, qualify, vmexten...).
-    defaults = list(sip.general.items())
-    peers: dict[str, Peer] = {}
-    for name, options in sip.peers:
-        try:
-            peers[name] = Peer.from_options(name, options, realtime=False, defaults=defaults)
-        except PeerOptionError as exc:
-            raise sip.peer_error(name, exc.option, str(exc)) from exc
-        except ValueError as exc:
-            raise ConfigError("sip.conf", 0, f"peer [{name}]: {exc}") from exc
-    return peers
 
 
 async def serve(
