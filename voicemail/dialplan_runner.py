@@ -34,6 +34,7 @@ from channels.sip.endpoint import CallHandler
 from storage.odbc import DatabaseError
 from storage.realtime import Realtime
 
+from .active_calls import ActiveCall, ActiveCalls
 from .callpath import CallPathDatabase
 from .dialplan import Dialplan, Step, expand_arguments, pattern_regex, steps_from_rows
 from .dialplan_expr import substitute
@@ -63,6 +64,7 @@ class CallState:
     context: str
     exten: str
     steps: list[Step]
+    active: ActiveCall
     priority: int = 1
     executed: int = 0
 
@@ -93,6 +95,7 @@ class DialplanRunner:
         self.call_path = call_path
         self.applications = applications
         self.max_steps = max_steps
+        self.active_calls = ActiveCalls()
 
     def unsupported_applications(self, dialplan: Dialplan | None = None) -> list[str]:
         """`file:line: application X is not implemented` for every step we cannot run."""
@@ -202,11 +205,19 @@ class DialplanRunner:
             info.context,
             info.exten,
             steps,
+            self.active_calls.begin(channel),
         )
+        try:
+            await self._run_with_h(call)
+        finally:
+            self.active_calls.end(channel)
+
+    async def _run_with_h(self, call: CallState) -> None:
+        channel = call.channel
         await self._run(call, hangup_ends=True)
         if call.exten == "h":
             return
-        h_steps = await self.find_steps(dialplan, call.context, "h")
+        h_steps = await self.find_steps(call.dialplan, call.context, "h")
         if not h_steps:
             return
         if not channel.hung_up:
@@ -285,7 +296,18 @@ class DialplanRunner:
             self._assign(call, set_variable(step.args, variables), step)
             return True
         assert app is not None
-        return await app(call.channel, args, variables)
+        self.active_calls.entering(call.active, step.app, args)
+        status = "FAILED"
+        try:
+            outcome = await app(call.channel, args, variables)
+            status = variables.get("VMSTATUS", "SUCCESS") if name == "voicemail" else "SUCCESS"
+            return outcome
+        except ChannelHungUp:
+            status = variables.get("VMSTATUS", "SUCCESS") if name == "voicemail" else "SUCCESS"
+            raise
+        finally:
+            self.active_calls.finished(call.active, step.app, status)
+            call.active.application = ""
 
     def _assign(self, call: CallState, assignment: Assignment, step: Step) -> None:
         """A call variable, or the caller ID the applications see (CALLERID(num|name|all))."""
