@@ -8,6 +8,7 @@ APT_PACKAGES := unixodbc odbc-postgresql odbc-mariadb libsqliteodbc sip-tester f
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := voicemail/demo
+TEST_WORKERS ?= 3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup apt venv run test lint bench
@@ -42,7 +43,8 @@ run: setup
 test: setup
 	bash tests/services.sh
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	@# Three test files at a time: most end-to-end tests wait on real call timing, not the CPU.
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check .
