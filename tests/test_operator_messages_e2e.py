@@ -18,6 +18,10 @@ from pydub import AudioSegment
 from storage import audioformats
 from storage.messages import MessageStore, new_msg_id
 from storage.odbc import OdbcPool
+from voicemail.config import load_server_config
+from voicemail.mailboxes import MailboxDirectory
+from voicemail.operator_messages import register_console_commands
+from voicemail.server import VoicemailServer
 
 from .dbbackends import Backend
 from .helpers import SPOOL
@@ -198,3 +202,45 @@ def test_a_wrong_mailbox_folder_or_message_is_one_line_and_exit_1(
         assert "Traceback" not in result.stderr
     assert len(inbox(backend)) == 3  # nothing was deleted
     assert not Path(out).exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_the_console_commands_list_and_delete_the_same_way(
+    backend: Backend, tmp_path: Path
+) -> None:
+    config = configured(backend, tmp_path)
+
+    async def scenario() -> None:
+        server = VoicemailServer(load_server_config(config))
+        await server.open_storage()
+        server.mailboxes = MailboxDirectory(server.config.voicemail, server.realtime)
+        try:
+            register_console_commands(server.commands, server)
+            listing = await server.commands.run("voicemail messages list 1000@default INBOX")
+            assert listing.ok and listing.output.splitlines()[-1] == (
+                "3 messages in 1000@default INBOX"
+            )
+            deleted = await server.commands.run("voicemail messages delete 1000@default INBOX 2")
+            assert deleted.ok, deleted.output
+            assert deleted.output.endswith("2 messages left")
+            wrong = await server.commands.run("voicemail messages delete 1000@default Old 5")
+            assert (wrong.ok, wrong.output) == (False, "no message 5 in 1000@default Old")
+            usage = await server.commands.run("voicemail messages list")
+            assert not usage.ok and usage.output.startswith("Usage: voicemail messages list")
+        finally:
+            for pool in server.pools.values():
+                await pool.close()
+
+    asyncio.run(scenario())
+    assert [row["msgnum"] for row in inbox(backend)] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["messages"], ["messages", "list"], ["messages", "export"], ["messages", "delete"],
+     ["check-config"]],
+)  # fmt: skip
+def test_the_new_commands_document_the_configuration_directory(command: list[str]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "-C DIR, --config-dir DIR" in result.stdout

@@ -15,12 +15,18 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from storage import audioformats
 from storage.messages import FOLDERS, MessageInfo, MessageStore
+from storage.odbc import DatabaseError
 
+from .console.commands import CommandError, Commands
 from .mailboxes import Mailbox, MailboxDirectory
+
+if TYPE_CHECKING:
+    from .server import VoicemailServer
 
 # Formats `export --format` writes: the stored ones (storage/audioformats.py) and, through
 # pydub on ffmpeg, the attachment formats (voicemail/mail/attach.py).
@@ -235,3 +241,48 @@ async def delete_message(
     if number >= left:
         return f"{done}; {left} message{'s' if left != 1 else ''} left"
     return f"{done}; messages {number + 1}-{left} are now {number}-{left - 1}"
+
+
+# --- the same as console commands ------------------------------------------------------------
+
+LIST_USAGE = "voicemail messages list <mailbox>@<context> [folder]"
+DELETE_USAGE = "voicemail messages delete <mailbox>@<context> <folder> <msgnum>"
+
+
+def register_console_commands(commands: Commands, server: VoicemailServer) -> None:
+    """`voicemail messages list` and `delete` on the running server's console (export writes
+    a file, which belongs on the operator's side: the `voicemail messages export` command)."""
+
+    def store() -> MessageStore:
+        if server.store is None:
+            raise CommandError("the message store is not open yet")
+        return server.store
+
+    async def listing(args: list[str]) -> str:
+        if len(args) not in (1, 2):
+            raise CommandError(f"Usage: {LIST_USAGE}")
+        try:
+            mailbox, context = parse_mailbox(args[0])
+            return await list_messages(
+                store(), mailbox, context, args[1] if len(args) > 1 else None,
+                directory=server.mailboxes,
+            )  # fmt: skip
+        except (OperatorError, DatabaseError) as exc:
+            raise CommandError(str(exc)) from exc
+
+    async def deleting(args: list[str]) -> str:
+        if len(args) != 3:
+            raise CommandError(f"Usage: {DELETE_USAGE}")
+        try:
+            mailbox, context = parse_mailbox(args[0])
+            answer = await delete_message(
+                store(), mailbox, context, args[1], args[2], directory=server.mailboxes
+            )
+        except (OperatorError, DatabaseError) as exc:
+            raise CommandError(str(exc)) from exc
+        if server.mwi is not None:  # the phones' lamps follow at once
+            server.mwi.mailbox_changed(mailbox, context)
+        return answer
+
+    commands.register(LIST_USAGE, listing, "List a mailbox's messages")
+    commands.register(DELETE_USAGE, deleting, "Delete a message; later ones are renumbered")
