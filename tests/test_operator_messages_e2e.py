@@ -53,9 +53,9 @@ def tone(seconds: int) -> bytes:
     return audioformats.encode(b"".join(struct.pack("<h", s) for s in samples), "wav")
 
 
-def configured(backend: Backend, tmp_path: Path) -> Path:
+def configured(backend: Backend, tmp_path: Path, general: str = "") -> Path:
     """A configuration on `backend` whose tables exist, with the MESSAGES in mailbox 1000."""
-    config = write_config(tmp_path / "etc", backend, mailboxes=MAILBOXES)
+    config = write_config(tmp_path / "etc", backend, mailboxes=MAILBOXES, general=general)
     init = run_cli("db", "init", "-C", str(config))
     assert init.returncode == 0, init.stderr
 
@@ -161,7 +161,9 @@ def test_export_writes_the_stored_bytes_or_a_converted_file(
 def test_delete_removes_one_message_and_renumbers_the_later_ones(
     backend: Backend, tmp_path: Path
 ) -> None:
-    config = configured(backend, tmp_path)
+    config = configured(
+        backend, tmp_path, general="webhookurl=http://127.0.0.1:9/hook\nwebhooksecret=s3cret\n"
+    )
     before = inbox(backend)
     result = run_cli("messages", "delete", "-C", str(config), "1000@default", "INBOX", "0")
     assert result.returncode == 0, result.stderr
@@ -174,6 +176,10 @@ def test_delete_removes_one_message_and_renumbers_the_later_ones(
     assert bytes(after[1]["recording"]) == bytes(before[2]["recording"])
     old = backend.sql("SELECT msgnum FROM voicemessages WHERE dir = ?", SPOOL + "default/1000/Old")
     assert old == [{"msgnum": 0}]  # another folder is left alone
+    # The webhook hears of it as of a delete in VoiceMailMain.
+    events = backend.sql("SELECT kind, msg_id, payload FROM outbox")
+    assert [(e["kind"], e["msg_id"]) for e in events] == [("webhook", before[0]["msg_id"])]
+    assert '"event": "deleted"' in str(events[0]["payload"])
     listing = run_cli("messages", "list", "-C", str(config), "1000@default", "INBOX")
     assert "<2001>" not in listing.stdout
     assert listing.stdout.splitlines()[-1] == "2 messages in 1000@default INBOX"

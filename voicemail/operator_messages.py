@@ -24,6 +24,7 @@ from storage.odbc import DatabaseError
 
 from .console.commands import CommandError, Commands
 from .mailboxes import Mailbox, MailboxDirectory
+from .notifications import queue_close_events
 
 if TYPE_CHECKING:
     from .server import VoicemailServer
@@ -231,9 +232,24 @@ async def delete_message(
     problem = await _unknown_mailbox(store, directory, mailbox, context)
     if problem is not None:
         raise OperatorError(problem)
+    general = directory.settings.general if directory is not None else {}
+    listed = []  # for the webhook's `deleted` event, as VoiceMailMain's deletes send it
+    if store.outbox is not None and general.get("webhookurl", "").strip():
+        listed = await store.list_messages(context, mailbox, name)
     removed = await store.delete_messages(context, mailbox, name, [number])
     if not removed:
         raise OperatorError(f"no message {number} in {mailbox}@{context} {name}")
+    await queue_close_events(
+        store,
+        store.outbox,
+        general,
+        context=context,
+        mailbox=mailbox,
+        folder=name,
+        listed=listed,
+        read=[],
+        deleted=[number],
+    )
     left = await store.count(context, mailbox, name)
     done = f"deleted message {number} of {mailbox}@{context} {name}"
     if not left:
