@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .dbbackends import Backend
+from .dbbackends import Backend, TcpProxy
 from .server import REPO, run_cli, write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -111,6 +111,30 @@ def test_a_dead_database_class_is_reported_with_its_name(backend: Backend, tmp_p
         "[archive]",
     ]
     assert lines[2] == "2 problems found"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_database_that_never_answers_is_reported_within_the_short_timeout(
+    backend: Backend, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "etc", backend)
+    assert run_cli("db", "init", "-C", str(config)).returncode == 0
+    proxy = TcpProxy(5432)
+    proxy.start()
+    proxy.blackhole()  # connections are accepted, nothing ever comes back
+    try:
+        res_odbc = config / "res_odbc.conf"
+        hung = backend.connection_string_via(proxy.port).replace(";", "\\;")
+        res_odbc.write_text(
+            res_odbc.read_text() + f"\n[hung]\nconnection_string => {hung}\nconnect_timeout => 60\n"
+        )
+        code, lines, _ = check(config)  # connect_timeout 60 is cut to the check's own
+    finally:
+        proxy.stop()
+    assert code == 1
+    assert lines[0].startswith(f"{res_odbc}:{line_of(res_odbc, '[hung]')}: [hung] cannot connect")
+    assert lines[1:] == ["1 problem found"]
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

@@ -162,7 +162,9 @@ def _optional_loader(
 def _check_server_pieces(report: CheckReport, config: ServerConfig) -> None:
     """What start-up checks beyond parsing: the TLS certificate, the dial plan's applications,
     the local spool directory."""
-    server = VoicemailServer(config)
+    server = report.load("configuration", lambda: VoicemailServer(config))
+    if server is None:
+        return
     report.load("sip.conf", server._tls_context)
     # The applications VoicemailServer.start() registers; only their names matter here.
     applications: dict[str, Any] = dict.fromkeys(("voicemail", "voicemailmain"))
