@@ -1,4 +1,4 @@
-"""The `voicemail` command: serve, and database set-up.
+"""The `voicemail` command: serve, database set-up, mailbox tools and checks.
 
 Errors an operator can fix (a wrong config line, a dead database, a busy port) are printed
 as one line and exit 1; they are not tracebacks.
@@ -12,12 +12,20 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from importlib import metadata
 from pathlib import Path
 
 from storage.audioformats import detect_format, stored_format
 from storage.conffile import ConfigError
+from storage.messages import MessageStore
+from storage.odbc import DatabaseError
 
+from . import operator_messages
+from .check_config import check_config
 from .config import load_server_config
+from .mailboxes import MailboxDirectory
+from .operator_messages import EXPORT_FORMATS, OperatorError
 from .server import StartupError, VoicemailServer, serve
 
 CONFIG_DIR_HELP = "directory with voicemail.conf, sip.conf, ... (default /etc/asterisk)"
@@ -30,8 +38,17 @@ def _config_dir_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml), as `voicemail --version` says it."""
+    try:
+        return metadata.version("ara-voicemail")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicemail", description="ARA Voicemail server")
+    parser.add_argument("--version", action="version", version=f"ara-voicemail {_version()}")
     parser.add_argument(
         "-C",
         "--config-dir",
@@ -66,7 +83,113 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "-o", "--output", type=Path, help="file to write (default msgNNNN.<format> here)"
     )
+    _messages_commands(commands)
+    check_config_cmd = commands.add_parser(
+        "check-config",
+        help="parse every file, connect to every ODBC class, check the tables",
+    )
+    _config_dir_option(check_config_cmd)
     return parser
+
+
+# --- operator's mailbox tools (voicemail/operator_messages.py) and check-config -----------
+
+
+def _messages_commands(commands: argparse._SubParsersAction) -> None:
+    """`voicemail messages list|export|delete MAILBOX@CONTEXT ...`."""
+    messages = commands.add_parser("messages", help="list, export and delete a mailbox's messages")
+    _config_dir_option(messages)
+    sub = messages.add_subparsers(dest="messages_command", required=True)
+    folder_help = "INBOX, Old, Work, Family, Friends, Cust1-5, Deleted, Urgent, or 0-11"
+    listing = sub.add_parser("list", help="the messages of a folder (of every folder if none)")
+    _config_dir_option(listing)
+    listing.add_argument("mailbox", help="MAILBOX@CONTEXT")
+    listing.add_argument("folder", nargs="?", help=folder_help)
+    export = sub.add_parser("export", help="write one message's audio to a file")
+    _config_dir_option(export)
+    delete = sub.add_parser("delete", help="delete one message; later ones are renumbered")
+    _config_dir_option(delete)
+    for command in (export, delete):
+        command.add_argument("mailbox", help="MAILBOX@CONTEXT")
+        command.add_argument("folder", help=folder_help)
+        command.add_argument("msgnum", help="message number in the folder (0 is the first)")
+    export.add_argument("file", type=Path, help="file to write")
+    export.add_argument(
+        "--format",
+        dest="audio_format",
+        metavar="FORMAT",
+        help=f"convert to {'|'.join(EXPORT_FORMATS)} (default: as stored)",
+    )
+
+
+async def _with_store(
+    config_dir: Path, action: Callable[[MessageStore, MailboxDirectory], Awaitable[str]]
+) -> int:
+    """Open the message store the configuration names, run one mailbox tool, print its
+    answer; a wrong mailbox, folder or message, or a database error, is one line and exit 1."""
+    server = VoicemailServer(load_server_config(config_dir))
+    try:
+        await server.open_storage()
+        assert server.store is not None
+        directory = MailboxDirectory(server.config.voicemail, server.realtime)
+        directory.call_path.wait = 10.0  # an operator can wait longer than a caller
+        print(await action(server.store, directory))
+        return 0
+    except OperatorError as exc:
+        print(f"voicemail: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseError as exc:
+        print(f"voicemail: database: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for pool in server.pools.values():
+            await pool.close()
+
+
+def _run_messages(config_dir: Path, args: argparse.Namespace) -> int:
+    try:
+        mailbox, context = operator_messages.parse_mailbox(args.mailbox)
+    except OperatorError as exc:
+        print(f"voicemail: {exc}", file=sys.stderr)
+        return 1
+    command = args.messages_command
+
+    async def action(store: MessageStore, directory: MailboxDirectory) -> str:
+        if command == "list":
+            return await operator_messages.list_messages(
+                store, mailbox, context, args.folder, directory=directory
+            )
+        if command == "delete":
+            return await operator_messages.delete_message(
+                store, mailbox, context, args.folder, args.msgnum, directory=directory
+            )
+        formats = directory.settings.formats
+        return await operator_messages.export_message(
+            store,
+            mailbox,
+            context,
+            args.folder,
+            args.msgnum,
+            args.file,
+            args.audio_format,
+            stored=stored_format("|".join(formats)),
+        )
+
+    return asyncio.run(_with_store(config_dir, action))
+
+
+def _run_check_config(config_dir: Path) -> int:
+    report = asyncio.run(check_config(config_dir))
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        count = len(report.problems)
+        print(f"{count} problem{'s' if count != 1 else ''} found")
+        return 1
+    print("configuration OK")
+    return 0
 
 
 def _configure_logging(verbose: int) -> None:
@@ -197,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
             return _reload(config_dir)
         elif args.command == "message":
             return asyncio.run(_run_message_export(config_dir, args))
+        elif args.command == "messages":
+            return _run_messages(config_dir, args)
+        elif args.command == "check-config":
+            return _run_check_config(config_dir)
         elif args.command == "db" and args.db_command == "check":
             return asyncio.run(_run_db_check(config_dir))
         elif args.command == "db":
