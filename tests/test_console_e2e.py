@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyodbc
 import pytest
 
 from voicemail.config import load_server_config
@@ -18,6 +19,7 @@ from . import sipp
 from .dbbackends import Backend
 from .server import VOICEMAIL_BIN, RunningServer, run_cli, start_server, write_config
 from .test_deposit_e2e import DATA, deposit_scenario, rows
+from .test_mwi_e2e import register, start_mwi_server
 from .test_reload_e2e import deposit, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -285,3 +287,57 @@ def test_without_a_running_server_the_console_exits_2(backend: Backend, tmp_path
     # The subcommands still need a command, and `voicemail reload` is unchanged.
     assert run_cli("-C", str(config)).returncode == 2
     assert run_cli("reload", "-C", str(config)).returncode == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_registered_peer_shows_in_sip_show_peers_and_mwi_refresh_resends_its_lamp(
+    backend: Backend, tmp_path: Path
+) -> None:
+    server = start_mwi_server(tmp_path, backend)  # voicemail realtime family mapped too
+    config = tmp_path / "etc"
+    try:
+        connection = pyodbc.connect(backend.connection_string, autocommit=True)
+        try:
+            connection.execute(
+                "INSERT INTO voicemail (context, mailbox, password, fullname) "
+                "VALUES ('default', '5000', '1', 'Rita Realtime')"
+            )
+        finally:
+            connection.close()
+        users = ok(config, "voicemail show users")
+        assert table_row(users, "default", "1000", "Alice Example", "0")
+        assert table_row(users, "default", "5000", "Rita Realtime", "0")
+
+        phone = sipp.start_sipp(
+            tmp_path / "phone",
+            sipp.scenario("phone", '<recv request="NOTIFY"/>\n', sipp.answer_request()),
+            server.target,
+            name="phone",
+            calls=2,
+        )
+        try:
+            xml = sipp.scenario("register", *register("6003", f"127.0.0.1:{phone.port}"))
+            sipp.run_sipp(tmp_path / "register", xml, server.target, timeout=20).check()
+            deadline = time.monotonic() + 10
+            while not phone.received():
+                assert time.monotonic() < deadline, "no NOTIFY after REGISTER"
+                time.sleep(0.1)
+            peers = ok(config, "sip show peers")
+            assert table_row(peers, "6003/6003", "127.0.0.1", "D", "No", "No", "", str(phone.port))
+            peer = ok(config, "sip show peer 6003")
+            assert f"sip:6003@127.0.0.1:{phone.port}" in peer
+            # Nothing changed and nothing polls: only the refresh makes the second NOTIFY.
+            ok(config, "mwi refresh 1000@default")
+            phone.wait(15).check()
+        finally:
+            phone.stop()
+        # By Call-ID: a NOTIFY retransmitted under load is still one NOTIFY.
+        notifies = {
+            re.search(r"^Call-ID: *(\S+)", text, re.M | re.I).group(1): text  # type: ignore[union-attr]
+            for _, text in phone.received()
+        }
+        bodies = list(notifies.values())
+        assert len(bodies) == 2, bodies
+        assert all(body.endswith("Voice-Message: 0/0 (0/0)\r\n") for body in bodies), bodies
+    finally:
+        assert server.stop() == 0, server.log()

@@ -326,16 +326,13 @@ class ServerCommands:
         if mwi is None:
             raise CommandError("SIP is not running")
         if not arguments:
-            mwi.recount_all()
+            mwi.refresh()
             return "MWI refresh requested for every watched mailbox"
         mailbox, at, context = arguments[0].partition("@")
-        if not mailbox or (at and not context):
+        if not mailbox or (at and not context) or len(arguments) > 1:
             raise CommandError("Usage: mwi refresh [<mailbox>@<context>]")
         context = context or "default"
-        # Forget what the phones were last sent, so they are told again even if unchanged.
-        for subscription in mwi.subscriptions.for_mailbox(mailbox, context):
-            subscription.last_counts = None
-        mwi.mailbox_changed(mailbox, context)
+        mwi.refresh(mailbox, context)
         return f"MWI refresh requested for {mailbox}@{context}"
 
     # -- logger, core ---------------------------------------------------------------------
