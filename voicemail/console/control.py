@@ -108,7 +108,9 @@ class ControlServer:
             return {"ok": False, "output": f"bad request: {exc}"}
         if "complete" in request:
             return {"ok": True, "completions": self.commands.completions(str(request["complete"]))}
-        command = str(request.get("command", ""))
+        if not isinstance(request.get("command"), str):
+            return {"ok": False, "output": 'bad request: no "command" or "complete"'}
+        command = request["command"]
         log.info("console: %s", command)
         try:
             result = await self.commands.run(command)
