@@ -58,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         help=CONFIG_DIR_HELP,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0)
-    commands = parser.add_subparsers(dest="command", required=True)
+    # `voicemail -r` / `voicemail -rx "COMMAND"`: the running server's console, as asterisk's.
+    parser.add_argument("-r", "--remote", action="store_true", help="console on the server")
+    parser.add_argument("-x", "--execute", metavar="COMMAND", help="with -r: run one command")
+    commands = parser.add_subparsers(dest="command", required=False)
     serve_cmd = commands.add_parser("serve", help="run the server in the foreground")
     _config_dir_option(serve_cmd)
     db = commands.add_parser("db", help="database set-up")
@@ -305,8 +308,17 @@ def _reload(config_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     config_dir = getattr(args, "config_dir_sub", None) or args.config_dir
+    if args.remote or args.execute is not None:
+        from .console.control import interactive, run_remote
+
+        if args.execute is not None:
+            return run_remote(config_dir, args.execute)
+        return interactive(config_dir)
+    if args.command is None:
+        parser.error("a command is required (serve, db, reload, message) or -r / -rx")
     _configure_logging(args.verbose)
     try:
         if args.command == "serve":

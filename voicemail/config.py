@@ -13,7 +13,9 @@ works wherever it is copied.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,8 @@ __all__ = [
     "StaticMailbox",
     "VoicemailSettings",
     "default_maxcalls",
+    "control_socket_path",
+    "default_control_socket",
     "default_pidfile",
     "load_server_config",
     "load_sip_settings",
@@ -64,6 +68,7 @@ class ServerConfig:
     extensions: ConfigFile
     local_spool: Path
     pidfile: Path
+    control_socket: Path
 
     @property
     def spool_prefix(self) -> str:
@@ -87,6 +92,28 @@ def default_pidfile(directory: Path, local_spool: Path, rundir: Path | None) -> 
         return rundir / "voicemail.pid"
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(directory.resolve())).strip("-.") or "root"
     return local_spool / f"voicemail-{name[-150:]}.pid"
+
+
+def default_control_socket(directory: Path, rundir: Path | None) -> Path:
+    """Where the console's Unix socket is (`voicemail -rx` finds it the same way).
+
+    `<astrundir>/voicemail.ctl` when asterisk.conf sets astrundir; otherwise a short name in
+    the temporary directory hashed from the configuration directory, so two servers with
+    different `-C` never share it, the path fits a socket address (107 bytes), and a client
+    finds it from asterisk.conf alone even while voicemail.conf has a broken line.
+    """
+    if rundir is not None:
+        return rundir / "voicemail.ctl"
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"voicemail-{digest}.ctl"
+
+
+def control_socket_path(directory: Path) -> Path:
+    """The control socket of the server that `directory` configures, from asterisk.conf."""
+    directory = directory.resolve()
+    dirs = load_config(directory / "asterisk.conf", required=False).section("directories")
+    run_dir = dirs.get("astrundir") if dirs else None
+    return default_control_socket(directory, _resolve(directory, run_dir) if run_dir else None)
 
 
 def _resolve(directory: Path, value: str) -> Path:
@@ -222,5 +249,8 @@ def load_server_config(directory: Path) -> ServerConfig:
         local_spool=local_spool,
         pidfile=default_pidfile(
             directory, local_spool, _resolve(directory, run_dir) if run_dir else None
+        ),
+        control_socket=default_control_socket(
+            directory, _resolve(directory, run_dir) if run_dir else None
         ),
     )

@@ -44,6 +44,8 @@ from .basic_apps import BasicApplications
 from .callpath import CallPathDatabase
 from .config import ServerConfig, voicemail_settings
 from .console.commands import Commands
+from .console.control import ControlServer, ControlSocketError
+from .console.server_commands import register_server_commands
 from .dialplan import Dialplan
 from .dialplan_runner import DialplanRunner
 from .externnotify import ExternNotify
@@ -92,6 +94,7 @@ class VoicemailServer:
         self.call_path = CallPathDatabase()
         # The console's commands; the control socket and AMI's Command action run them.
         self.commands = Commands()
+        self.control: ControlServer | None = None
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -310,6 +313,12 @@ class VoicemailServer:
         self.endpoint.admission = self._spool_admission
         self._start_registrations()
         await self._start_mwi_feed()
+        register_server_commands(self)
+        self.control = ControlServer(self.config.control_socket, self.commands)
+        try:
+            await self.control.start()
+        except ControlSocketError as exc:
+            raise StartupError(str(exc)) from exc
 
     async def _start_outbox_sender(self, spool: Spool) -> None:
         """The task sending the outbox; woken by every committed deposit."""
@@ -476,6 +485,8 @@ class VoicemailServer:
         return context
 
     async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()  # also removes the socket file
         if self.mwi_feed is not None:
             await self.mwi_feed.stop()
         if self.externnotify is not None:

@@ -235,6 +235,20 @@ class MwiService:
         """Change events may have been lost (the feed reconnected): poll now."""
         self._tasks.spawn(self.poll())
 
+    def refresh(self, mailbox: str | None = None, context: str = "default") -> None:
+        """The console's `mwi refresh`: send the phones watching mailbox@context (every
+        watched mailbox when None) their counts again even if unchanged (a lost lamp)."""
+        for subscription in self.subscriptions.subscriptions():
+            if mailbox is None or (mailbox, context) in subscription.mailboxes:
+                subscription.last_counts = None
+        for peer in self.registrations.peers.in_memory():
+            if mailbox is None or (mailbox, context) in peer.mailbox:
+                self._sent.pop(peer.name, None)
+        if mailbox is None:
+            self.recount_all()
+        else:
+            self.mailbox_changed(mailbox, context)
+
     async def _recount(self, key: tuple[str, str]) -> None:
         try:
             while True:
