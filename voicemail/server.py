@@ -39,6 +39,7 @@ from storage.schemacheck import Finding, check_table, expected_table
 from storage.spool import PendingMessage, Spool, SpoolFlusher
 from storage.staticconfig import ast_config_table
 
+from .ami.server import AmiServer
 from .app_voicemail import VoiceMailApp
 from .basic_apps import BasicApplications
 from .callpath import CallPathDatabase
@@ -92,6 +93,8 @@ class VoicemailServer:
         self.call_path = CallPathDatabase()
         # The console's commands; the control socket and AMI's Command action run them.
         self.commands = Commands()
+        self.ami: AmiServer | None = None  # manager.conf; None when AMI is off
+        self.mailbox_listeners: list[Callable[[str, str], None]] = []  # (mailbox, context)
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -310,6 +313,13 @@ class VoicemailServer:
         self.endpoint.admission = self._spool_admission
         self._start_registrations()
         await self._start_mwi_feed()
+        try:
+            self.ami = AmiServer.from_config(self)
+            if self.ami is not None:
+                await self.ami.start()
+                self.mailbox_listeners.append(self.ami.mailbox_changed)
+        except (ConfigError, OSError) as exc:
+            raise StartupError(f"AMI: {exc}") from exc
 
     async def _start_outbox_sender(self, spool: Spool) -> None:
         """The task sending the outbox; woken by every committed deposit."""
@@ -431,6 +441,8 @@ class VoicemailServer:
             self.mwi.mailbox_changed(mailbox, context)
         if self.externnotify is not None:
             self.externnotify.mailbox_changed(mailbox, context)
+        for listener in self.mailbox_listeners:
+            listener(mailbox, context)
 
     async def _leave_message(self, channel: Channel, recipients: Sequence[tuple[str, str]]) -> str:
         """VoiceMailMain's reply and compose: VoiceMail(a@c&b@c) without options; its VMSTATUS."""
@@ -476,6 +488,8 @@ class VoicemailServer:
         return context
 
     async def stop(self) -> None:
+        if self.ami is not None:
+            await self.ami.stop()  # Shutdown first, while everything still runs
         if self.mwi_feed is not None:
             await self.mwi_feed.stop()
         if self.externnotify is not None:
