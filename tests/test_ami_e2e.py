@@ -45,6 +45,8 @@ write = all
 def ami_config(tmp_path: Path, backend: Backend) -> tuple[Path, int]:
     config = write_config(tmp_path / "etc", backend, realtime_voicemail=False)
     port = free_port(socket.SOCK_STREAM)
+    with (config / "sip.conf").open("a") as sip_conf:
+        sip_conf.write("\n[2000]\ntype=friend\nhost=dynamic\nsecret=pw2000\ncontext=default\n")
     (config / "manager.conf").write_text(
         f"[general]\nenabled = yes\nport = {port}\nbindaddr = 127.0.0.1\n{USERS}"
     )
@@ -146,7 +148,11 @@ def test_login_plain_and_md5_commands_lists_and_shutdown(backend: Backend, tmp_p
             ]
             assert listed[-1].event == "VoicemailUserEntryComplete"
             peers = await admin.send({"Action": "SIPpeers"})
-            assert peers[-1].event == "PeerlistComplete" and peers[-1].listitems == "0"
+            (peer,) = [m for m in peers if m.event == "PeerEntry"]
+            assert (peer.objectname, peer.ipaddress, peer.dynamic) == ("2000", "-none-", "yes")
+            assert peers[-1].event == "PeerlistComplete" and peers[-1].listitems == "1"
+            shown = await admin.send({"Action": "SIPshowpeer", "Peer": "2000"})
+            assert (shown.objectname, shown.secretexist, shown.context) == ("2000", "Y", "default")
             missing = await admin.send({"Action": "SIPshowpeer", "Peer": "nobody"})
             assert (missing.response, missing.message) == ("Error", "Peer not found")
             status = await admin.send({"Action": "CoreStatus"})
@@ -224,6 +230,20 @@ def test_reload_during_a_call_then_message_waiting_and_counts(
             assert status.waiting == "1"
             refused = await watcher.send({"Action": "Reload"})
             assert refused.message == "Permission denied"
+            # VoicemailRefresh (write class user: admin) tells AMI the counts again.
+            seen = len([e for e in watcher.events if e.event == "MessageWaiting"])
+            refresh = await admin.send(
+                {"Action": "VoicemailRefresh", "Context": "default", "Mailbox": "1000"}
+            )
+            assert refresh.success
+            while len([e for e in watcher.events if e.event == "MessageWaiting"]) == seen:
+                watcher.arrived.clear()
+                await watcher.arrived.wait()
+            assert watcher.events[-1].new == "1"
+            # The console's reload (here: `voicemail reload`) is announced too.
+            assert (await asyncio.to_thread(run_cli, "reload", "-C", str(config))).returncode == 0
+            console = await admin.event("Reload", Module="All")
+            assert console.status == "Success"
             admin.close()
             watcher.close()
 
@@ -275,3 +295,17 @@ def test_unimplemented_manager_conf_option_stops_startup_with_file_and_line(
     assert result.returncode != 0
     assert "manager.conf:4" in result.stdout + result.stderr
     assert 'option "webenabled" is not implemented' in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_ami_port_in_use_stops_startup_and_the_process_exits(
+    backend: Backend, tmp_path: Path
+) -> None:
+    config, port = ami_config(tmp_path, backend)
+    assert run_cli("db", "init", "-C", str(config)).returncode == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = run_cli("serve", "-C", str(config), timeout=60)
+    assert result.returncode == 1
+    assert "voicemail: AMI:" in result.stderr

@@ -95,6 +95,7 @@ class VoicemailServer:
         self.commands = Commands()
         self.ami: AmiServer | None = None  # manager.conf; None when AMI is off
         self.mailbox_listeners: list[Callable[[str, str], None]] = []  # (mailbox, context)
+        self.reload_listeners: list[Callable[[ReloadResult], None]] = []  # after each reload
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -212,6 +213,7 @@ class VoicemailServer:
     async def start(self) -> None:
         # Mistakes in the files themselves first: they need no database to be found.
         tls_context = self._tls_context()
+        self.ami = AmiServer.from_config(self)  # manager.conf: a ConfigError at file:line
         await self.open_storage()
         assert self.store is not None
         try:
@@ -313,13 +315,14 @@ class VoicemailServer:
         self.endpoint.admission = self._spool_admission
         self._start_registrations()
         await self._start_mwi_feed()
-        try:
-            self.ami = AmiServer.from_config(self)
-            if self.ami is not None:
+        if self.ami is not None:
+            try:
                 await self.ami.start()
-                self.mailbox_listeners.append(self.ami.mailbox_changed)
-        except (ConfigError, OSError) as exc:
-            raise StartupError(f"AMI: {exc}") from exc
+            except OSError as exc:
+                await self.stop()  # what started so far, so that the process can exit
+                raise StartupError(f"AMI: {exc}") from exc
+            self.mailbox_listeners.append(self.ami.mailbox_changed)
+            self.reload_listeners.append(self.ami.reloaded)
 
     async def _start_outbox_sender(self, spool: Spool) -> None:
         """The task sending the outbox; woken by every committed deposit."""
@@ -458,7 +461,10 @@ class VoicemailServer:
 
     async def reload(self) -> ReloadResult:
         """`voicemail reload`: re-read the configuration without dropping calls."""
-        return await reload_server(self)
+        result = await reload_server(self)
+        for listener in self.reload_listeners:
+            listener(result)
+        return result
 
     def _spool_admission(self) -> str | None:
         """New calls are refused (503) while the local spool holds more than spoolmaxmb:

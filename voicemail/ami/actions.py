@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from storage.conffile import ConfigError
 from storage.odbc import DatabaseError
 
 from . import protocol
@@ -28,6 +29,7 @@ RELOADABLE = frozenset(
     {"app_voicemail", "chan_sip", "pbx_config", "res_odbc", "res_config_odbc", "extconfig"}
 )
 NEEDS_NO_LOGIN = frozenset({"logoff"})
+SYSTEM = frozenset({"system"})
 
 
 async def ping(ami: AmiServer, session: AmiSession, action: Message) -> bytes:
@@ -51,31 +53,23 @@ async def command(ami: AmiServer, session: AmiSession, action: Message) -> bytes
 
 
 async def reload(ami: AmiServer, session: AmiSession, action: Message) -> bytes:
+    """Every Module: we know reloads all our files, as `reload` does (manager only
+    manager.conf); the Reload event follows from AmiServer.reloaded."""
     module = action.get("Module").strip()
     name = module.lower().removesuffix(".so")
     if name and name not in RELOADABLE | {"manager"}:
         return protocol.error(action, "No such module")
-    try:
-        ami.reload_users()
-    except Exception as exc:  # ConfigError: manager.conf refused whole, old users stay
-        return protocol.error(action, f"manager.conf: {exc}")
     if name == "manager":
-        ok, text = True, "manager.conf reloaded"
-    else:
-        result = await ami.server.reload()
-        ok, text = result.ok, result.summary
-    ami.reloaded_at = time.time()
-    ami.broadcast(
-        "Reload",
-        frozenset({"system"}),
-        [
-            ("Module", module or "All"),
-            ("Status", "Success" if ok else "Failure"),
-            ("Message", text),
-        ],
-    )
-    if not ok:
-        return protocol.error(action, text)
+        try:
+            ami.reload_users()
+        except ConfigError as exc:
+            return protocol.error(action, f"manager.conf refused, keeping its users: {exc}")
+        ami.broadcast("Reload", SYSTEM, [("Module", module), ("Status", "Success")])
+        return protocol.response(action, message="Module Reloaded.")
+    ami.reload_module = module
+    result = await ami.server.reload()
+    if not result.ok:
+        return protocol.error(action, result.summary)
     return protocol.response(action, message="Module Reloaded.")
 
 

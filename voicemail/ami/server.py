@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from channels.sip.auth import FailureLimiter
+from storage.conffile import ConfigError
 
 from . import protocol
 from .actions import ACTIONS, NEEDS_NO_LOGIN
@@ -24,6 +25,7 @@ from .manager_conf import AmiUser, ManagerSettings, load_manager_conf
 
 if TYPE_CHECKING:
     from ..server import VoicemailServer
+    from ..server_reload import ReloadResult
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class AmiServer:
         self.limiter = FailureLimiter(LOGIN_FAILURES, LOGIN_WINDOW, LOGIN_BLOCK)
         self.started_at = time.time()
         self.reloaded_at = self.started_at
+        self.reload_module = ""  # the Module: of the AMI Reload in progress
         self._listener: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -112,11 +115,42 @@ class AmiServer:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
 
-    def reload_users(self) -> None:
-        """Re-read manager.conf's users (the listening address needs a restart)."""
+    def reload_users(self) -> str:
+        """Re-read manager.conf's users; the listening address needs a restart. A broken
+        file keeps the users in force (ConfigError raised)."""
         fresh = load_manager_conf(self.server.config.directory)
         self.settings = ManagerSettings(
             self.settings.enabled, self.settings.port, self.settings.bindaddr, fresh.users
+        )
+        if (fresh.enabled, fresh.port, fresh.bindaddr) != (
+            self.settings.enabled,
+            self.settings.port,
+            self.settings.bindaddr,
+        ):
+            return "manager.conf enabled/port/bindaddr changed; that takes effect after a restart"
+        return ""
+
+    def reloaded(self, result: ReloadResult) -> None:
+        """After every reload (console, SIGHUP or AMI): manager.conf's users, then the Reload
+        event; `reload_module` is the Module: an AMI Reload named, else All."""
+        warning = ""
+        try:
+            if result.ok:  # a refused reload keeps every file's old contents, this one's too
+                warning = self.reload_users()
+        except ConfigError as exc:
+            warning = f"manager.conf refused, keeping its users: {exc}"
+        if warning:
+            result.warn(warning)
+        self.reloaded_at = time.time()
+        module, self.reload_module = self.reload_module or "All", ""
+        self.broadcast(
+            "Reload",
+            SYSTEM,
+            [
+                ("Module", module),
+                ("Status", "Success" if result.ok else "Failure"),
+                ("Message", result.summary),
+            ],
         )
 
     def broadcast(
@@ -206,7 +240,12 @@ class AmiServer:
         if session.user is not None and not session.user.may_write(classes):
             session.send(protocol.error(action, "Permission denied"))
             return
-        session.send(await handler(self, session, action))
+        try:
+            answer = await handler(self, session, action)
+        except Exception:  # a bug in one action must not end the session
+            log.exception("AMI: action %s failed", action.action)
+            answer = protocol.error(action, f"{action.action} failed; the server log says why")
+        session.send(answer)
 
     def _challenge(self, session: AmiSession, action: protocol.Message) -> None:
         if action.get("AuthType").strip().lower() != "md5":
