@@ -39,6 +39,7 @@ from storage.schemacheck import Finding, check_table, expected_table
 from storage.spool import PendingMessage, Spool, SpoolFlusher
 from storage.staticconfig import ast_config_table
 
+from .ami.server import AmiServer
 from .app_voicemail import VoiceMailApp
 from .basic_apps import BasicApplications
 from .callpath import CallPathDatabase
@@ -95,6 +96,9 @@ class VoicemailServer:
         # The console's commands; the control socket and AMI's Command action run them.
         self.commands = Commands()
         self.control: ControlServer | None = None
+        self.ami: AmiServer | None = None  # manager.conf; None when AMI is off
+        self.mailbox_listeners: list[Callable[[str, str], None]] = []  # (mailbox, context)
+        self.reload_listeners: list[Callable[[ReloadResult], None]] = []  # after each reload
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -212,6 +216,7 @@ class VoicemailServer:
     async def start(self) -> None:
         # Mistakes in the files themselves first: they need no database to be found.
         tls_context = self._tls_context()
+        self.ami = AmiServer.from_config(self)  # manager.conf: a ConfigError at file:line
         await self.open_storage()
         assert self.store is not None
         try:
@@ -319,6 +324,14 @@ class VoicemailServer:
             await self.control.start()
         except ControlSocketError as exc:
             raise StartupError(str(exc)) from exc
+        if self.ami is not None:
+            try:
+                await self.ami.start()
+            except OSError as exc:
+                await self.stop()  # what started so far, so that the process can exit
+                raise StartupError(f"AMI: {exc}") from exc
+            self.mailbox_listeners.append(self.ami.mailbox_changed)
+            self.reload_listeners.append(self.ami.reloaded)
 
     async def _start_outbox_sender(self, spool: Spool) -> None:
         """The task sending the outbox; woken by every committed deposit."""
@@ -440,6 +453,8 @@ class VoicemailServer:
             self.mwi.mailbox_changed(mailbox, context)
         if self.externnotify is not None:
             self.externnotify.mailbox_changed(mailbox, context)
+        for listener in self.mailbox_listeners:
+            listener(mailbox, context)
 
     async def _leave_message(self, channel: Channel, recipients: Sequence[tuple[str, str]]) -> str:
         """VoiceMailMain's reply and compose: VoiceMail(a@c&b@c) without options; its VMSTATUS."""
@@ -455,7 +470,10 @@ class VoicemailServer:
 
     async def reload(self) -> ReloadResult:
         """`voicemail reload`: re-read the configuration without dropping calls."""
-        return await reload_server(self)
+        result = await reload_server(self)
+        for listener in self.reload_listeners:
+            listener(result)
+        return result
 
     def _spool_admission(self) -> str | None:
         """New calls are refused (503) while the local spool holds more than spoolmaxmb:
@@ -487,6 +505,8 @@ class VoicemailServer:
     async def stop(self) -> None:
         if self.control is not None:
             await self.control.stop()  # also removes the socket file
+        if self.ami is not None:
+            await self.ami.stop()  # Shutdown first, while everything still runs
         if self.mwi_feed is not None:
             await self.mwi_feed.stop()
         if self.externnotify is not None:

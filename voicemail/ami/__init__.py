@@ -1,0 +1,1 @@
+"""The Asterisk Manager Interface: manager.conf, the wire format, the TCP server, actions."""
