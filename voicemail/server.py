@@ -47,8 +47,11 @@ from .console.commands import Commands
 from .dialplan import Dialplan
 from .dialplan_runner import DialplanRunner
 from .externnotify import ExternNotify
+from .http_status import load_http_settings
 from .invite_policy import InvitePolicy
+from .logconfig import apply_logger_conf
 from .mailboxes import MailboxDirectory
+from .metrics import ServerMetrics
 from .mwi_feed import MwiFeed, follow_interval, listener_conninfo
 from .notifications import notify_recovered
 from .outbox_sender import OutboxSender, server_id_for
@@ -92,6 +95,7 @@ class VoicemailServer:
         self.call_path = CallPathDatabase()
         # The console's commands; the control socket and AMI's Command action run them.
         self.commands = Commands()
+        self.metrics: ServerMetrics | None = None  # /metrics, /health, /ready (metrics.py)
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -209,6 +213,7 @@ class VoicemailServer:
     async def start(self) -> None:
         # Mistakes in the files themselves first: they need no database to be found.
         tls_context = self._tls_context()
+        http_settings = load_http_settings(self.config.directory)
         await self.open_storage()
         assert self.store is not None
         try:
@@ -310,6 +315,13 @@ class VoicemailServer:
         self.endpoint.admission = self._spool_admission
         self._start_registrations()
         await self._start_mwi_feed()
+        self.metrics = ServerMetrics(self)
+        self.metrics.attach()
+        try:
+            await self.metrics.start(http_settings)
+        except OSError as exc:
+            where = f"{http_settings.bindaddr}:{http_settings.bindport}"
+            raise StartupError(f"http.conf: cannot listen on {where}: {exc}") from exc
 
     async def _start_outbox_sender(self, spool: Spool) -> None:
         """The task sending the outbox; woken by every committed deposit."""
@@ -476,6 +488,8 @@ class VoicemailServer:
         return context
 
     async def stop(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.mwi_feed is not None:
             await self.mwi_feed.stop()
         if self.externnotify is not None:
@@ -502,6 +516,7 @@ async def serve(
     config: ServerConfig, ready: Callable[[VoicemailServer], None] | None = None
 ) -> None:
     """Run until cancelled (Ctrl-C / SIGTERM), then stop cleanly. SIGHUP reloads."""
+    apply_logger_conf(config.directory)  # logger.conf: format and levels
     server = VoicemailServer(config)
     await server.start()
     loop = asyncio.get_running_loop()
