@@ -178,7 +178,7 @@ def test_ready_is_503_with_the_reason_while_the_database_is_away(
 def test_json_log_lines_carry_the_call_id_and_mailbox(backend: Backend, tmp_path: Path) -> None:
     config = write_config(tmp_path / "etc", backend)
     (config / "logger.conf").write_text(
-        "[general]\nformat=json\nlevel=info\n\n[levels]\nchannels.sip=debug\n"
+        "[general]\nformat=json\nlevel=info\n\n[levels]\nstorage.odbc=debug\nvoicemail.mwi_feed=warning\n"
     )
     server = start_server(config)
     try:
@@ -194,9 +194,16 @@ def test_json_log_lines_carry_the_call_id_and_mailbox(backend: Backend, tmp_path
         assert {"time", "level", "logger", "message"} <= entry.keys(), entry
         entries.append(entry)
     in_call = [e for e in entries if e.get("mailbox") == "1000@default" and e.get("call_id")]
-    assert any("executing" in e["message"] for e in in_call), entries
-    assert any(e["level"] == "debug" and e["logger"].startswith("channels.sip") for e in entries)
-    assert len({e["call_id"] for e in in_call}) == 1
+    assert in_call, entries
+    call_ids = {e["call_id"] for e in in_call}
+    assert len(call_ids) == 1
+    # The dial plan's own lines carry the call id from its first step on.
+    executing = [e for e in entries if "executing" in e["message"]]
+    assert executing and all(e.get("call_id") in call_ids for e in executing), executing
+    # A level per facility: storage.odbc's debug lines show, the MWI feed's info lines do not.
+    assert any(e["level"] == "debug" and e["logger"] == "storage.odbc" for e in entries)
+    assert all(e["level"] != "debug" for e in entries if e["logger"] != "storage.odbc")
+    assert not [e for e in entries if e["logger"] == "voicemail.mwi_feed" and e["level"] == "info"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -220,3 +227,21 @@ def test_a_broken_line_stops_start_up_with_file_and_line(
     assert result.returncode == 1, result.stdout + result.stderr
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_jitter_buffer_counts_lost_and_late_packets() -> None:
+    """What voicemail_rtp_packets_total{kind="lost"|"late"} adds up, packet by packet."""
+    from channels.rtp import JitterBuffer, RtpCounts, RtpPacket
+
+    counts = RtpCounts()
+    buffer = JitterBuffer(depth=2, counts=counts)
+
+    def packet(seq: int) -> RtpPacket:
+        return RtpPacket(payload_type=0, sequence=seq, timestamp=seq * 160, ssrc=7, payload=b"")
+
+    for seq in (10, 11, 13, 14, 15):  # 12 never comes: given up on once 3 are held
+        buffer.push(packet(seq), b"")
+    buffer.push(packet(12), b"")  # too late now
+    buffer.push(packet(17), b"")
+    buffer.flush()  # the recording ends with 16 missing
+    assert (counts.lost, counts.late) == (2, 1)
