@@ -245,3 +245,45 @@ def test_jitter_buffer_counts_lost_and_late_packets() -> None:
     buffer.push(packet(17), b"")
     buffer.flush()  # the recording ends with 16 missing
     assert (counts.lost, counts.late) == (2, 1)
+
+
+def test_status_http_server_speaks_http_1_1() -> None:
+    """Two requests on one connection, HEAD without a body, 405 for POST, 400 for garbage."""
+    import asyncio
+
+    from voicemail.http_status import HttpSettings, Reply, StatusHttpServer
+
+    async def health() -> Reply:
+        return Reply(200, b"OK\n")
+
+    async def exchange(port: int, data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)  # the server closes after the last
+        writer.close()
+        return answer
+
+    async def run() -> list[bytes]:
+        server = StatusHttpServer(
+            HttpSettings(enabled=True, bindport=0, session_inactivity=2.0), {"/health": health}
+        )
+        await server.start()
+        try:
+            return [
+                await exchange(
+                    server.port,
+                    b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                ),
+                await exchange(server.port, b"POST /health HTTP/1.0\r\nContent-Length: 0\r\n\r\n"),
+                await exchange(server.port, b"NOT HTTP AT ALL\r\n\r\n"),
+            ]
+        finally:
+            await server.stop()
+
+    both, post, garbage = asyncio.run(run())
+    assert both.count(b"HTTP/1.1 200 ") == 2
+    assert both.endswith(b"\r\n\r\n") and both.count(b"OK\n") == 1  # HEAD: headers only
+    assert post.startswith(b"HTTP/1.1 405 ")
+    assert garbage.startswith(b"HTTP/1.1 400 ")

@@ -105,6 +105,13 @@ class Reply:
 Route = Callable[[], Awaitable[Reply]]
 
 
+async def _drain_quietly(writer: asyncio.StreamWriter) -> None:
+    try:
+        await asyncio.wait_for(writer.drain(), 2)
+    except (OSError, TimeoutError):
+        pass
+
+
 class StatusHttpServer:
     """A small HTTP/1.1 server for a fixed set of GET routes."""
 
@@ -143,6 +150,11 @@ class StatusHttpServer:
         self._connections.add(task)
         try:
             await self._serve(reader, writer)
+        except h11.RemoteProtocolError:
+            writer.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            await _drain_quietly(writer)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, h11.ProtocolError):
             pass
         finally:
