@@ -22,6 +22,7 @@ from .rtp import (
     DtmfReceiver,
     JitterBuffer,
     ReceiveBuffer,
+    RtpCounts,
     RtpError,
     RtpPacket,
     is_rtcp,
@@ -60,6 +61,7 @@ class MediaClock:
 
     def __init__(self) -> None:
         self._sessions: set[RtpSession] = set()
+        self.rtp = RtpCounts()  # every session's packets, for monitoring
         self._handle: asyncio.TimerHandle | None = None
         self._next = 0.0
         self._ticks = 0
@@ -149,7 +151,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self._play_done: asyncio.Future[None] | None = None
         self._dtmf = DtmfReceiver()
         self._buffer = ReceiveBuffer()
-        self._jitter = JitterBuffer()
+        self._jitter = JitterBuffer(counts=clock.rtp)
         # Received audio in order: (pcm, samples lost just before it, to be silence).
         self.on_audio: Callable[[bytes, int], None] | None = None
         self.on_dtmf: Callable[[str], None] | None = None
@@ -303,6 +305,7 @@ class RtpSession(asyncio.DatagramProtocol):
         except RtpError:
             return
         self.packets_received += 1
+        self._clock.rtp.received += 1
         self.last_received = asyncio.get_running_loop().time()
         if packet.payload_type == self._telephone_event:
             digit = self._dtmf.receive(packet)

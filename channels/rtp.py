@@ -158,6 +158,15 @@ class ReceiveBuffer:
         return delta
 
 
+@dataclass
+class RtpCounts:
+    """Packets of every call of an endpoint, for monitoring: read, never reset."""
+
+    received: int = 0
+    lost: int = 0  # sequence numbers given up on
+    late: int = 0  # arrived after their place was released, or duplicates
+
+
 class JitterBuffer:
     """Puts reordered packets back in sequence order, holding at most `depth` of them.
 
@@ -167,8 +176,9 @@ class JitterBuffer:
     released is late and dropped. Depth 3 is 60 ms at 20 ms ptime.
     """
 
-    def __init__(self, depth: int = 3) -> None:
+    def __init__(self, depth: int = 3, counts: RtpCounts | None = None) -> None:
         self.depth = depth
+        self.counts = RtpCounts() if counts is None else counts
         self._ssrc: int | None = None
         self._next: int | None = None
         self._held: dict[int, tuple[RtpPacket, bytes]] = {}
@@ -186,12 +196,15 @@ class JitterBuffer:
                 released += self.flush()
                 self._next = packet.sequence
             else:
+                self.counts.late += 1
                 return released  # late or duplicate
         self._held[packet.sequence] = (packet, pcm)
         released += self._release_in_order()
         if len(self._held) > self.depth:
             # Give up on the gap: continue from the oldest packet we hold.
-            self._next = min(self._held, key=lambda seq: (seq - self._next) & 0xFFFF)
+            oldest = min(self._held, key=lambda seq: (seq - self._next) & 0xFFFF)
+            self.counts.lost += (oldest - self._next) & 0xFFFF
+            self._next = oldest
             released += self._release_in_order()
         return released
 
@@ -209,6 +222,10 @@ class JitterBuffer:
         start = self._next
         ordered = sorted(self._held.items(), key=lambda item: (item[0] - start) & 0xFFFF)
         self._held.clear()
+        expected = start
+        for seq, _entry in ordered:  # holes left when the recording ends are lost too
+            self.counts.lost += (seq - expected) & 0xFFFF
+            expected = (seq + 1) & 0xFFFF
         if ordered:
             self._next = (ordered[-1][0] + 1) & 0xFFFF
         return [entry for _seq, entry in ordered]

@@ -148,6 +148,8 @@ class OdbcPool:
         self._suppressed_because = ""
         self._query_timeout_supported = True
         self.max_allowed_packet: int | None = None  # MariaDB only, read at start()
+        # Told (seconds, ok) after every run(): ok is False when it raised DatabaseError.
+        self.on_query: Callable[[float, bool], None] | None = None
 
     @property
     def name(self) -> str:
@@ -200,8 +202,17 @@ class OdbcPool:
         seconds = self.connection_class.dbtimeout if timeout is None else timeout
         if seconds < 0:
             raise ValueError(f"timeout must not be negative, not {seconds}")
-        deadline = time.monotonic() + seconds if seconds > 0 else None
-        return await self._submit(self._run_sync, seconds, work, limit, deadline, seconds)
+        started = time.monotonic()
+        deadline = started + seconds if seconds > 0 else None
+        try:
+            result = await self._submit(self._run_sync, seconds, work, limit, deadline, seconds)
+        except DatabaseError:
+            if self.on_query is not None:
+                self.on_query(time.monotonic() - started, False)
+            raise
+        if self.on_query is not None:
+            self.on_query(time.monotonic() - started, True)
+        return result
 
     async def close(self) -> None:
         """Stop the workers, finishing work already handed over; each closes its connection.

@@ -212,6 +212,9 @@ class Realtime:
         self._cache: dict[tuple[object, ...], tuple[float, list[Row]]] = {}
         self._columns: dict[tuple[str, str], dict[str, _Column]] = {}
         self._static: dict[tuple[str, Path], list[Row]] = {}
+        # Lookups answered from the cache, and those that went to their mappings.
+        self.cache_hits = 0
+        self.cache_misses = 0
         for mapping in mappings:
             driver = mapping.driver.strip().lower()
             if driver not in DRIVERS:
@@ -284,7 +287,9 @@ class Realtime:
         key = (family, single, tuple((c.column, c.operator, c.value) for c in conditions))
         cached = self._cache_get(key)
         if cached is not None:
+            self.cache_hits += 1
             return cached
+        self.cache_misses += 1
         error: DatabaseUnavailable | None = None
         for mapping in mappings:
             try:

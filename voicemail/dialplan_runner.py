@@ -40,6 +40,7 @@ from .dialplan import Dialplan, Step, expand_arguments, pattern_regex, steps_fro
 from .dialplan_expr import substitute
 from .dialplan_flow import Assignment, FlowError, goto, gotoif, set_variable
 from .goto import Goto
+from .logconfig import current_call
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,11 @@ class DialplanRunner:
             steps,
             self.active_calls.begin(channel),
         )
+        token = current_call.set(call.active)  # log lines of this call carry its id, mailbox
         try:
             await self._run_with_h(call)
         finally:
+            current_call.reset(token)
             self.active_calls.end(channel)
 
     async def _run_with_h(self, call: CallState) -> None:

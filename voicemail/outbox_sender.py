@@ -23,6 +23,7 @@ import hashlib
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,8 @@ class OutboxSender:
         # A claim or mark whose outcome the database left unknown (a timeout with the COMMIT
         # in flight) may have left rows claimed by us: give them back before the next claim.
         self._unsure = False
+        # Send attempts by (kind, "sent" | "failed"), for the metrics.
+        self.results: Counter[tuple[str, str]] = Counter()
 
     # --- running ------------------------------------------------------------------------------
 
@@ -197,6 +200,7 @@ class OutboxSender:
             log.exception("outbox: row %d (%s to %s) failed", row.id, row.kind, row.recipient)
             result = SendResult(TEMPORARY, f"internal error: {exc!r}")
         what = f"{row.kind} for {row.mailbox}@{row.context} msg {row.msg_id} to {row.recipient}"
+        self.results[(row.kind, "sent" if result.sent else "failed")] += 1
         if result.sent:
             await self._mark_sent(row)
             log.info(

@@ -50,8 +50,11 @@ from .console.server_commands import register_server_commands
 from .dialplan import Dialplan
 from .dialplan_runner import DialplanRunner
 from .externnotify import ExternNotify
+from .http_status import load_http_settings
 from .invite_policy import InvitePolicy
+from .logconfig import apply_logger_conf
 from .mailboxes import MailboxDirectory
+from .metrics import ServerMetrics
 from .mwi_feed import MwiFeed, follow_interval, listener_conninfo
 from .notifications import notify_recovered
 from .outbox_sender import OutboxSender, server_id_for
@@ -99,6 +102,7 @@ class VoicemailServer:
         self.ami: AmiServer | None = None  # manager.conf; None when AMI is off
         self.mailbox_listeners: list[Callable[[str, str], None]] = []  # (mailbox, context)
         self.reload_listeners: list[Callable[[ReloadResult], None]] = []  # after each reload
+        self.metrics: ServerMetrics | None = None  # /metrics, /health, /ready (metrics.py)
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -217,6 +221,7 @@ class VoicemailServer:
         # Mistakes in the files themselves first: they need no database to be found.
         tls_context = self._tls_context()
         self.ami = AmiServer.from_config(self)  # manager.conf: a ConfigError at file:line
+        http_settings = load_http_settings(self.config.directory)
         await self.open_storage()
         assert self.store is not None
         try:
@@ -323,6 +328,7 @@ class VoicemailServer:
         try:
             await self.control.start()
         except ControlSocketError as exc:
+            await self.stop()  # what started so far, so that the process can exit
             raise StartupError(str(exc)) from exc
         if self.ami is not None:
             try:
@@ -332,6 +338,14 @@ class VoicemailServer:
                 raise StartupError(f"AMI: {exc}") from exc
             self.mailbox_listeners.append(self.ami.mailbox_changed)
             self.reload_listeners.append(self.ami.reloaded)
+        self.metrics = ServerMetrics(self)
+        self.metrics.attach()
+        try:
+            await self.metrics.start(http_settings)
+        except OSError as exc:
+            await self.stop()  # what started so far, so that the process can exit
+            where = f"{http_settings.bindaddr}:{http_settings.bindport}"
+            raise StartupError(f"http.conf: cannot listen on {where}: {exc}") from exc
 
     async def _start_outbox_sender(self, spool: Spool) -> None:
         """The task sending the outbox; woken by every committed deposit."""
@@ -507,6 +521,8 @@ class VoicemailServer:
             await self.control.stop()  # also removes the socket file
         if self.ami is not None:
             await self.ami.stop()  # Shutdown first, while everything still runs
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.mwi_feed is not None:
             await self.mwi_feed.stop()
         if self.externnotify is not None:
@@ -533,6 +549,7 @@ async def serve(
     config: ServerConfig, ready: Callable[[VoicemailServer], None] | None = None
 ) -> None:
     """Run until cancelled (Ctrl-C / SIGTERM), then stop cleanly. SIGHUP reloads."""
+    apply_logger_conf(config.directory)  # logger.conf: format and levels
     server = VoicemailServer(config)
     await server.start()
     loop = asyncio.get_running_loop()

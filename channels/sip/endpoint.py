@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -61,6 +62,11 @@ Admission = Callable[[], "str | None"]
 
 # Option tags we support in Require (RFC 3261 8.2.2.3); anything else gets 420.
 SUPPORTED_EXTENSIONS = {"timer"}
+# Methods counted by name in requests_received; anything else is "OTHER" (a bounded label).
+COUNTED_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER SUBSCRIBE NOTIFY INFO UPDATE PRACK MESSAGE REFER "
+    "PUBLISH".split()
+)
 INCOMPATIBLE_ADDRESS = '301 - "Incompatible network address formats"'  # RFC 3261 20.43
 
 
@@ -110,6 +116,8 @@ class SipEndpoint:
         self._refusal_log = LogLimiter()
         self._bad_exten_log = LogLimiter()
         self.rtp_host = config.rtp_host or config.host
+        # Requests received, by method (unknown methods as OTHER), for monitoring.
+        self.requests_received: Counter[str] = Counter()
         self.contact_host = f"{host_reference(config.host)}:{config.port}"
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -182,13 +190,17 @@ class SipEndpoint:
         layer = transport.layer
         while (event := layer.next_event()) is not None:
             if isinstance(event, RequestReceived):
+                method = event.request.method
+                self.requests_received[method if method in COUNTED_METHODS else "OTHER"] += 1
                 self._on_request(transport, event.request, event.transaction)
             elif isinstance(event, CancelReceived):
+                self.requests_received["CANCEL"] += 1
                 # The layer has answered the CANCEL and sent the 487 already.
                 call = self._calls_by_invite.get(id(event.invite))
                 if call is not None:
                     call.cancelled()
             elif isinstance(event, AckReceived):
+                self.requests_received["ACK"] += 1
                 call = self._calls_by_invite.get(id(event.invite))
                 if call is not None:
                     call.acknowledged()
