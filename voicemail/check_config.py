@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from storage.realtime_static import static_rows
 from storage.schema import mailbox_changes_table, messages_table, outbox_table
 from storage.schemacheck import Finding, check_table, expected_table
 
+from .ami.manager_conf import load_manager_conf
 from .basic_apps import BasicApplications
 from .callpath import CallPathDatabase
 from .config import (
@@ -40,6 +40,8 @@ from .config import (
 )
 from .dialplan import Dialplan
 from .dialplan_runner import DialplanRunner
+from .http_status import load_http_settings
+from .logconfig import load_logger_settings
 from .server import StartupError, VoicemailServer
 from .server_reload import static_peers
 
@@ -49,17 +51,6 @@ T = TypeVar("T")
 # or unreachable server costs the check seconds, not a minute per class.
 CONNECT_TIMEOUT = 5
 QUERY_TIMEOUT = 5.0
-
-# Files other parts of the server read, checked when their loader is installed: (file,
-# candidate modules, candidate functions taking the file's path). Absent loaders are skipped.
-OPTIONAL_FILES = tuple(
-    (
-        f"{name}.conf",
-        (f"voicemail.config_{name}", f"voicemail.{name}_config", f"voicemail.{name}.config"),
-        (f"load_{name}_conf", f"load_{name}_config", f"load_{name}_settings"),
-    )
-    for name in ("manager", "http", "logger", "prometheus")
-)
 
 
 @dataclass
@@ -125,11 +116,9 @@ def _check_files(report: CheckReport, directory: Path) -> dict[str, ConnectionCl
     for mapping in mappings or []:
         if mapping.driver.strip().lower() == "static":
             report.load(mapping.database, lambda m=mapping: _static_file(directory, m))
-    for filename, modules, functions in OPTIONAL_FILES:
-        loader = _optional_loader(modules, functions)
-        if loader is not None:
-            path = directory / filename
-            report.load(filename, lambda fn=loader, p=path: fn(p))
+    report.load("manager.conf", lambda: load_manager_conf(directory))
+    report.load("http.conf", lambda: load_http_settings(directory))  # and prometheus.conf
+    report.load("logger.conf", lambda: load_logger_settings(directory / "logger.conf"))
     return report.load(
         "res_odbc.conf", lambda: load_connection_classes(directory / "res_odbc.conf")
     )
@@ -141,22 +130,6 @@ def _static_file(directory: Path, mapping: RealtimeMapping) -> None:
     conf = load_config(path if path.is_absolute() else directory / path)
     if not mapping.family.endswith(".conf"):
         static_rows(mapping.family, conf)
-
-
-def _optional_loader(
-    modules: tuple[str, ...], functions: tuple[str, ...]
-) -> Callable[[Path], Any] | None:
-    """The first loader found among the candidate modules; None when none is installed."""
-    for module_name in modules:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for function_name in functions:
-            loader = getattr(module, function_name, None)
-            if callable(loader):
-                return loader
-    return None
 
 
 def _check_server_pieces(report: CheckReport, config: ServerConfig) -> None:

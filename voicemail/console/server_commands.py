@@ -6,30 +6,21 @@ store) and returns the text the operator sees; a failure is a CommandError.
 
 from __future__ import annotations
 
-import logging
 import time
 from importlib import metadata
 from typing import TYPE_CHECKING
 
 from storage.odbc import DatabaseError
 
+from ..logconfig import LEVELS, set_level
+from ..operator_messages import register_console_commands as register_message_commands
+from ..server_reload import ReloadResult
 from .commands import CommandError
 
 if TYPE_CHECKING:
     from ..server import VoicemailServer
 
 PACKAGE = "ara-voicemail"
-# Asterisk's level names map onto Python's; VERBOSE and NOTICE are informational.
-LEVELS = {
-    "DEBUG": logging.DEBUG,
-    "TRACE": logging.DEBUG,
-    "VERBOSE": logging.INFO,
-    "INFO": logging.INFO,
-    "NOTICE": logging.INFO,
-    "WARNING": logging.WARNING,
-    "ERROR": logging.ERROR,
-    "CRITICAL": logging.CRITICAL,
-}
 
 
 def _plural(count: int, word: str) -> str:
@@ -67,6 +58,12 @@ class ServerCommands:
         self.server = server
         self.started = time.time()
         self.last_reload = self.started
+        # Every reload counts (console, AMI, SIGHUP, `voicemail reload`), as Asterisk's does.
+        server.reload_listeners.append(self._reloaded)
+
+    def _reloaded(self, result: ReloadResult) -> None:
+        if result.ok:
+            self.last_reload = time.time()
 
     # -- reload -------------------------------------------------------------------------
 
@@ -74,7 +71,6 @@ class ServerCommands:
         result = await self.server.reload()
         if not result.ok:
             raise CommandError(result.text())
-        self.last_reload = time.time()
         return result.text()
 
     # -- voicemail ------------------------------------------------------------------------
@@ -338,14 +334,19 @@ class ServerCommands:
     # -- logger, core ---------------------------------------------------------------------
 
     async def logger_level(self, arguments: list[str]) -> str:
-        if len(arguments) != 1:
-            raise CommandError("Usage: logger set level <level>")
-        name = arguments[0].upper()
-        level = LEVELS.get(name)
-        if level is None:
-            raise CommandError(f"Unknown log level '{arguments[0]}' (one of {', '.join(LEVELS)})")
-        logging.getLogger().setLevel(level)
-        return f"Logger status changed: root level is now {logging.getLevelName(level)}"
+        """`logger set level <level> [<facility>]`: the root, or one logger such as
+        channels.sip; logger.conf's words (debug, verbose, info, notice, warning, error)."""
+        if len(arguments) not in (1, 2):
+            raise CommandError("Usage: logger set level <level> [<facility>]")
+        facility = arguments[1] if len(arguments) == 2 else None
+        try:
+            set_level(arguments[0], facility)
+        except ValueError:
+            raise CommandError(
+                f"Unknown log level '{arguments[0]}' (one of {', '.join(LEVELS)})"
+            ) from None
+        level = arguments[0].upper()
+        return f"Logger status changed: {facility or 'root'} level is now {level}"
 
     async def version(self, arguments: list[str]) -> str:
         try:
@@ -393,6 +394,7 @@ def register_server_commands(server: VoicemailServer) -> ServerCommands:
     """Put every console command of a running server in `server.commands`."""
     handlers = ServerCommands(server)
     register = server.commands.register
+    register_message_commands(server.commands, server)  # voicemail messages list / delete
     register("reload", handlers.reload, "re-read every configuration file")
     register("voicemail reload", handlers.reload, "re-read the configuration (all of it)")
     register("dialplan reload", handlers.reload, "re-read the configuration (all of it)")
@@ -406,7 +408,7 @@ def register_server_commands(server: VoicemailServer) -> ServerCommands:
     register("sip show channels", handlers.sip_channels, "list active SIP dialogs")
     register("core show channels", handlers.core_channels, "list calls in progress")
     register("mwi refresh [<mailbox>@<context>]", handlers.mwi_refresh, "re-send MWI NOTIFYs")
-    register("logger set level <level>", handlers.logger_level, "set the log level")
+    register("logger set level <level> [<facility>]", handlers.logger_level, "set the log level")
     register("core show version", handlers.version, "show the version")
     register("core show uptime", handlers.uptime, "show uptime and time since last reload")
     register("core stop gracefully", handlers.stop_gracefully, "stop after calls finish")
