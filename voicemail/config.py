@@ -64,6 +64,9 @@ class ServerConfig:
     extensions: ConfigFile
     local_spool: Path
     pidfile: Path
+    # asterisk.conf [options] runuser/rungroup: whom the server becomes after binding.
+    runuser: str | None
+    rungroup: str | None
 
     @property
     def spool_prefix(self) -> str:
@@ -223,4 +226,6 @@ def load_server_config(directory: Path) -> ServerConfig:
         pidfile=default_pidfile(
             directory, local_spool, _resolve(directory, run_dir) if run_dir else None
         ),
+        runuser=((options.get("runuser") or "").strip() or None) if options else None,
+        rungroup=((options.get("rungroup") or "").strip() or None) if options else None,
     )

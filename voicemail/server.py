@@ -48,6 +48,7 @@ from .dialplan import Dialplan
 from .dialplan_runner import DialplanRunner
 from .externnotify import ExternNotify
 from .invite_policy import InvitePolicy
+from .lifecycle import Lifecycle, PrivilegeError, RunAs
 from .mailboxes import MailboxDirectory
 from .mwi_feed import MwiFeed, follow_interval, listener_conninfo
 from .notifications import notify_recovered
@@ -92,6 +93,8 @@ class VoicemailServer:
         self.call_path = CallPathDatabase()
         # The console's commands; the control socket and AMI's Command action run them.
         self.commands = Commands()
+        # Graceful stop and stop now (voicemail/lifecycle.py); set by serve().
+        self.lifecycle: Lifecycle | None = None
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -501,22 +504,49 @@ class VoicemailServer:
 async def serve(
     config: ServerConfig, ready: Callable[[VoicemailServer], None] | None = None
 ) -> None:
-    """Run until cancelled (Ctrl-C / SIGTERM), then stop cleanly. SIGHUP reloads."""
+    """Run until stopped, then stop cleanly (voicemail/lifecycle.py).
+
+    SIGTERM stops gracefully (a second one at once), SIGHUP reloads, cancelling (Ctrl-C)
+    stops at once. Root is dropped for asterisk.conf runuser/rungroup once the sockets are
+    bound; systemd hears READY=1 once we serve and STOPPING=1 when we stop.
+    """
+    try:
+        run_as = RunAs.resolve(
+            config.runuser, config.rungroup, str(config.directory / "asterisk.conf")
+        )
+    except PrivilegeError as exc:
+        raise StartupError(str(exc)) from exc
     server = VoicemailServer(config)
     await server.start()
+    lifecycle = Lifecycle(server)
+    lifecycle.attach()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(server.reload()))
+    loop.add_signal_handler(signal.SIGHUP, lifecycle.reload)
+    loop.add_signal_handler(signal.SIGTERM, lifecycle.on_sigterm)
     pidfile = config.pidfile
     try:
         pidfile.parent.mkdir(parents=True, exist_ok=True)
         pidfile.write_text(f"{os.getpid()}\n")
-    except OSError as exc:
+        if run_as is not None:
+            socket_path = getattr(config, "control_socket", None)  # the console's, if any
+            owned = (pidfile.parent, pidfile, *([socket_path] if socket_path else []))
+            run_as.drop(config.local_spool, owned)
+    except (OSError, PrivilegeError) as exc:
+        pidfile.unlink(missing_ok=True)
         await server.stop()
+        if isinstance(exc, PrivilegeError):
+            raise StartupError(str(exc)) from exc
         raise StartupError(f"cannot write the pid file {pidfile}: {exc}") from exc
     try:
         if ready is not None:
             ready(server)
-        await asyncio.Event().wait()
+        lifecycle.notifier.ready("serving")
+        await lifecycle.finished()
     finally:
-        pidfile.unlink(missing_ok=True)
+        if lifecycle.state == "running":  # cancelled: Ctrl-C
+            lifecycle.notifier.stopping("stopping")
+        try:
+            pidfile.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove the pid file %s: %s", pidfile, exc)
         await server.stop()
