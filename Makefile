@@ -49,3 +49,19 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# `make install [DESTDIR=...] [PREFIX=/opt/voicemail]`: the package in its own virtual
+# environment, the systemd unit, and the example /etc/voicemail unless one exists.
+PREFIX ?= /opt/voicemail
+PIP_INSTALL_ARGS ?=
+.PHONY: install
+install:
+	python3 -m venv $(DESTDIR)$(PREFIX)/venv
+	$(DESTDIR)$(PREFIX)/venv/bin/python -m pip install -q $(PIP_INSTALL_ARGS) .
+	install -D -m 0644 voicemail/packaging/voicemail.service \
+	  $(DESTDIR)/etc/systemd/system/voicemail.service
+	@if [ "$(PREFIX)" != /opt/voicemail ]; then sed -i 's|/opt/voicemail/|$(PREFIX)/|g' \
+	  $(DESTDIR)/etc/systemd/system/voicemail.service; fi
+	@if [ -e $(DESTDIR)/etc/voicemail ]; then echo "$(DESTDIR)/etc/voicemail exists: left as it is"; \
+	else install -d -m 0750 $(DESTDIR)/etc/voicemail && \
+	  install -m 0640 voicemail/packaging/etc-voicemail/*.conf $(DESTDIR)/etc/voicemail/; fi

@@ -69,6 +69,9 @@ class ServerConfig:
     local_spool: Path
     pidfile: Path
     control_socket: Path
+    # asterisk.conf [options] runuser/rungroup: whom the server becomes after binding.
+    runuser: str | None
+    rungroup: str | None
 
     @property
     def spool_prefix(self) -> str:
@@ -253,4 +256,6 @@ def load_server_config(directory: Path) -> ServerConfig:
         control_socket=default_control_socket(
             directory, _resolve(directory, run_dir) if run_dir else None
         ),
+        runuser=((options.get("runuser") or "").strip() or None) if options else None,
+        rungroup=((options.get("rungroup") or "").strip() or None) if options else None,
     )

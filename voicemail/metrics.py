@@ -198,6 +198,9 @@ class ServerMetrics:
     async def not_ready(self) -> list[str]:
         """Why the server cannot take calls now; empty when it can."""
         problems: list[str] = []
+        lifecycle = self.server.lifecycle
+        if lifecycle is not None and lifecycle.state != "running":
+            problems.append(f"the server is {lifecycle.state}: new calls are refused")
         endpoint = self.server.endpoint
         if endpoint is None or endpoint.udp is None or not endpoint.transports:
             problems.append("SIP is not listening")

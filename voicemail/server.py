@@ -52,6 +52,7 @@ from .dialplan_runner import DialplanRunner
 from .externnotify import ExternNotify
 from .http_status import load_http_settings
 from .invite_policy import InvitePolicy
+from .lifecycle import Lifecycle, PrivilegeError, RunAs
 from .logconfig import apply_logger_conf
 from .mailboxes import MailboxDirectory
 from .metrics import ServerMetrics
@@ -103,6 +104,8 @@ class VoicemailServer:
         self.mailbox_listeners: list[Callable[[str, str], None]] = []  # (mailbox, context)
         self.reload_listeners: list[Callable[[ReloadResult], None]] = []  # after each reload
         self.metrics: ServerMetrics | None = None  # /metrics, /health, /ready (metrics.py)
+        # Graceful stop and stop now (voicemail/lifecycle.py); set by serve().
+        self.lifecycle: Lifecycle | None = None
 
     def _pool(self, class_name: str) -> OdbcPool:
         pool = self.pools.get(class_name)
@@ -548,23 +551,50 @@ class VoicemailServer:
 async def serve(
     config: ServerConfig, ready: Callable[[VoicemailServer], None] | None = None
 ) -> None:
-    """Run until cancelled (Ctrl-C / SIGTERM), then stop cleanly. SIGHUP reloads."""
+    """Run until stopped, then stop cleanly (voicemail/lifecycle.py).
+
+    SIGTERM stops gracefully (a second one at once), SIGHUP reloads, cancelling (Ctrl-C)
+    stops at once. Root is dropped for asterisk.conf runuser/rungroup once the sockets are
+    bound; systemd hears READY=1 once we serve and STOPPING=1 when we stop.
+    """
     apply_logger_conf(config.directory)  # logger.conf: format and levels
+    try:
+        run_as = RunAs.resolve(
+            config.runuser, config.rungroup, str(config.directory / "asterisk.conf")
+        )
+    except PrivilegeError as exc:
+        raise StartupError(str(exc)) from exc
     server = VoicemailServer(config)
     await server.start()
+    lifecycle = Lifecycle(server)
+    lifecycle.attach()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(server.reload()))
+    loop.add_signal_handler(signal.SIGHUP, lifecycle.reload)
+    loop.add_signal_handler(signal.SIGTERM, lifecycle.on_sigterm)
     pidfile = config.pidfile
     try:
         pidfile.parent.mkdir(parents=True, exist_ok=True)
         pidfile.write_text(f"{os.getpid()}\n")
-    except OSError as exc:
+        if run_as is not None:
+            socket_path = config.control_socket  # the console's, if any
+            owned = (pidfile.parent, pidfile, *([socket_path] if socket_path else []))
+            run_as.drop(config.local_spool, owned)
+    except (OSError, PrivilegeError) as exc:
+        pidfile.unlink(missing_ok=True)
         await server.stop()
+        if isinstance(exc, PrivilegeError):
+            raise StartupError(str(exc)) from exc
         raise StartupError(f"cannot write the pid file {pidfile}: {exc}") from exc
     try:
         if ready is not None:
             ready(server)
-        await asyncio.Event().wait()
+        lifecycle.notifier.ready("serving")
+        await lifecycle.finished()
     finally:
-        pidfile.unlink(missing_ok=True)
+        if lifecycle.state == "running":  # cancelled: Ctrl-C
+            lifecycle.notifier.stopping("stopping")
+        try:
+            pidfile.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove the pid file %s: %s", pidfile, exc)
         await server.stop()
