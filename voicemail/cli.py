@@ -26,7 +26,8 @@ from .check_config import check_config
 from .config import load_server_config
 from .mailboxes import MailboxDirectory
 from .operator_messages import EXPORT_FORMATS, OperatorError
-from .server import StartupError, VoicemailServer, serve
+from .serve import serve
+from .server import StartupError, VoicemailServer
 
 CONFIG_DIR_HELP = "directory with voicemail.conf, sip.conf, ... (default /etc/asterisk)"
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,8 +50,7 @@ from .dialplan_runner import DialplanRunner
 from .externnotify import ExternNotify
 from .http_status import load_http_settings
 from .invite_policy import InvitePolicy
-from .lifecycle import Lifecycle, PrivilegeError, RunAs
-from .logconfig import apply_logger_conf
+from .lifecycle import Lifecycle
 from .mailboxes import MailboxDirectory
 from .metrics import ServerMetrics
 from .mwi_feed import MwiFeed, follow_interval, listener_conninfo
@@ -546,55 +543,3 @@ class VoicemailServer:
             await self.outbox_sender.stop()  # the send in flight finishes first
         for pool in self.pools.values():
             await pool.close()
-
-
-async def serve(
-    config: ServerConfig, ready: Callable[[VoicemailServer], None] | None = None
-) -> None:
-    """Run until stopped, then stop cleanly (voicemail/lifecycle.py).
-
-    SIGTERM stops gracefully (a second one at once), SIGHUP reloads, cancelling (Ctrl-C)
-    stops at once. Root is dropped for asterisk.conf runuser/rungroup once the sockets are
-    bound; systemd hears READY=1 once we serve and STOPPING=1 when we stop.
-    """
-    apply_logger_conf(config.directory)  # logger.conf: format and levels
-    try:
-        run_as = RunAs.resolve(
-            config.runuser, config.rungroup, str(config.directory / "asterisk.conf")
-        )
-    except PrivilegeError as exc:
-        raise StartupError(str(exc)) from exc
-    server = VoicemailServer(config)
-    await server.start()
-    lifecycle = Lifecycle(server)
-    lifecycle.attach()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, lifecycle.reload)
-    loop.add_signal_handler(signal.SIGTERM, lifecycle.on_sigterm)
-    pidfile = config.pidfile
-    try:
-        pidfile.parent.mkdir(parents=True, exist_ok=True)
-        pidfile.write_text(f"{os.getpid()}\n")
-        if run_as is not None:
-            socket_path = config.control_socket  # the console's, if any
-            owned = (pidfile.parent, pidfile, *([socket_path] if socket_path else []))
-            run_as.drop(config.local_spool, owned)
-    except (OSError, PrivilegeError) as exc:
-        pidfile.unlink(missing_ok=True)
-        await server.stop()
-        if isinstance(exc, PrivilegeError):
-            raise StartupError(str(exc)) from exc
-        raise StartupError(f"cannot write the pid file {pidfile}: {exc}") from exc
-    try:
-        if ready is not None:
-            ready(server)
-        lifecycle.notifier.ready("serving")
-        await lifecycle.finished()
-    finally:
-        if lifecycle.state == "running":  # cancelled: Ctrl-C
-            lifecycle.notifier.stopping("stopping")
-        try:
-            pidfile.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("cannot remove the pid file %s: %s", pidfile, exc)
-        await server.stop()
