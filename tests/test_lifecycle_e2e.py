@@ -104,7 +104,7 @@ def test_sigterm_lets_the_call_finish_refuses_new_ones_and_exits_0(
         wait_for(server, "recording for 1000@default", timeout=30)
         ask_to_stop(server, config, how, "core stop gracefully")
         assert notifications(notify_socket, "STOPPING=1")
-        wait_for(server, "stopping gracefully")
+        wait_for(server, "graceful stop: ")
         refused = phone.call("during-drain")
         assert refused.code == 503
         assert int(refused.headers.get("Retry-After")) > 0
@@ -134,7 +134,7 @@ def test_a_second_sigterm_ends_the_call_and_stores_what_was_recorded(
         wait_for(server, "recording for 1000@default", timeout=30)
         time.sleep(2)  # two seconds of the caller's audio are recorded
         ask_to_stop(server, config, how, "core stop gracefully")
-        wait_for(server, "stopping gracefully")
+        wait_for(server, "graceful stop: ")
         ask_to_stop(server, config, how, "core stop now")
         assert exit_code(server) == 0, server.log()
     finally:
