@@ -18,6 +18,7 @@ from storage.odbc import DatabaseError
 
 from .config import SipSettings, load_server_config, voicemail_settings
 from .dialplan import Dialplan
+from .logconfig import apply_logger_conf, load_logger_settings
 
 if TYPE_CHECKING:
     from .server import VoicemailServer
@@ -58,6 +59,7 @@ async def reload_server(server: VoicemailServer) -> ReloadResult:
         fresh = load_server_config(server.config.directory)
         dialplan = Dialplan.from_config(fresh.extensions)
         peers = static_peers(fresh.sip)
+        load_logger_settings(server.config.directory / "logger.conf")  # checked before any swap
     except ConfigError as exc:
         return ReloadResult.failed(str(exc))
     if server.realtime.has_family("voicemail.conf"):
@@ -109,6 +111,7 @@ async def reload_server(server: VoicemailServer) -> ReloadResult:
     server.realtime.invalidate()
     if server.registrations is not None:
         server.registrations.peers.invalidate()  # names found missing may exist now
+    apply_logger_conf(server.config.directory)  # levels and format, as `logger reload` would
     result.summary = (
         f"configuration reloaded: {len(fresh.voicemail.mailboxes)} static mailboxes, "
         f"{len(dialplan.contexts)} dial plan contexts, {len(peers)} static peers"
