@@ -9,6 +9,7 @@ Use the `backend` fixture (all three) or `server_backend` (PostgreSQL and MariaD
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import socket
 import threading
@@ -75,6 +76,10 @@ class Backend:
         """This database's connection string, reaching the server through 127.0.0.1:`port`."""
         server_port = {"postgresql": "Port=5432;", "mysql": "Port=3306;"}[self.name]
         return self.connection_string.replace(server_port, f"Port={port};")
+
+    def via(self, port: int) -> Backend:
+        """The same database, reached through 127.0.0.1:`port` (a test's TCP proxy)."""
+        return dataclasses.replace(self, connection_string=self.connection_string_via(port))
 
     def session_count(self) -> int:
         """How many server sessions this database's user has open right now."""

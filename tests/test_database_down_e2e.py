@@ -23,13 +23,7 @@ def test_message_left_while_the_database_is_down_arrives_when_it_returns(
     backend: Backend, tmp_path: Path
 ) -> None:
     with tcp_proxy(5432) as proxy:
-        via_proxy = Backend(
-            name=backend.name,
-            connection_string=backend.connection_string_via(proxy.port),
-            database=backend.database,
-            user=backend.user,
-            unreachable_connection_string=backend.unreachable_connection_string,
-        )
+        via_proxy = backend.via(proxy.port)
         config = write_config(tmp_path / "etc", via_proxy)
         server = start_server(config)
         try:

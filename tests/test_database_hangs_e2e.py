@@ -39,13 +39,7 @@ def test_a_hung_database_does_not_keep_the_caller_waiting_or_lose_the_message(
     backend: Backend, tmp_path: Path
 ) -> None:
     with tcp_proxy(UPSTREAM[backend.name]) as proxy:
-        via_proxy = Backend(
-            name=backend.name,
-            connection_string=backend.connection_string_via(proxy.port),
-            database=backend.database,
-            user=backend.user,
-            unreachable_connection_string=backend.unreachable_connection_string,
-        )
+        via_proxy = backend.via(proxy.port)
         config = write_config(tmp_path / "etc", via_proxy)
         with (config / "res_odbc.conf").open("a") as res_odbc:
             res_odbc.write("dbtimeout => 1\n")

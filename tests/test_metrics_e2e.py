@@ -145,13 +145,7 @@ def test_ready_is_503_with_the_reason_while_the_database_is_away(
     backend: Backend, tmp_path: Path
 ) -> None:
     with tcp_proxy(5432) as proxy:
-        via_proxy = Backend(
-            name=backend.name,
-            connection_string=backend.connection_string_via(proxy.port),
-            database=backend.database,
-            user=backend.user,
-            unreachable_connection_string=backend.unreachable_connection_string,
-        )
+        via_proxy = backend.via(proxy.port)
         config = write_config(tmp_path / "etc", via_proxy)
         port = tcp_port()
         enable_http(config, port)

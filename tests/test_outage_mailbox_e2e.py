@@ -36,13 +36,7 @@ def test_realtime_mailbox_is_served_from_its_last_row_while_the_database_is_away
     backend: Backend, tmp_path: Path
 ) -> None:
     with tcp_proxy(5432) as proxy:
-        via_proxy = Backend(
-            name=backend.name,
-            connection_string=backend.connection_string_via(proxy.port),
-            database=backend.database,
-            user=backend.user,
-            unreachable_connection_string=backend.unreachable_connection_string,
-        )
+        via_proxy = backend.via(proxy.port)
         config = write_config(tmp_path / "etc", via_proxy, mailboxes="")
         server = start_server(config)
         try:

@@ -16,17 +16,22 @@ UNIT = REPO / "voicemail" / "packaging" / "voicemail.service"
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def destdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """`make install DESTDIR=...` once for the module (a venv and a pip install)."""
-    root = tmp_path_factory.mktemp("destdir")
-    made = subprocess.run(
-        ["make", "-C", str(REPO), "install", f"DESTDIR={root}"],
+def make_install(destdir: Path) -> subprocess.CompletedProcess[str]:
+    """`make install DESTDIR=destdir` from this checkout."""
+    return subprocess.run(
+        ["make", "-C", str(REPO), "install", f"DESTDIR={destdir}"],
         capture_output=True,
         text=True,
         timeout=240,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def destdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`make install DESTDIR=...` once for the module (a venv and a pip install)."""
+    root = tmp_path_factory.mktemp("destdir")
+    made = make_install(root)
     assert made.returncode == 0, made.stdout + made.stderr
     yield root
     shutil.rmtree(root, ignore_errors=True)
@@ -56,13 +61,7 @@ def test_make_install_leaves_an_existing_etc_voicemail_alone(tmp_path: Path) -> 
     mine = tmp_path / "etc" / "voicemail"
     mine.mkdir(parents=True)
     (mine / "voicemail.conf").write_text("; the operator's own\n")
-    made = subprocess.run(
-        ["make", "-C", str(REPO), "install", f"DESTDIR={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    made = make_install(tmp_path)
     assert made.returncode == 0, made.stdout + made.stderr
     assert "etc/voicemail exists: left as it is" in made.stdout
     assert sorted(p.name for p in mine.iterdir()) == ["voicemail.conf"]
