@@ -78,6 +78,9 @@ def test_a_bad_line_is_refused_with_its_line(tmp_path: Path, text: str, where: s
 
 def test_json_lines_carry_the_current_call(tmp_path: Path, captured: io.StringIO) -> None:
     (tmp_path / "logger.conf").write_text("[general]\nformat=json\nlevel=info\n")
+    # pytest's own capture handlers sit on the root too, for the whole session: put their
+    # formatters back, or every later test's caplog.text would be JSON.
+    formatters = [(handler, handler.formatter) for handler in logging.getLogger().handlers]
     apply_logger_conf(tmp_path)
     log = logging.getLogger("voicemail.test")
     log.info("before the call")
@@ -89,6 +92,8 @@ def test_json_lines_carry_the_current_call(tmp_path: Path, captured: io.StringIO
         log.warning("recording")
     finally:
         current_call.reset(token)
+        for handler, formatter in formatters:
+            handler.setFormatter(formatter)
     lines = [json.loads(line) for line in captured.getvalue().splitlines()]
     assert [line["message"] for line in lines] == ["before the call", "greeting played",
                                                     "recording"]  # fmt: skip
