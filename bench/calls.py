@@ -110,10 +110,11 @@ class Workload:
         return (self.filler_frames - greeting_frames(mailbox)) * FRAME_SECONDS
 
 
-def make_workload(directory: Path, calls: int) -> Workload:
-    """The mailboxes and the caller's pcap: filler (seed 2) then test_signal(10.0) (seed 1)."""
+def make_workload(directory: Path, calls: int, margin_frames: int = MARGIN_FRAMES) -> Workload:
+    """The mailboxes and the caller's pcap: filler (seed 2) then test_signal(10.0) (seed 1);
+    the caller talks `margin_frames` past the longest greeting before its message starts."""
     mailboxes = mailboxes_like_reference(calls)
-    filler_frames = max(greeting_frames(m) for m in mailboxes) + MARGIN_FRAMES
+    filler_frames = max(greeting_frames(m) for m in mailboxes) + margin_frames
     filler = test_signal(filler_frames * FRAME_SECONDS, seed=2)
     message = test_signal(MESSAGE_SECONDS)
     pcm = filler + message
@@ -123,8 +124,9 @@ def make_workload(directory: Path, calls: int) -> Workload:
     return Workload(mailboxes, filler_frames, pcap, sent)
 
 
-def scenario_xml(workload: Workload) -> str:
-    """INVITE (rtd 1 until the 200), ACK, RTP for greeting + margin + 10 s, BYE (rtd 2)."""
+def scenario_xml(workload: Workload, after_bye: str = "") -> str:
+    """INVITE (rtd 1 until the 200), ACK, RTP for greeting + margin + 10 s, BYE (rtd 2), then
+    `after_bye` (sipp XML)."""
     user = "[field0]"
     plain = '<send retrans="500">'
     invite = sipp.invite(user, [0, 101]).replace(plain, '<send retrans="500" start_rtd="1">', 1)
@@ -140,6 +142,7 @@ def scenario_xml(workload: Workload) -> str:
         sipp.pause(workload.caller_rtp_seconds * 1000 + BYE_AFTER_MS),
         bye,
         sipp.recv(200, extra=' rtd="2"'),
+        *([after_bye] if after_bye else []),
     )
 
 

@@ -75,6 +75,8 @@ class CallerInfo:
     headers: dict[str, str] = field(default_factory=dict)
     # The prompts' language for this call ("" = the server's): a peer's `language` option.
     language: str = ""
+    # The caller's signalling peer, "ip:port" ("[ip]:port" for IPv6; "" unknown): for audits.
+    source_address: str = ""
 
 
 class Channel:

@@ -1,7 +1,17 @@
-"""SQL identifiers we interpolate into statements: table, schema and column names.
+"""Names we build text from: SQL identifiers, and mailbox and context names.
 
-Names come from configuration files and database rows, so they are checked before they form
-SQL text. Every module that builds SQL from a configured name uses these two functions.
+SQL identifiers (table, schema, column names) come from configuration files and database
+rows, so they are checked before they form SQL text; every module that builds SQL from a
+configured name uses `check_identifier` and `split_table_name`. Values always travel as
+query parameters.
+
+Mailbox and context names come from SIP (the Request-URI through the dial plan), DTMF, the
+dial plan and database rows, and become the components of a message's `dir` key, which is
+the spool path Asterisk's make_dir() gives (`/var/spool/asterisk/voicemail/<context>/
+<mailbox>/INBOX`) and which an Asterisk sharing the tables creates on disk. `check_box_name`
+refuses what would climb out of that directory or confuse a file name: `/`, `\\`, `.` and
+`..`, control characters (NUL, CR, LF...), the empty name and names longer than Asterisk's
+columns (80). Anything else (digits, letters in any script, spaces, quotes, `%`) is a name.
 """
 
 from __future__ import annotations
@@ -24,3 +34,30 @@ def split_table_name(name: str, what: str = "table name") -> tuple[str | None, s
     if schema:
         check_identifier(schema, what.replace("table", "schema"))
     return schema or None, check_identifier(table, what)
+
+
+MAX_BOX_NAME = 80  # Asterisk's voicemail table: mailbox and context are varchar(80)
+
+
+def box_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a mailbox or context name (a `dir` component), or None."""
+    if not isinstance(name, str) or not name:
+        return "it is empty"
+    if len(name) > MAX_BOX_NAME:
+        return f"it is longer than {MAX_BOX_NAME} characters"
+    if name in (".", ".."):
+        return "it is a relative path"
+    for char in name:
+        if char in "/\\":
+            return f"it contains {char!r}"
+        if ord(char) < 32 or 127 <= ord(char) < 160:
+            return f"it contains the control character {char!r}"
+    return None
+
+
+def check_box_name(name: str, what: str = "mailbox") -> str:
+    """Return `name` if it may be a mailbox or context name, else raise ValueError."""
+    problem = box_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"invalid {what} {str(name)[:100]!r}: {problem}")
+    return name

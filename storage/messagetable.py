@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ClauseElement, ColumnElement
 
 from storage.folderlock import DEFAULT_LOCK_TIMEOUT, FolderLocks
+from storage.identifiers import check_box_name
 from storage.messagerows import (
     DEFAULT_SPOOL_PREFIX,
     FOLDERS,
@@ -101,9 +102,8 @@ class MessageTable:
     def _message_dir(self, context: str, mailbox: str, folder: str) -> str:
         if folder not in FOLDERS:
             raise ValueError(f"unknown folder {folder!r}; expected one of {', '.join(FOLDERS)}")
-        for what, value in (("context", context), ("mailbox", mailbox)):
-            if not value or "/" in value:
-                raise ValueError(f"invalid {what} {value!r}")
+        check_box_name(context, "context")  # network and row input: never a `..` in a dir
+        check_box_name(mailbox, "mailbox")
         return self.folder_dir(context, mailbox, folder)
 
     def _greeting_dir(self, context: str, mailbox: str, kind: str) -> str:

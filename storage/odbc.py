@@ -56,6 +56,7 @@ from storage.odbc_errors import (
     is_timeout,
     sqlstate_of,
 )
+from storage.odbc_guarded import GuardedConnection
 from storage.odbc_handles import CursorTracker, execute_once, handle_lock, serializes_handles
 from storage.odbc_workers import Job, PoolExhausted, Workers, current_job
 
@@ -543,7 +544,7 @@ class OdbcPool:
         raises: one left in its traceback or result must not be freed by another thread.
         """
         cursors = CursorTracker()
-        guarded = _GuardedConnection(
+        guarded = GuardedConnection(
             connection, job, lambda: self._timeout(limit, "rolled back"), cursors
         )
         try:
@@ -567,47 +568,6 @@ class OdbcPool:
             raise
         self._local.last_used = time.monotonic()
         return result
-
-
-class _GuardedConnection:
-    """The connection as a unit of work sees it: commit() refuses once the caller gave up,
-    and every cursor it hands out is tracked, to be closed when the work ends.
-
-    Work may commit part way (the message store commits after taking its folder locks); each
-    such commit is checked too. Everything else is the pyodbc connection's own.
-    """
-
-    def __init__(
-        self,
-        connection: pyodbc.Connection,
-        job: Job | None,
-        refusal: Callable[[], Exception],
-        cursors: CursorTracker,
-    ) -> None:
-        self._connection = connection
-        self._job = job
-        self._refusal = refusal
-        self._cursors = cursors
-
-    def cursor(self) -> pyodbc.Cursor:
-        return self._cursors.track(self._connection.cursor())
-
-    def execute(self, sql: str, *params: object) -> pyodbc.Cursor:
-        return self.cursor().execute(sql, *params)
-
-    def commit(self) -> None:
-        if self._job is None:
-            self._connection.commit()
-            return
-        if not self._job.claim_commit():
-            raise self._refusal()
-        try:
-            self._connection.commit()
-        finally:
-            self._job.commit_done()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._connection, name)
 
 
 def _consume(future: asyncio.Future[object]) -> None:

@@ -56,6 +56,9 @@ from storage.realtime_rows import (
     decode_value,
     encode_value,
     parse_conditions,
+    row_key,
+    row_kind,
+    row_problem,
 )
 from storage.realtime_static import static_rows, static_select
 from storage.staticconfig import load_static_config
@@ -151,6 +154,30 @@ def _make_row(pairs: list[tuple[str, object]]) -> Row:
         if len(parts) > 1:
             multi[name] = parts
     return Row(values, multi)
+
+
+def _usable_rows(
+    family: str, table: str, conditions: list[Condition], rows: list[Row]
+) -> list[Row]:
+    """The rows that can be used; each one refused is logged with its table and key (a
+    single-row lookup whose row is refused finds nothing, as for no row)."""
+    kind = row_kind(family, {condition.column for condition in conditions})
+    if kind is None:
+        return rows
+    usable = []
+    for row in rows:
+        problem = row_problem(kind, row)
+        if problem is None:
+            usable.append(row)
+        else:
+            log.error(
+                "realtime %s: row of table %s (%s) refused: %s",
+                family,
+                table,
+                row_key(kind, row),
+                problem,
+            )
+    return usable
 
 
 def _fetch_rows(cursor: pyodbc.Cursor, limit: int | None) -> list[Row]:
@@ -301,6 +328,7 @@ class Realtime:
                 log.warning("realtime family %s on %s failed: %s", family, mapping.table, exc)
                 error = exc
                 continue
+            rows = _usable_rows(family, mapping.table, conditions, rows)
             self._cache_put(key, rows)
             return [row.copy() for row in rows]
         assert error is not None

@@ -191,10 +191,58 @@ def mailbox_changes_table(name: str = "mailbox_changes", metadata: MetaData | No
     )
 
 
+def login_state_table(name: str = "vm_login_state", metadata: MetaData | None = None) -> Table:
+    """Failed logins and lockouts per mailbox, shared by every server (storage/logins.py).
+
+    Times are unix seconds; locked_until is 0 when the mailbox is not locked.
+    """
+    schema, table_name = split_table_name(name)
+    return Table(
+        table_name,
+        metadata if metadata is not None else MetaData(),
+        Column("context", String(80), primary_key=True, nullable=False),
+        Column("mailbox", String(80), primary_key=True, nullable=False),
+        Column("failures", Integer, nullable=False),
+        Column("locked_until", Double, nullable=False),
+        Column("lockouts", Integer, nullable=False),
+        schema=schema,
+        quote=False,
+        **_MYSQL_OPTIONS,
+    )
+
+
+def login_audit_table(name: str = "vm_login_audit", metadata: MetaData | None = None) -> Table:
+    """One row per mailbox login attempt and lockout (storage/logins.py); never a PIN."""
+    schema, table_name = split_table_name(name)
+    table = Table(
+        table_name,
+        metadata if metadata is not None else MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("at", Double, nullable=False),
+        Column("mailbox", String(80), nullable=False),
+        Column("context", String(80), nullable=False),
+        Column("outcome", String(8), nullable=False),
+        Column("caller_id", String(255), nullable=False),
+        Column("source", String(80), nullable=False),
+        schema=schema,
+        quote=False,
+        sqlite_autoincrement=True,
+        **_MYSQL_OPTIONS,
+    )
+    Index(f"{table_name}_mailbox", table.c.context, table.c.mailbox, table.c.id)
+    return table
+
+
 def storage_tables(messages_name: str = "voicemessages") -> list[Table]:
-    """The tables `voicemail db init` creates in the odbcstorage class: messages, outbox and
-    mailbox change log."""
-    return [messages_table(messages_name), outbox_table(), mailbox_changes_table()]
+    """The tables `voicemail db init` (and start-up) creates in the odbcstorage class:
+    messages, outbox, mailbox change log, login state and login audit."""
+    return [
+        messages_table(messages_name),
+        outbox_table(),
+        mailbox_changes_table(),
+        login_state_table(),
+        login_audit_table(),
+    ]
 
 
 def dialect_for(backend: str) -> Dialect:

@@ -18,6 +18,8 @@ from storage.odbc import DatabaseError, OdbcPool, sqlstate_of
 from storage.realtime_tables import extensions_table, sippeers_table
 from storage.schema import (
     dialect_for,
+    login_audit_table,
+    login_state_table,
     mailbox_changes_table,
     messages_table,
     outbox_table,
@@ -45,6 +47,8 @@ REQUIRED_COLUMNS = {
     },
     "outbox": {c.name for c in outbox_table().columns},
     "mailbox_changes": {c.name for c in mailbox_changes_table().columns},
+    "vm_login_state": {c.name for c in login_state_table().columns},
+    "vm_login_audit": {c.name for c in login_audit_table().columns},
 }
 
 _DEFINITIONS = {

@@ -183,7 +183,9 @@ class SpoolFlusher:
         The result has the msgnum once committed, or None when the message stays spooled for
         the flusher (the caller is told "saved" all the same), and says whether it was stored
         past a full folder's maxmsg. Raises ValueError for a message the store can never take
-        and OSError when the spool itself cannot be written: only then is the message not saved.
+        and OSError when neither the spool nor the database could take it (a full disk during an
+        outage): only then is the message not saved. A spool that cannot be written (ENOSPC,
+        EIO) with the database up still stores the message, straight in the database.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -194,13 +196,19 @@ class SpoolFlusher:
             path = self.spool._allocate(message)
             self._in_flight.add(path)
             try:
-                await asyncio.to_thread(self.spool._write_at, path, message)
-                queued_behind = bool(self._waiting)
-                if not queued_behind:  # nothing older waits: store at once
+                try:
+                    await asyncio.to_thread(self.spool._write_at, path, message)
+                except OSError as exc:  # stored straight in the database, or raised
+                    outcome = await self._deposit_unspooled(message, exc, wait, deadline)
+                    written = False
+                else:
+                    written = True
+                queued_behind = written and bool(self._waiting)
+                if written and not queued_behind:  # nothing older waits: store at once
                     outcome = await self._store_directly(message, wait, deadline - loop.time())
                     if not outcome.spooled:
                         await self._remove_file(path)
-                if outcome.spooled:
+                if written and outcome.spooled:
                     self._waiting.add(path)  # the flusher's now
                     if queued_behind and not self._database_down:
                         waiting_for = self._results[path] = loop.create_future()
@@ -320,8 +328,37 @@ class SpoolFlusher:
             lock = self._folder_locks[key] = asyncio.Lock()
         return lock
 
+    async def _deposit_unspooled(
+        self, message: PendingMessage, error: OSError, wait: float, deadline: float
+    ) -> DepositResult:
+        """The spool file could not be written (a full disk, say): store the message straight
+        in the database. Raises `error` when the database cannot take it either, so that the
+        caller is told the message was not saved."""
+        log.error(
+            "spool: message %s for %s@%s cannot be written to the spool %s: %s; storing it "
+            "straight in the database",
+            message.msg_id,
+            message.mailbox,
+            message.context,
+            self.spool.directory,
+            error,
+        )
+        budget = deadline - asyncio.get_running_loop().time()
+        outcome = await self._store_directly(message, wait, max(budget, 0.5), spooled=False)
+        if outcome.spooled:
+            log.error(
+                "spool: message %s for %s@%s NOT SAVED: neither the spool (%s) nor the "
+                "database could take it",
+                message.msg_id,
+                message.mailbox,
+                message.context,
+                error,
+            )
+            raise error
+        return outcome
+
     async def _store_directly(
-        self, message: PendingMessage, wait: float, budget: float
+        self, message: PendingMessage, wait: float, budget: float, *, spooled: bool = True
     ) -> DepositResult:
         if budget <= 0:
             return _SPOOLED
@@ -334,10 +371,11 @@ class SpoolFlusher:
             if not isinstance(exc, DatabaseError) or isinstance(exc, DatabaseUnavailable):
                 self._database_down = True  # later deposits need not wait for the flusher
             log.warning(
-                "spool: message %s for %s@%s kept in the spool, database not reached: %s",
+                "spool: message %s for %s@%s %s, database not reached: %s",
                 message.msg_id,
                 message.mailbox,
                 message.context,
+                "kept in the spool" if spooled else "not stored",
                 str(exc) or "timed out",
             )
             return _SPOOLED

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from storage.identifiers import check_box_name
 from storage.messages import FOLDERS
 from storage.outbox import OutboxItem
 
@@ -88,9 +89,7 @@ def validate_message(message: PendingMessage) -> None:
     if message.folder not in FOLDERS:
         raise ValueError(f"unknown folder {message.folder!r}; expected one of {', '.join(FOLDERS)}")
     for what in ("context", "mailbox"):
-        value = getattr(message, what)
-        if not value or "/" in value:
-            raise ValueError(f"invalid {what} {value!r}")
+        check_box_name(getattr(message, what), what)
     if not isinstance(message.recording, bytes | bytearray | memoryview):
         raise ValueError("recording must be bytes")
     if message.maxmsg is not None and (

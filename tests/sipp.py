@@ -8,6 +8,7 @@ prompt set in use).
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import re
 import subprocess
@@ -16,8 +17,20 @@ from datetime import datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-# Start at a random offset so that two test runs on one machine rarely pick the same ports.
-_PORTS = itertools.count(random.randrange(500))
+# Each pytest-xdist worker has its own slice of ports (so that two workers never pick the
+# same one), all below the kernel's ephemeral range (so that no socket bound to port 0, the
+# server's own among them, takes one), above the server's RTP range (10000-20000) and
+# below the media tests' (30000 up).
+_SLOTS_PER_WORKER = 250
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 3
+_PORTS = itertools.count(random.randrange(_SLOTS_PER_WORKER))
+
+
+def _next_ports() -> tuple[int, int, int]:
+    """(SIP, media, control) ports for one sipp run: 2, 8 and 1 ports a slot, no overlap."""
+    slot = _WORKER * _SLOTS_PER_WORKER + next(_PORTS) % _SLOTS_PER_WORKER
+    return 20100 + slot * 2, 22000 + slot * 8, 28100 + slot
+
 
 SDP_OFFER = """v=0
 o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
@@ -304,23 +317,29 @@ def run_sipp(
     if trace_msg:
         for stale in workdir.glob(f"{name}_*_messages.log"):
             stale.unlink()  # an earlier run of the same scenario name
-    offset = next(_PORTS) % 500
-    cmd = sipp_command(
-        target,
-        path,
-        port=port if port is not None else 25060 + offset * 2,
-        media_port=36000 + offset * 8,
-        control_port=38000 + offset,
-        calls=calls,
-        timeout=timeout,
-        trace_msg=trace_msg,
-        out_of_call_path=ooc_path,
-        rate=rate,
-        concurrency=concurrency,
-    )
-    proc = subprocess.run(
-        cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30, check=False
-    )
+    for _attempt in range(3):
+        sip_port, media_port, control_port = _next_ports()
+        cmd = sipp_command(
+            target,
+            path,
+            port=port if port is not None else sip_port,
+            media_port=media_port,
+            control_port=control_port,
+            calls=calls,
+            timeout=timeout,
+            trace_msg=trace_msg,
+            out_of_call_path=ooc_path,
+            rate=rate,
+            concurrency=concurrency,
+        )
+        proc = subprocess.run(
+            cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30, check=False
+        )
+        # sipp stops before its first message when a port is taken (by a process outside
+        # this test run): only then is running it again on other ports safe.
+        output = proc.stdout + proc.stderr
+        if not re.search(r"Unable to bind .*errno = 98", output) or port is not None:
+            break
     return SippResult(
         proc.returncode,
         proc.stdout,

@@ -135,3 +135,41 @@ def test_the_command_reports_a_bad_sip_value_without_a_traceback(tmp_path: Path)
     assert result.returncode == 1
     assert f'{tmp_path / "sip.conf"}:3: "rtptimeout" must be an integer' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- abuse limits (channels/sip/limits.py) ---------------------------------------------------
+
+
+def test_abuse_limits_default_and_parse() -> None:
+    guard = sip("[general]\n").guard
+    assert guard.register_rate == 50 and guard.tcp_auth_timeout == 30
+    assert guard.tcp_auth_limit == 100 and guard.flood_exempt == ()
+    guard = sip(
+        "[general]\nregisterrate=5\nregisterburst=20\nrequestrate=0\nfloodblock=30\n"
+        "floodexempt=192.0.2.1, 10.0.0.0/8\nfloodexempt=2001:db8::/32\n"
+        "authfailuresperip=3\nauthfailuresperuser=7\nauthfailurewindow=120\nauthlockout=300\n"
+        "tcpmaxconnections=50\ntcpmaxconnectionsperip=5\ntcpauthlimit=10\ntcpauthtimeout=5\n"
+        "tcpidletimeout=90\n"
+    ).guard
+    assert (guard.register_rate, guard.register_burst, guard.request_rate) == (5, 20, 0)
+    assert guard.flood_block == 30
+    assert guard.flood_exempt == ("192.0.2.1", "10.0.0.0/8", "2001:db8::/32")
+    assert (guard.auth_failures_per_ip, guard.auth_failures_per_user) == (3, 7)
+    assert (guard.auth_window, guard.auth_lockout) == (120, 300)
+    assert (guard.tcp_max_connections, guard.tcp_max_per_ip) == (50, 5)
+    assert (guard.tcp_auth_limit, guard.tcp_auth_timeout, guard.tcp_idle_timeout) == (10, 5, 90)
+    assert sip("[general]\ntcpauthtimeout=5\n").warnings == []  # implemented, no warning
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("floodexempt=192.0.2.1, pbx.example.com", "'pbx.example.com' is not an IP address"),
+        ("registerburst=0", '"registerburst" must be at least 1'),
+        ("tcpauthtimeout=soon", '"tcpauthtimeout" must be an integer'),
+        ("authfailuresperuser=0", '"authfailuresperuser" must be at least 1'),
+    ],
+)
+def test_bad_abuse_limits_are_errors_at_their_line(line: str, message: str) -> None:
+    assert message in error(f"[general]\ncontext=default\n{line}\n")
+    assert error(f"[general]\ncontext=default\n{line}\n").startswith("sip.conf:3: ")

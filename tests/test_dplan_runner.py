@@ -342,3 +342,17 @@ def test_a_bad_condition_is_logged_once_and_takes_the_false_branch(
     run(runner, "1000")
     assert trace.seen == ["no"]
     assert caplog.text.count("$[1 +]: syntax error") == 1
+
+
+def test_a_call_reaching_dial_ends_there_and_goes_nowhere(caplog: pytest.LogCaptureFixture) -> None:
+    """Toll fraud: there is no Dial; a dial plan step using it ends the call at that line."""
+    trace = Trace()
+    runner = runner_for(
+        "[default]\nexten => 1000,1,Trace(before)\nsame => n,Dial(SIP/trunk/0900123456)\n"
+        "same => n,Trace(after)\nexten => h,1,Trace(h)\n",
+        trace,
+    )
+    channel = run(runner, "1000")
+    assert trace.seen == ["before", "h"]
+    assert channel is not None and channel.hung_up
+    assert "extensions.conf:3: application Dial is not implemented; ending the call" in caplog.text

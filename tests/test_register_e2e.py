@@ -338,7 +338,7 @@ def test_static_sip_conf_peer_registers(start: Starter, backend: Backend, tmp_pa
     ok = only(exchange.received("SIP/2.0 200"))
     assert header(ok, "Contact") == f"<sip:6100@127.0.0.1:{port}>;expires={EXPIRES}"
     assert backend.sql("SELECT name FROM sippeers") == []
-    assert "peer 6100 registered" in server.log()
+    server.wait_for_log("peer 6100 registered")
 
 
 def test_cached_realtime_peer_is_qualified_and_lastms_written(

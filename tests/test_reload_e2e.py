@@ -127,7 +127,8 @@ def test_reload_during_a_recording_keeps_the_call_and_its_dial_plan(
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_reload_applies_sip_conf_general_options(backend: Backend, tmp_path: Path) -> None:
-    """sip.conf [general] is re-read too: allowguest=no refuses the next guest call."""
+    """sip.conf [general] is re-read too: allowguest=no refuses the next guest call; a changed
+    abuse limit is named as one that needs a restart (its limiter holds live counts)."""
     config = write_config(tmp_path / "etc", backend, realtime_voicemail=False)
     server = start_server(config)
     refused = sipp.scenario(
@@ -139,9 +140,10 @@ def test_reload_applies_sip_conf_general_options(backend: Backend, tmp_path: Pat
     )
     try:
         with (config / "sip.conf").open("a") as sip_conf:
-            sip_conf.write("allowguest=no\n")
+            sip_conf.write("allowguest=no\nregisterrate=5\n")
         assert run_cli("reload", "-C", str(config)).returncode == 0
         wait_for(server, "configuration reloaded")
+        wait_for(server, "sip.conf abuse limits (registerrate ... tcpidletimeout, floodexempt) ch")
         sipp.run_sipp(tmp_path / "sipp", refused, server.target, timeout=30).check()
         assert "not a peer, allowguest=no" in server.log()
     finally:

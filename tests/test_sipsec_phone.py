@@ -137,10 +137,5 @@ def to_tag(response: Response) -> str:
 
 
 def wait_for_log(server: RunningServer, text: str, timeout: float = 10.0) -> str:
-    """The server's log once it holds `text` (its output is read by a thread, a little late)."""
-    deadline = time.monotonic() + timeout
-    while text not in server.log():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} not logged:\n{server.log()[-4000:]}")
-        time.sleep(0.05)
-    return server.log()
+    """The server's log once it holds `text`."""
+    return server.wait_for_log(text, timeout)

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from voicemail.vmmain.core import VoiceMailMain, pin_matches
+from voicemail.login_guard import LoginOutcome
+from voicemail.pins import verify_pin
+from voicemail.vmmain.core import VoiceMailMain
 from voicemail.vmmain.events import (
     Action,
     Authenticated,
+    CheckPin,
     Close,
     Collect,
     CopyMessage,
@@ -32,6 +35,7 @@ from voicemail.vmmain.events import (
     MailboxOpened,
     MessageSummary,
     OpenFolder,
+    PinChecked,
     Play,
     PlayMessage,
     PlayRecording,
@@ -44,6 +48,7 @@ from voicemail.vmmain.events import (
     Timeout,
     WaitDigit,
 )
+from voicemail.vmmain.newuser import needs_setup
 from voicemail.vmmain.options import MainArgs, MenuSettings
 
 INFO = MailboxInfo("1000", "default", "1234")
@@ -66,6 +71,7 @@ class Sim:
     caller: str = ""
     hang_up_when: Callable[[Action, VoiceMailMain], bool] | None = None
     full: bool = False
+    locked: bool = False  # the login guard answers LOCKED
     temp_greeting: bool = False
     # True: keys only when the server waits for one; False: typed ahead, at the first prompt.
     patient: bool = True
@@ -86,9 +92,17 @@ class Sim:
             return MailboxFound(
                 self.info if self.info and action.mailbox == self.info.mailbox else None
             )
+        if isinstance(action, CheckPin):
+            if self.locked:
+                return PinChecked(LoginOutcome.LOCKED)
+            right = action.info is not None and verify_pin(action.info.password, action.entered)
+            return PinChecked(LoginOutcome.OK if right else LoginOutcome.WRONG)
         if isinstance(action, Authenticated):
             count = {n: len(self.folders.get(n, ())) for n in (0, 1, 11)}
-            return MailboxOpened(count[0], count[1], count[11], self.temp_greeting)
+            new_user = needs_setup(action.info, action.info.settings or self.settings)
+            return MailboxOpened(
+                count[0], count[1], count[11], self.temp_greeting, new_user=new_user
+            )
         if isinstance(action, OpenFolder):
             return FolderOpened(action.folder, self.folders.get(action.folder, ()))
         if isinstance(action, CopyMessage | Close | SaveGreeting | DeleteGreeting):
@@ -143,7 +157,8 @@ def test_login_asks_mailbox_then_password_with_asterisk_timeouts() -> None:
     assert log[0] == Collect(("vm-login",), first=10.0, between=2.0, terminator="#")
     assert log[1] == FindMailbox("1000", "default")
     assert log[2] == Collect(("vm-password",), first=10.0, between=2.0, terminator="#")
-    assert isinstance(log[3], Authenticated) and log[3].info == INFO
+    assert log[3] == CheckPin(INFO, "1234")
+    assert isinstance(log[4], Authenticated) and log[4].info == INFO
     assert log[-2] == Play(("vm-goodbye",), interrupt="")
     assert log[-1] == Finish(True)
 
@@ -234,18 +249,67 @@ def test_unknown_mailbox_is_still_asked_a_pin() -> None:
 
 
 @pytest.mark.parametrize("password", ["", "-"])
-def test_empty_password_is_not_asked(password: str) -> None:
-    sim = Sim(info=MailboxInfo("1000", "default", password), entries=["1000"], keys="#")
+def test_empty_password_is_not_asked_with_emptypin(password: str) -> None:
+    settings = MenuSettings(emptypin=True)
+    info = MailboxInfo("1000", "default", password, settings=settings)
+    sim = Sim(info=info, entries=["1000"], keys="#")
     log = sim.run()
     assert [a.prompts for a in log if isinstance(a, Collect)] == [("vm-login",)]
     assert any(isinstance(a, Authenticated) for a in log)
+    assert not any(isinstance(a, CheckPin) for a in log)
+
+
+@pytest.mark.parametrize("password", ["", "-"])
+def test_empty_password_without_emptypin_is_refused_like_a_wrong_pin(
+    password: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = Sim(info=MailboxInfo("1000", "default", password), entries=["1000", ""] * 3)
+    with caplog.at_level(logging.WARNING):
+        log = sim.run()
+    collects = [a.prompts for a in log if isinstance(a, Collect)]
+    assert collects[:3] == [("vm-login",), ("vm-password",), ("vm-incorrect-mailbox",)]
+    assert not any(isinstance(a, Authenticated) for a in log)
+    assert log[-3:] == [
+        Play(("vm-incorrect",), interrupt=""),
+        Play(("vm-goodbye",), interrupt=""),
+        Finish(False),
+    ]
+    assert "has an empty PIN: login refused" in caplog.text and "emptypin=yes" in caplog.text
+
+
+def test_empty_password_with_the_s_option_needs_no_pin() -> None:
+    args = MainArgs(mailbox="1000", skip_password=True)
+    sim = Sim(info=MailboxInfo("1000", "default", ""), args=args, entries=[], keys="#")
+    log = sim.run()
+    assert not any(isinstance(a, Collect | CheckPin) for a in log[:2])
+    assert any(isinstance(a, Authenticated) for a in log)
+
+
+def test_locked_out_mailbox_hears_what_a_last_wrong_pin_hears() -> None:
+    sim = Sim(entries=["1000", "1234"], locked=True)
+    log = sim.run()
+    assert not any(isinstance(a, Authenticated) for a in log)
+    assert [a.prompts for a in log if isinstance(a, Collect)] == [("vm-login",), ("vm-password",)]
+    assert log[-3:] == [
+        Play(("vm-incorrect",), interrupt=""),
+        Play(("vm-goodbye",), interrupt=""),
+        Finish(False),
+    ]
+
+
+def test_unknown_mailbox_is_asked_for_a_pin_and_checked() -> None:
+    sim = Sim(entries=["2000", "1234", "2000", "1234", "2000", "1234"])
+    log = sim.run()
+    checks = [a for a in log if isinstance(a, CheckPin)]
+    assert len(checks) == 3 and all(c.info is None for c in checks)
+    assert log[-1] == Finish(False)
 
 
 def test_leading_dash_is_not_part_of_the_pin() -> None:
-    assert pin_matches("-1234", "1234")
-    assert pin_matches("1234", "1234")
-    assert not pin_matches("1234", "123")
-    assert not pin_matches("1234", "")
+    sim = Sim(info=MailboxInfo("1000", "default", "-1234"))
+    log = sim.run()
+    assert any(isinstance(a, Authenticated) for a in log)
+    assert [a for a in log if isinstance(a, CheckPin)][0].entered == "1234"
 
 
 def test_star_at_login_continues_at_extension_a() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from voicemail.login_guard import LoginOutcome
 from voicemail.vmmain.core import VoiceMailMain
 from voicemail.vmmain.events import (
     ALL_KEYS,
@@ -21,6 +22,7 @@ from voicemail.vmmain.events import (
     MailboxInfo,
     MailboxOpened,
     MessageSummary,
+    PinChecked,
     PromptDone,
     RecordingDone,
     Stored,
@@ -40,6 +42,8 @@ def answer(kind: type, choice: int, messages: int) -> object:
         return Digits(["1000", "1234", "", "*", "99"][choice % 5])
     if kind is MailboxFound:
         return MailboxFound(INFO if choice % 4 else None)
+    if kind is PinChecked:
+        return PinChecked(list(LoginOutcome)[choice % 3])
     if kind is MailboxOpened:
         return MailboxOpened(messages, choice % 3, choice % 2)
     if kind is FolderOpened:

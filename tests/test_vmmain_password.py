@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from voicemail.password_writer import PasswordWriteError, passcheck_verdict, rewrite_password_line
 from voicemail.vmmain.events import (
     Action,
@@ -25,7 +27,6 @@ from voicemail.vmmain.events import (
 )
 from voicemail.vmmain.newuser import needs_setup
 from voicemail.vmmain.options import MenuSettings
-from voicemail.vmmain.password import pin_problem
 
 from .test_vmmain_core import Sim
 
@@ -50,7 +51,9 @@ class PinSim(Sim):
         if isinstance(action, Authenticated):
             opened = super().respond(action)
             assert isinstance(opened, MailboxOpened)
-            return MailboxOpened(opened.new, opened.old, opened.urgent, False, self.greetings)
+            return MailboxOpened(
+                opened.new, opened.old, opened.urgent, False, self.greetings, opened.new_user
+            )
         return super().respond(action)
 
     def collects(self) -> list[tuple[object, ...]]:
@@ -68,12 +71,12 @@ def after(plays: list[tuple[object, ...]], item: tuple[object, ...]) -> list[tup
 
 
 def test_key_5_changes_the_pin_and_returns_to_the_options() -> None:
-    sim = PinSim(keys="05", entries=[*LOGIN, "4321", "4321"])
+    sim = PinSim(keys="05", entries=[*LOGIN, "4827", "4827"])
     log = sim.run()
     assert sim.collects()[2:] == [("vm-newpassword",), ("vm-reenterpassword",)]
     collect = [a for a in log if isinstance(a, Collect)][2]
     assert (collect.first, collect.between, collect.terminator) == (10.0, 2.0, "#")
-    assert sim.changes() == ["4321"]
+    assert sim.changes() == ["4827"]
     assert after(sim.plays(), ("vm-passchanged",))[0] == ("vm-options",)
     assert not any(isinstance(a, CheckPassword) for a in log)  # no externpasscheck set
 
@@ -83,7 +86,7 @@ def test_key_5_too_short_is_invalid_and_one_try_only() -> None:
     sim.run()
     plays = sim.plays()
     assert after(plays, ("vm-options",))[:3] == [
-        ("vm-invalid-password",),
+        ("pin-too-short", "vm-invalid-password"),
         ("vm-pls-try-again",),
         ("vm-options",),
     ]
@@ -91,22 +94,43 @@ def test_key_5_too_short_is_invalid_and_one_try_only() -> None:
 
 
 def test_key_5_minpassword_boundary_and_star() -> None:
-    sim = PinSim(keys="05", entries=[*LOGIN, "1234", "1234"], settings=MenuSettings(minpassword=4))
+    sim = PinSim(keys="05", entries=[*LOGIN, "7391", "7391"], settings=MenuSettings(minpassword=4))
     sim.run()
-    assert sim.changes() == ["1234"]
-    sim = PinSim(keys="05", entries=[*LOGIN, "*123"])
+    assert sim.changes() == ["7391"]
+    sim = PinSim(keys="05", entries=[*LOGIN, "*739"])
     sim.run()
-    assert ("vm-invalid-password",) in sim.plays() and sim.changes() == []
+    assert ("pin-digits-only", "vm-invalid-password") in sim.plays() and sim.changes() == []
 
 
 def test_key_5_empty_pin_is_refused() -> None:
     sim = PinSim(keys="05", entries=[*LOGIN, ""])
     sim.run()
-    assert ("vm-invalid-password",) in sim.plays() and sim.changes() == []
+    assert ("pin-too-short", "vm-invalid-password") in sim.plays() and sim.changes() == []
+
+
+@pytest.mark.parametrize(
+    ("pin", "prompt"),
+    [
+        ("1111", "pin-one-digit"),
+        ("1234", "pin-run"),
+        ("9876", "pin-run"),
+        ("1000", "pin-is-mailbox"),
+        ("2580", "pin-too-common"),
+        ("12", "pin-too-short"),
+    ],
+)
+def test_key_5_trivial_pin_is_refused_saying_why(pin: str, prompt: str) -> None:
+    sim = PinSim(keys="05", entries=[*LOGIN, pin, pin])
+    sim.run()
+    assert after(sim.plays(), ("vm-options",))[:2] == [
+        (prompt, "vm-invalid-password"),
+        ("vm-pls-try-again",),
+    ]
+    assert sim.changes() == []
 
 
 def test_key_5_mismatch() -> None:
-    sim = PinSim(keys="05", entries=[*LOGIN, "4321", "4322"])
+    sim = PinSim(keys="05", entries=[*LOGIN, "4827", "4828"])
     sim.run()
     assert after(sim.plays(), ("vm-options",))[:3] == [
         ("vm-mismatch",),
@@ -118,16 +142,16 @@ def test_key_5_mismatch() -> None:
 
 def test_key_5_externpasscheck_invalid_and_valid() -> None:
     settings = MenuSettings(externpasscheck="/usr/local/bin/check")
-    sim = PinSim(keys="05", entries=[*LOGIN, "4321"], settings=settings, verdicts=[False])
+    sim = PinSim(keys="05", entries=[*LOGIN, "4827"], settings=settings, verdicts=[False])
     log = sim.run()
-    assert CheckPassword("4321") in log
-    assert ("vm-invalid-password",) in sim.plays() and sim.changes() == []
-    sim = PinSim(keys="05", entries=[*LOGIN, "4321", "4321"], settings=settings, verdicts=[True])
+    assert CheckPassword("4827") in log
+    assert ("vm-invalid-password",) in sim.plays() and sim.changes() == []  # no reason known
+    sim = PinSim(keys="05", entries=[*LOGIN, "4827", "4827"], settings=settings, verdicts=[True])
     sim.run()
-    assert sim.changes() == ["4321"]
+    assert sim.changes() == ["4827"]
     # too short never reaches the script
     short = MenuSettings(externpasscheck="/x", minpassword=6)
-    sim = PinSim(keys="05", entries=[*LOGIN, "4321"], settings=short)
+    sim = PinSim(keys="05", entries=[*LOGIN, "4827"], settings=short)
     log = sim.run()
     assert not any(isinstance(a, CheckPassword) for a in log)
 
@@ -145,7 +169,7 @@ def test_key_5_three_presses_three_failures_then_main_menu() -> None:
         keys="0555*", entries=[*LOGIN, "1", "22", "333"], settings=MenuSettings(minpassword=4)
     )
     log = sim.run()
-    assert sim.plays().count(("vm-invalid-password",)) == 3
+    assert sim.plays().count(("pin-too-short", "vm-invalid-password")) == 3
     assert sim.changes() == []
     assert isinstance(log[-1], Finish) and log[-1].keep_going
 
@@ -156,14 +180,14 @@ def test_key_5_a_key_during_the_refusal_is_the_next_command() -> None:
     )
     sim.run()
     plays = sim.plays()
-    refusal = plays.index(("vm-invalid-password",))
+    refusal = plays.index(("pin-too-short", "vm-invalid-password"))
     assert ("vm-pls-try-again",) not in plays
     assert plays[refusal + 1] != ("vm-options",)  # '*' cut it short: back to the main menu
 
 
 def test_key_5_write_failure_is_said_and_the_call_goes_on() -> None:
     for stored in (False, None):
-        sim = PinSim(keys="05", entries=[*LOGIN, "4321", "4321"], stored=stored)
+        sim = PinSim(keys="05", entries=[*LOGIN, "4827", "4827"], stored=stored)
         log = sim.run()
         plays = sim.plays()
         assert ("vm-passchanged",) not in plays
@@ -178,7 +202,7 @@ def test_new_user_records_name_and_greetings_then_sets_the_pin() -> None:
     sim = PinSim(
         keys="111",
         info=NEW_USER,
-        entries=["1000", "1000", "5678", "5678"],
+        entries=["1000", "1000", "5829", "5829"],
         settings=FORCE_ALL,
     )
     log = sim.run()
@@ -187,7 +211,7 @@ def test_new_user_records_name_and_greetings_then_sets_the_pin() -> None:
     assert [a.kind for a in log if isinstance(a, SaveGreeting)] == ["greet", "unavail", "busy"]
     prompts = [p for p in plays if len(p) == 2 and p[1] == "beep"]
     assert prompts == [("vm-rec-name", "beep"), ("vm-rec-unv", "beep"), ("vm-rec-busy", "beep")]
-    assert sim.changes() == ["5678"]
+    assert sim.changes() == ["5829"]
     assert after(plays, ("vm-passchanged",))[0] == (Intro(0, 0, 0),)
     last_save = max(i for i, a in enumerate(log) if isinstance(a, SaveGreeting))
     first_change = next(i for i, a in enumerate(log) if isinstance(a, ChangePassword))
@@ -198,35 +222,37 @@ def test_new_user_with_existing_greetings_records_only_what_is_missing() -> None
     sim = PinSim(
         keys="1",
         info=NEW_USER,
-        entries=["1000", "1000", "5678", "5678"],
+        entries=["1000", "1000", "5829", "5829"],
         settings=FORCE_ALL,
         greetings=frozenset({"greet", "unavail"}),
     )
     log = sim.run()
     assert [a.kind for a in log if isinstance(a, SaveGreeting)] == ["busy"]
-    assert sim.changes() == ["5678"]
+    assert sim.changes() == ["5829"]
     # forcename only, the name exists: straight to the PIN
     sim = PinSim(
         info=NEW_USER,
-        entries=["1000", "1000", "5678", "5678"],
+        entries=["1000", "1000", "5829", "5829"],
         settings=MenuSettings(forcename=True),
         greetings=frozenset({"greet"}),
     )
     log = sim.run()
     assert not any(isinstance(a, Record) for a in log)
-    assert sim.plays()[0] == ("vm-newuser",) and sim.changes() == ["5678"]
+    assert sim.plays()[0] == ("vm-newuser",) and sim.changes() == ["5829"]
 
 
 def test_new_user_three_bad_pins_hang_up() -> None:
     sim = PinSim(
         info=NEW_USER,
-        entries=["1000", "1000", "1", "*22", "4444", "4445"],
+        entries=["1000", "1000", "1", "*22", "4829", "4820"],
         settings=MenuSettings(forcename=True, minpassword=2),
         greetings=frozenset({"greet"}),
     )
     log = sim.run()
     plays = sim.plays()
-    assert plays.count(("vm-invalid-password",)) == 2 and plays.count(("vm-mismatch",)) == 1
+    assert plays.count(("pin-too-short", "vm-invalid-password")) == 1
+    assert plays.count(("pin-digits-only", "vm-invalid-password")) == 1
+    assert plays.count(("vm-mismatch",)) == 1
     assert ("vm-pls-try-again",) not in plays  # played only when a key cuts a refusal short
     assert sim.changes() == []
     assert ("vm-goodbye",) not in plays and Intro(0, 0, 0) not in [p[0] for p in plays]
@@ -255,7 +281,7 @@ def test_new_user_review_timeout_says_goodbye_and_keeps_it_a_new_user() -> None:
 def test_new_user_write_failure_still_reaches_the_menu() -> None:
     sim = PinSim(
         info=NEW_USER,
-        entries=["1000", "1000", "5678", "5678"],
+        entries=["1000", "1000", "5829", "5829"],
         settings=MenuSettings(forcename=True),
         greetings=frozenset({"greet"}),
         stored=False,
@@ -290,14 +316,34 @@ def test_settings_general_only_names_are_not_taken_from_a_mailbox() -> None:
     assert settings.minpassword == 4 and settings.externpasscheck == "/bin/check"
     assert settings.externpass == ""
     assert (settings.forcename, settings.forcegreetings) == (False, True)
-    assert MenuSettings.from_options({}).minpassword == 0  # Asterisk's default
+    assert MenuSettings.from_options({}).minpassword == 4  # ours (Asterisk: 0)
+
+
+def test_pin_settings_defaults_and_where_they_may_come_from() -> None:
+    default = MenuSettings.from_options({})
+    assert (default.pinhash, default.emptypin) == (True, False)
+    assert (default.maxfailedlogins, default.lockoutsecs) == (5, 60.0)
+    general = {"pinhash": "no", "maxfailedlogins": "3", "lockoutsecs": "120"}
+    mailbox = {"pinhash": "yes", "maxfailedlogins": "99", "lockoutsecs": "1", "emptypin": "yes"}
+    settings = MenuSettings.from_options(general, mailbox)
+    assert settings.pinhash is False  # [general] only
+    assert (settings.maxfailedlogins, settings.lockoutsecs) == (3, 120.0)  # [general] only
+    assert settings.emptypin is True  # a mailbox may say it needs no PIN
+
+
+def test_new_user_pin_may_not_be_the_mailbox_number() -> None:
+    sim = PinSim(
+        info=NEW_USER,
+        entries=["1000", "1000", "1000", "1000", "1000"],
+        settings=MenuSettings(forcename=True),
+        greetings=frozenset({"greet"}),
+    )
+    log = sim.run()
+    assert sim.plays().count(("pin-is-mailbox", "vm-invalid-password")) == 3
+    assert sim.changes() == [] and log[-1] == Finish(False)
 
 
 def test_pin_rules() -> None:
-    assert pin_problem("1", 0) is None
-    assert pin_problem("", 0) == "empty"
-    assert pin_problem("123", 4) is not None and pin_problem("1234", 4) is None
-    assert pin_problem("*1234", 0) is not None and pin_problem("12*34", 0) is None
     assert passcheck_verdict("VALID\n") is True
     assert passcheck_verdict("valid: fine") is True
     assert passcheck_verdict("INVALID") is False

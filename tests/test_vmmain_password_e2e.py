@@ -1,7 +1,9 @@
 """End to end: sipp changes a PIN through VoiceMailMain on the real server (0 5), and the
 new-user setup records the name and greetings then sets the PIN. Checked as a user would: the
-realtime row or the voicemail.conf line holds the new PIN, a second call logs in with it and
-not with the old one (no restart), and the greetings are rows at msgnum -1.
+realtime row or the voicemail.conf line holds the new PIN (its argon2id hash with the default
+pinhash=yes; the PIN itself with pinhash=no, byte for byte as Asterisk writes it), a second
+call logs in with it and not with the old one (no restart), and the greetings are rows at
+msgnum -1.
 
 Keys go by SIP INFO (see test_vmmain_e2e.py). Most keys are typed ahead: a queued key cuts the
 next interruptible prompt short. Only a recording needs the caller to wait for its beep, since
@@ -14,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from voicemail.pins import verify_pin
 
 from . import sipp
 from .dbbackends import Backend
@@ -81,10 +85,9 @@ def test_realtime_pin_change_updates_the_row_and_the_next_call_uses_it(
     keys = Keys()
     run(realtime_server, tmp_path / "a", keys, change_pin(keys, "2000"))
     rows = backend.sql("SELECT context, password FROM voicemail ORDER BY context")
-    assert rows == [
-        {"context": "default", "password": NEW},
-        {"context": "other", "password": OLD},
-    ], realtime_server.log()
+    assert [row["context"] for row in rows] == ["default", "other"], realtime_server.log()
+    assert rows[0]["password"].startswith("$argon2id$") and verify_pin(rows[0]["password"], NEW)
+    assert rows[1]["password"] == OLD  # the other context's box: not touched
     log = realtime_server.log()
     assert "mailbox 2000@default: PIN changed (realtime)" in log
     assert "login failed" not in log
@@ -104,6 +107,7 @@ def test_voicemail_conf_pin_change_rewrites_one_line_and_works_without_restart(
         backend,
         mailboxes=STATIC,
         extensions=EXTENSIONS,
+        general="pinhash=no\n",  # clear text, as Asterisk writes it
         realtime_voicemail=False,
     )
     conf = config / "voicemail.conf"
@@ -169,7 +173,9 @@ def test_new_user_records_name_and_greetings_then_sets_the_pin(
         sizes = backend.sql("SELECT dir, recording FROM voicemessages")
         assert all(len(bytes(row["recording"])) > 16000 for row in sizes)  # > 0.5 s of audio
         conf = (config / "voicemail.conf").read_text()
-        assert f"1000 => {NEW},New User\n" in conf
+        line = next(x for x in conf.splitlines() if x.startswith("1000 => "))
+        stored = line.removeprefix("1000 => ").removesuffix(",New User")
+        assert stored.startswith("$argon2id$") and verify_pin(stored, NEW), line
         log = server.log()
         assert "mailbox 1000@default: PIN changed (voicemail.conf)" in log
         # The next call is an ordinary login: the setup does not come back.

@@ -21,6 +21,7 @@ from voicemail.password_writer import (
     run_externpasscheck,
     write_conf_password,
 )
+from voicemail.pins import is_hashed, verify_pin
 from voicemail.vmmain.access import MailboxAccess
 from voicemail.vmmain.events import MailboxInfo
 from voicemail.vmmain.options import MenuSettings
@@ -110,7 +111,7 @@ def test_conf_refuses_what_it_cannot_rewrite_safely(conf_dir: Path) -> None:
 def test_static_mailbox_new_pin_works_without_reload(conf_dir: Path) -> None:
     async def work() -> None:
         boxes = directory(conf_dir)
-        assert await boxes.change_password("1000", "default", "98765")
+        assert await boxes.change_password("1000", "default", "98765", pinhash=False)
         found = await boxes.find("1000", "default")
         assert found is not None and found.password == "98765"
         other = await boxes.find("1000", "other")
@@ -118,6 +119,24 @@ def test_static_mailbox_new_pin_works_without_reload(conf_dir: Path) -> None:
 
     asyncio.run(work())
     assert b"1000 => 98765,Alice" in (conf_dir / "voicemail.conf").read_bytes()
+
+
+def test_static_mailbox_new_pin_is_hashed_and_the_file_still_reads(conf_dir: Path) -> None:
+    async def work() -> str:
+        boxes = directory(conf_dir)  # [general] has no pinhash: yes
+        assert await boxes.change_password("1000", "default", "98765")
+        found = await boxes.find("1000", "default")
+        assert found is not None and is_hashed(found.password)
+        return found.password
+
+    stored = asyncio.run(work())
+    text = (conf_dir / "voicemail.conf").read_bytes()
+    assert b"98765" not in text
+    assert f"1000 => {stored},Alice Example,alice@example.com,,attach=no".encode() in text
+    reread = load_voicemail_conf(conf_dir / "voicemail.conf").mailboxes[("default", "1000")]
+    assert reread.password == stored and reread.fullname == "Alice Example"
+    assert reread.options == {"attach": "no", "tz": "eu"}
+    assert verify_pin(reread.password, "98765") and not verify_pin(reread.password, "98766")
 
 
 def test_static_write_failure_is_logged_not_raised(
@@ -175,9 +194,10 @@ def test_externpass_replaces_the_write_and_externpassnotify_follows_it(conf_dir:
         found = await boxes.find("1000", "default")
         assert found is not None and found.password == "1111"
         assert not await boxes.change_password("1001", "default", "2222", externpass=str(fail))
-        # externpassnotify: our write, then the script
+        # externpassnotify: our write (hashed), then the script (told the PIN, as Asterisk)
         assert await boxes.change_password("2000", "default", "3333", externpassnotify=str(ok))
-        assert b"2000 => 3333 , Bob" in (conf_dir / "more.conf").read_bytes()
+        more = (conf_dir / "more.conf").read_bytes()
+        assert more.startswith(b"; included\n2000 => $argon2id$") and b"3333" not in more
 
     args.unlink()
     asyncio.run(work())
@@ -204,11 +224,20 @@ def test_realtime_row_updated_and_last_known_row_forgotten(backend: Backend) -> 
             assert info is not None and info.settings is not None and info.settings.forcename
             assert await access.change_password(info, "8642")
             rows = await sql(pool, "SELECT context, password FROM voicemail ORDER BY context")
-            assert [tuple(r) for r in rows] == [("default", "8642"), ("other", "2000")]
+            (default, hashed), other = (tuple(r) for r in rows)
+            assert default == "default" and other == ("other", "2000")
+            assert hashed.startswith("$argon2id$") and verify_pin(hashed, "8642")
             assert ("default", "2000") not in boxes._last_known
             again = await boxes.find("2000", "default")
-            assert again is not None and again.password == "8642"
-            assert await access.change_password(info, "8642") is True  # unchanged: no UPDATE
+            assert again is not None and again.password == hashed
+            # pinhash=no: clear text, and an unchanged PIN is no UPDATE (Asterisk)
+            access.general = {"pinhash": "no"}
+            info = await access.find("2000", "default")
+            assert info is not None
+            assert await access.change_password(info, "8642")
+            rows = await sql(pool, "SELECT password FROM voicemail WHERE context = 'default'")
+            assert [tuple(r) for r in rows] == [("8642",)]
+            assert await boxes.change_password("2000", "default", "8642", pinhash=False)
             await sql(pool, "DELETE FROM voicemail WHERE context = 'default'")
             assert not await boxes.change_password("2000", "default", "1111")
 

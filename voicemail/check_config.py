@@ -23,7 +23,13 @@ from storage.odbc import ConnectionClass, DatabaseError, OdbcPool
 from storage.odbc_class import driver_name
 from storage.realtime import Realtime, RealtimeMapping
 from storage.realtime_static import static_rows
-from storage.schema import mailbox_changes_table, messages_table, outbox_table
+from storage.schema import (
+    login_audit_table,
+    login_state_table,
+    mailbox_changes_table,
+    messages_table,
+    outbox_table,
+)
 from storage.schemacheck import Finding, check_table, expected_table
 
 from .ami.manager_conf import load_manager_conf
@@ -266,6 +272,8 @@ async def _check_tables(
         (settings.odbcstorage, storage, messages_table(settings.odbctable), "voicemessages"),
         (settings.odbcstorage, storage, outbox_table(), "outbox"),
         (settings.odbcstorage, storage, mailbox_changes_table(), "mailbox_changes"),
+        (settings.odbcstorage, storage, login_state_table(), "vm_login_state"),
+        (settings.odbcstorage, storage, login_audit_table(), "vm_login_audit"),
     ]
     if settings.odbcstorage not in known:
         report.problems.append(

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from storage.audioformats import detect_format, stored_format
 from storage.conffile import ConfigError
+from storage.logins import LoginStore
 from storage.messages import MessageStore
 from storage.odbc import DatabaseError
 
-from . import operator_messages
+from . import login_admin, operator_messages
 from .check_config import check_config
 from .config import load_server_config
 from .mailboxes import MailboxDirectory
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, help="file to write (default msgNNNN.<format> here)"
     )
     _messages_commands(commands)
+    _login_commands(commands)
     check_config_cmd = commands.add_parser(
         "check-config",
         help="parse every file, connect to every ODBC class, check the tables",
@@ -126,6 +128,42 @@ def _messages_commands(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def _login_commands(commands: argparse._SubParsersAction) -> None:
+    """`voicemail unlock`, `voicemail show logins` and `voicemail passwd` (login_admin.py)."""
+    unlock = commands.add_parser("unlock", help="clear a mailbox's login lockout")
+    _config_dir_option(unlock)
+    unlock.add_argument("mailbox", help="MAILBOX@CONTEXT")
+    show = commands.add_parser("show", help="show logins")
+    _config_dir_option(show)
+    show_commands = show.add_subparsers(dest="show_command", required=True)
+    logins = show_commands.add_parser("logins", help="a mailbox's last 20 logins")
+    _config_dir_option(logins)
+    logins.add_argument("mailbox", help="MAILBOX@CONTEXT")
+    passwd = commands.add_parser("passwd", help="set a mailbox's PIN")
+    _config_dir_option(passwd)
+    passwd.add_argument("mailbox", help="MAILBOX@CONTEXT")
+    passwd.add_argument(
+        "newpin",
+        help="the new PIN (digits), or - to read it from standard input (kept out of "
+        "ps and the shell's history)",
+    )
+
+
+async def _run_login_tool(config_dir: Path, args: argparse.Namespace) -> int:
+    """One login tool against the database the configuration names; errors are one line."""
+
+    async def action(store: MessageStore, directory: MailboxDirectory) -> str:
+        logins = LoginStore(store.pool)
+        if args.command == "unlock":
+            return await login_admin.unlock(logins, directory, args.mailbox)
+        if args.command == "show":
+            return await login_admin.show_logins(logins, directory, args.mailbox)
+        pin = sys.stdin.readline().strip() if args.newpin == "-" else args.newpin
+        return await login_admin.set_password(directory, args.mailbox, pin)
+
+    return await _with_store(config_dir, action)
+
+
 async def _with_store(
     config_dir: Path, action: Callable[[MessageStore, MailboxDirectory], Awaitable[str]]
 ) -> int:
@@ -135,7 +173,10 @@ async def _with_store(
     try:
         await server.open_storage()
         assert server.store is not None
-        directory = MailboxDirectory(server.config.voicemail, server.realtime)
+        conf_path = None  # as the server: a static mailbox's PIN goes to voicemail.conf
+        if not server.realtime.has_family("voicemail.conf"):
+            conf_path = server.config.directory / "voicemail.conf"
+        directory = MailboxDirectory(server.config.voicemail, server.realtime, None, conf_path)
         directory.call_path.wait = 10.0  # an operator can wait longer than a caller
         print(await action(server.store, directory))
         return 0
@@ -335,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_run_message_export(config_dir, args))
         elif args.command == "messages":
             return _run_messages(config_dir, args)
+        elif args.command in ("unlock", "show", "passwd"):
+            return asyncio.run(_run_login_tool(config_dir, args))
         elif args.command == "check-config":
             return _run_check_config(config_dir)
         elif args.command == "db" and args.db_command == "check":

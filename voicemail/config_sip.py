@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from channels.sip.limits import GuardSettings, parse_network
 from channels.sip.peers import parse_nat
 from storage.conffile import ConfigError, ConfigFile, Section, Variable, load_config
 
@@ -44,7 +45,24 @@ CALLS_PER_CPU = 400  # measured: 400 calls used 28 % of one core (bench/RESULTS.
 STANDARD_SIP_PORT = 5060
 STANDARD_TLS_PORT = 5061
 
-OWN_GENERAL = frozenset({"maxcalls", "maxcallsperip"})
+# Our abuse limits (channels/sip/limits.py GuardSettings): option -> (field, minimum).
+GUARD_INTEGERS = {
+    "registerrate": ("register_rate", 0),
+    "registerburst": ("register_burst", 1),
+    "requestrate": ("request_rate", 0),
+    "requestburst": ("request_burst", 1),
+    "floodblock": ("flood_block", 1),
+    "authfailuresperip": ("auth_failures_per_ip", 1),
+    "authfailuresperuser": ("auth_failures_per_user", 1),
+    "authfailurewindow": ("auth_window", 1),
+    "authlockout": ("auth_lockout", 1),
+    "tcpmaxconnections": ("tcp_max_connections", 0),
+    "tcpmaxconnectionsperip": ("tcp_max_per_ip", 0),
+    "tcpidletimeout": ("tcp_idle_timeout", 1),
+    "tcpauthlimit": ("tcp_auth_limit", 0),  # chan_sip's name, as its meaning
+    "tcpauthtimeout": ("tcp_auth_timeout", 0),  # chan_sip's name, as its meaning
+}
+OWN_GENERAL = frozenset({"maxcalls", "maxcallsperip", "floodexempt", *GUARD_INTEGERS})
 IMPLEMENTED_GENERAL = (
     frozenset(
         """
@@ -80,6 +98,17 @@ def _words(*allowed: str) -> Checker:
     return check
 
 
+def _networks(text: str) -> tuple[list[str], str | None]:
+    """A comma-separated list of addresses or networks (floodexempt), and an error."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        try:
+            parse_network(item)
+        except ValueError as exc:
+            return items, str(exc)
+    return items, None
+
+
 _UINT = integer(0)
 CHECKS: dict[str, Checker] = {
     "bindaddr": _address,
@@ -103,6 +132,8 @@ CHECKS: dict[str, Checker] = {
     "dtmfmode": one_of("rfc2833", "info", "shortinfo", "inband", "auto"),
     "maxcalls": integer(1),
     "maxcallsperip": _UINT,
+    "floodexempt": lambda text: _networks(text)[1],
+    **{name: integer(minimum) for name, (_, minimum) in GUARD_INTEGERS.items()},
     **{
         name: boolean
         for name in (
@@ -143,6 +174,7 @@ class SipSettings:
     # Calls at once (503 past it); 0 until loaded, then maxcalls= or default_maxcalls().
     maxcalls: int = 0
     maxcallsperip: int = 0  # 0 = no limit: a PBX in front sends every call from one address
+    guard: GuardSettings = field(default_factory=GuardSettings)  # flood, digest, TCP limits
     regserver: str = ""  # rtsavesysname=yes: systemname from asterisk.conf
     general: dict[str, str] = field(default_factory=dict)
     # [name] sections other than [general]: static peers, as (name, option pairs).
@@ -248,7 +280,24 @@ def _apply_general(settings: SipSettings, general: Section, directory: Path) -> 
     settings.defaultexpiry = integer_of("defaultexpiry", settings.defaultexpiry)
     settings.maxcalls = integer_of("maxcalls", 0)
     settings.maxcallsperip = integer_of("maxcallsperip", 0)
+    _apply_guard(settings.guard, general)
     settings.general = {k.lower(): v for k, v in general.items()}
+
+
+def _apply_guard(guard: GuardSettings, general: Section) -> None:
+    """The abuse limits; `floodexempt` may be given on several lines, each a list."""
+    for name, (attribute, minimum) in GUARD_INTEGERS.items():
+        var = general.variable(name)
+        if var is not None:
+            setattr(guard, attribute, checked_int(var, minimum))
+    exempt: list[str] = []
+    for var in general.variables:
+        if var.name.lower() == "floodexempt":
+            items, error = _networks(var.value)
+            if error is not None:
+                raise fail(var, error)
+            exempt += items
+    guard.flood_exempt = tuple(exempt)
 
 
 def _apply_rtp(settings: SipSettings, rtp: ConfigFile) -> None:

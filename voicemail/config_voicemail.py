@@ -54,8 +54,11 @@ DEFAULT_OUTBOXRETRYMAX = 3600  # the longest wait between two retries
 # Options of ours (not Asterisk's), in [general]: the spool, SMTP, the webhook, the outbox and
 # the MWI change feed.
 NOTIFY_OPTIONS = frozenset({"webhookurl", "webhooksecret", "outboxretry", "outboxretrymax"})
+# PINs and the login lockout (issue 11); `emptypin` is also a mailbox option.
+PIN_OPTIONS = frozenset({"pinhash", "emptypin", "maxfailedlogins", "lockoutsecs"})
 OWN_GENERAL = (
     frozenset({"localspool", "maxrecordsecs", "spoolmaxmb", "changelogpollms"})
+    | PIN_OPTIONS
     | SMTP_OPTIONS
     | NOTIFY_OPTIONS
 )
@@ -102,7 +105,7 @@ IMPLEMENTED_MAILBOX = frozenset(
         "maxsecs", "maxmessage", "minsecs", "maxmsg", "review", "operator", "leaveurgent",
         "exitcontext", "maxsilence", "silencethreshold", "tz", "language", "sendvoicemail",
         "callback", "dialout",
-        "forcename", "forcegreetings", "delete", "deletevoicemail",
+        "forcename", "forcegreetings", "delete", "deletevoicemail", "emptypin",
     }
     | ((set(MENU_SETTINGS) - GENERAL_ONLY) & VOICEMAIL_MAILBOX)
     | MAIL_MAILBOX
@@ -166,6 +169,8 @@ CHECKS: dict[str, Checker] = {
     "skipms": _UINT,
     "maxlogins": integer(1),
     "minpassword": _UINT,
+    "maxfailedlogins": integer(1),
+    "lockoutsecs": integer(1),
     "saydurationm": _UINT,
     "backupdeleted": _BACKUPDELETED,
     "pollfreq": integer(1),
@@ -200,7 +205,7 @@ CHECKS: dict[str, Checker] = {
             "forcegreetings forward_urgent_auto imapgreetings imap_poll_logout leaveurgent "
             "messagewrap moveheard nextaftercmd odbc_audio_on_disk operator pbxskip "
             "pollmailboxes review saycid sayduration searchcontexts sendvoicemail "
-            "smdienable tempgreetwarn"
+            "smdienable tempgreetwarn pinhash emptypin"
         ).split()
     },
 }

@@ -140,7 +140,7 @@ async def record_and_store(
                 outcome = await review(play, channel, lambda: record(False), settings, outcome)
         except ChannelHungUp:
             pass  # the caller hung up after recording: the message is kept
-        status = await _store(app, channel, boxes, outcome, journal, msg_id, envelope)
+        status, lost = await _store(app, channel, boxes, outcome, journal, msg_id, envelope)
     finally:
         journal.leave()  # a cancelled call (shutdown) leaves its audio for recovery
     if outcome.operator:
@@ -149,6 +149,11 @@ async def record_and_store(
         if app.extension_exists(where or current, "o"):
             await play(["transfer"], "")
             return "USEREXIT", Goto("o", where)
+        return status, None
+    if lost:
+        # Neither the spool nor the database took the message: say so rather than thank.
+        if not channel.hung_up:
+            await play(["vm-sorry"], "")
         return status, None
     # Asterisk's recorder thanks the caller on every normal stop, also when the message then
     # turns out shorter than minsecs and is not kept.
@@ -165,14 +170,15 @@ async def _store(
     journal: RecordingJournal,
     msg_id: str,
     envelope: Envelope,
-) -> str:
-    """Store the outcome in the first mailbox, then copy it to the others."""
+) -> tuple[str, bool]:
+    """Store the outcome in the first mailbox, then copy it to the others; the status, and
+    whether a message meant to be kept could not be saved (the caller hears vm-sorry)."""
     box = boxes[0]
     seconds = len(outcome.pcm) / 2 / SAMPLE_RATE
     if not outcome.keep:
         log.info("message for %s@%s deleted by the caller", box.mailbox, box.context)
         journal.discard()
-        return "FAILED"
+        return "FAILED", False
     if seconds < max(box.int_option("minsecs"), 0.02):
         log.info(
             "recording for %s@%s was %.2f s, shorter than minsecs; discarded",
@@ -181,7 +187,7 @@ async def _store(
             seconds,
         )
         journal.discard()
-        return "FAILED"
+        return "FAILED", False
     folder = "Urgent" if outcome.flag == "Urgent" else "INBOX"
     try:
         audio = await asyncio.to_thread(encode, outcome.pcm, app.format)
@@ -195,22 +201,22 @@ async def _store(
             msg_id,
             exc,
         )
-        return "FAILED"
+        return "FAILED", True
     except (OSError, TranscodeError) as exc:
         # The journal stays: the next start stores the message from it.
         log.error(
-            "Failed to store voicemail for %s@%s (msg_id %s): %s; kept in the "
-            "recording journal for the next start",
+            "Failed to store voicemail for %s@%s (msg_id %s): %s; what the recording "
+            "journal holds is stored at the next start",
             box.mailbox,
             box.context,
             msg_id,
             exc,
         )
-        return "FAILED"
+        return "FAILED", True
     journal.finish()
     for other in boxes[1:]:
         await _copy(app, channel, other, folder, audio, envelope, outcome)
-    return "SUCCESS"
+    return "SUCCESS", False
 
 
 async def _copy(

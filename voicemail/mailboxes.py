@@ -14,17 +14,21 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.odbc import DatabaseUnavailable
+from channels.sip.admission import LogLimiter
+from storage.identifiers import box_name_problem
+from storage.odbc import DatabaseError, DatabaseUnavailable
 from storage.realtime import Realtime
 
 from .callpath import CallPathDatabase
 from .config import VoicemailSettings
+from .config_checks import parse_bool
 from .password_writer import (
     PasswordWriteError,
     run_externpass,
     write_conf_password,
     write_realtime_password,
 )
+from .pins import is_locked, stored_form
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ class MailboxDirectory:
         # The last realtime answer per (context, mailbox), for when the database is away.
         self._last_known: dict[tuple[str, str], Mailbox] = {}
         self._pin_lock = asyncio.Lock()  # one voicemail.conf rewrite at a time
+        self._refused_log = LogLimiter()
 
     def _general_options(self) -> dict[str, str]:
         names = set(DEFAULTS) | {"maxmessage"}
@@ -103,6 +108,15 @@ class MailboxDirectory:
         return Mailbox(context, mailbox, "", options=self._general_options(), source="unverified")
 
     async def find(self, mailbox: str, context: str = "default") -> Mailbox | None:
+        problem = box_name_problem(mailbox) or box_name_problem(context)
+        if problem is not None:  # from SIP, the dial plan or a row: it would form a bad `dir`
+            if self._refused_log.should_log(asyncio.get_running_loop().time()):
+                log.warning(
+                    "mailbox %r@%r refused: not a valid mailbox@context name (%s)"
+                    " (%d more since the last such line)",
+                    mailbox[:100], context[:100], problem, self._refused_log.take_suppressed(),
+                )  # fmt: skip
+            return None
         options = self._general_options()
         static = self.settings.mailboxes.get((context, mailbox))
         if static is not None:
@@ -161,37 +175,77 @@ class MailboxDirectory:
         *,
         externpass: str = "",
         externpassnotify: str = "",
+        pinhash: bool | None = None,
     ) -> bool:
         """Store a new PIN where the mailbox lives (Asterisk's vm_change_password and
         vm_change_password_shell); True when it is stored. Failures are logged, never raised;
         the PIN is never logged. The next lookup (this call's or another's) sees the new PIN.
+
+        With `pinhash` (None: [general]'s, default yes) what is written is the PIN's hash
+        (pins.stored_form); the externpass scripts are given the PIN itself, as in Asterisk,
+        since they store it their own way.
         """
         static = self.settings.mailboxes.get((context, mailbox))
         where = "voicemail.conf" if static is not None else "realtime"
+        if pinhash is None:
+            pinhash = self.pinhash
+        stored = new
         try:
             if externpass:  # replaces our own write
                 if not await run_externpass(externpass, context, mailbox, new):
                     raise PasswordWriteError(f"externpass {externpass} failed")
                 where = f"externpass {externpass}"
-            elif static is not None:
-                await self._write_static(mailbox, context, static.password, new)
             else:
-                known = await self.find(mailbox, context)
-                if known is None or known.source != "realtime":
-                    raise PasswordWriteError(f"mailbox {mailbox}@{context} is not in realtime")
-                await write_realtime_password(self.realtime, context, mailbox, known.password, new)
-        except PasswordWriteError as exc:
+                stored = await asyncio.to_thread(stored_form, new, pinhash=pinhash)
+                await self._write(mailbox, context, stored, current=None)
+        except (PasswordWriteError, DatabaseError) as exc:
             log.error("mailbox %s@%s: new PIN not stored: %s", mailbox, context, exc)
             return False
-        except DatabaseUnavailable as exc:
-            log.error("mailbox %s@%s: new PIN not stored: %s", mailbox, context, exc)
-            return False
-        self._remember_password(mailbox, context, new)
+        self._remember_password(mailbox, context, stored)
         log.info("mailbox %s@%s: PIN changed (%s)", mailbox, context, where)
         if externpassnotify and not externpass:
             if not await run_externpass(externpassnotify, context, mailbox, new):
                 log.warning("mailbox %s@%s: externpassnotify failed", mailbox, context)
         return True
+
+    @property
+    def pinhash(self) -> bool:
+        """[general] pinhash (default yes): PINs we write are stored as hashes."""
+        return parse_bool(self.settings.general.get("pinhash", "yes")) is not False
+
+    async def rehash_password(self, mailbox: str, context: str, current: str, pin: str) -> bool:
+        """After a good login with the clear-text PIN `current`: store its hash instead (the
+        '-' "not changeable" prefix kept). False (logged, without the PIN) when it could not
+        be; the login goes on either way."""
+        try:
+            stored = await asyncio.to_thread(
+                stored_form, pin, pinhash=True, locked=is_locked(current)
+            )
+            await self._write(mailbox, context, stored, current=current)
+        except (PasswordWriteError, DatabaseError, OSError) as exc:
+            log.error(
+                "mailbox %s@%s: clear-text PIN not replaced by its hash: %s", mailbox, context, exc
+            )
+            return False
+        self._remember_password(mailbox, context, stored)
+        log.info("mailbox %s@%s: clear-text PIN replaced by its hash", mailbox, context)
+        return True
+
+    async def _write(self, mailbox: str, context: str, stored: str, *, current: str | None) -> None:
+        """Write `stored` to the mailbox's voicemail.conf line or realtime row. `current`:
+        the value it must replace (None: whatever is there now)."""
+        static = self.settings.mailboxes.get((context, mailbox))
+        if static is not None:
+            if current is not None and static.password != current:
+                raise PasswordWriteError("the PIN changed meanwhile")
+            await self._write_static(mailbox, context, static.password, stored)
+            return
+        known = await self.find(mailbox, context)
+        if known is None or known.source != "realtime":
+            raise PasswordWriteError(f"mailbox {mailbox}@{context} is not in realtime")
+        if current is not None and known.password != current:
+            raise PasswordWriteError("the PIN changed meanwhile")
+        await write_realtime_password(self.realtime, context, mailbox, known.password, stored)
 
     async def _write_static(self, mailbox: str, context: str, old: str, new: str) -> None:
         if self.conf_path is None:

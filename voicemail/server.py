@@ -19,6 +19,7 @@ from channels.sip.registration import PeerDirectory, RealtimeOptions, Registrati
 from storage.audioformats import stored_format
 from storage.changelog import ChangeLog
 from storage.conffile import ConfigError
+from storage.logins import LoginStore
 from storage.messages import MessageStore
 from storage.odbc import DatabaseError, OdbcPool, check_blob_column
 from storage.outbox import Outbox
@@ -27,6 +28,8 @@ from storage.realtime_tables import extensions_table, sippeers_table
 from storage.recording_journal import RecordingJournals
 from storage.schema import (
     create_tables,
+    login_audit_table,
+    login_state_table,
     mailbox_changes_table,
     messages_table,
     outbox_table,
@@ -51,6 +54,7 @@ from .externnotify import ExternNotify
 from .http_status import load_http_settings
 from .invite_policy import InvitePolicy
 from .lifecycle import Lifecycle
+from .login_guard import LoginGuard
 from .mailboxes import MailboxDirectory
 from .metrics import ServerMetrics
 from .mwi_feed import MwiFeed, follow_interval, listener_conninfo
@@ -91,6 +95,7 @@ class VoicemailServer:
         self.mwi_feed: MwiFeed | None = None
         self.externnotify: ExternNotify | None = None
         self.outbox: Outbox | None = None
+        self.logins: LoginStore | None = None  # failed logins and their audit (login_guard)
         self.outbox_sender: OutboxSender | None = None
         # Database reads on a caller's time: bounded, skipped for a while after an outage.
         self.call_path = CallPathDatabase()
@@ -194,6 +199,8 @@ class VoicemailServer:
         findings = await check_table(storage_pool, table, "voicemessages")
         findings += await check_table(storage_pool, outbox_table(), "outbox")
         findings += await check_table(storage_pool, mailbox_changes_table(), "mailbox_changes")
+        findings += await check_table(storage_pool, login_state_table(), "vm_login_state")
+        findings += await check_table(storage_pool, login_audit_table(), "vm_login_audit")
         for mapping in self.config.realtime:
             if mapping.driver != "odbc":
                 continue
@@ -279,11 +286,14 @@ class VoicemailServer:
             general=self.config.voicemail.general,
             zonemessages=self.config.voicemail.zonemessages,
             audio_format=voicemail.format,
-            mailbox_changed=self._mailbox_changed,
+            mailbox_changed=self.mailbox_changed,
             max_record_seconds=self.config.voicemail.maxrecordsecs,
             leave_message=self._leave_message,
         )
         self.voicemailmain.access.outbox = self.outbox  # read/deleted webhook events
+        # Failed logins counted in the database: a lockout holds on every server sharing it.
+        self.logins = LoginStore(self.store.pool)
+        self.voicemailmain.access.guard = LoginGuard(self.logins)
         self.runner = DialplanRunner(
             self.dialplan,
             self.realtime,
@@ -313,6 +323,7 @@ class VoicemailServer:
                 tls_host=sip.tls_host,
                 max_calls=sip.maxcalls,
                 max_calls_per_ip=sip.maxcallsperip,
+                guard=sip.guard,
             ),
             self.runner.route,
         )
@@ -434,7 +445,7 @@ class VoicemailServer:
         pool = self.store.pool
         self.mwi_feed = MwiFeed(
             self.changelog,
-            self._mailbox_changed,
+            self.mailbox_changed,
             self.mwi.recount_all,
             conninfo=listener_conninfo(pool.backend, pool.connection_class.connection_string),
             follow_interval=follow_interval(self.config.voicemail.general),
@@ -462,7 +473,8 @@ class VoicemailServer:
         elif method == "NOTIFY":
             self.mwi.notify_result(tx, code)  # type: ignore[arg-type]
 
-    def _mailbox_changed(self, mailbox: str, context: str) -> None:
+    def mailbox_changed(self, mailbox: str, context: str) -> None:
+        """A mailbox's counts may have changed: phones, externnotify and listeners hear it."""
         if self.mwi is not None:
             self.mwi.mailbox_changed(mailbox, context)
         if self.externnotify is not None:
@@ -480,7 +492,7 @@ class VoicemailServer:
 
     def _message_stored(self, message: PendingMessage, msgnum: int) -> None:
         """Called once a message is committed (now, or later from the spool)."""
-        self._mailbox_changed(message.mailbox, message.context)
+        self.mailbox_changed(message.mailbox, message.context)
 
     async def reload(self) -> ReloadResult:
         """`voicemail reload`: re-read the configuration without dropping calls."""

@@ -133,6 +133,13 @@ def apply_sip_settings(server: VoicemailServer, fresh: SipSettings) -> list[str]
             warnings.append(f"sip.conf {name} changed; that takes effect after a restart")
     for name in restart_only + ("tlscertfile", "tlsprivatekey"):
         setattr(fresh, name, getattr(old, name))
+    if fresh.guard != old.guard:
+        # The flood, digest and TCP limiters hold live counts; they are built once.
+        warnings.append(
+            "sip.conf abuse limits (registerrate ... tcpidletimeout, floodexempt) changed; "
+            "they take effect after a restart"
+        )
+        fresh.guard = old.guard
     server.config.sip = fresh
     if server.endpoint is not None:
         config = server.endpoint.config

@@ -176,7 +176,12 @@ class SipCall:
                 ),
             )
         elif self.pending_bye is None and not self.remote_gone:
-            self.send_bye()
+            try:
+                self.send_bye()
+            except (KeyError, ValueError, IndexError) as exc:
+                # No BYE can be addressed (a From or Contact we cannot parse): the call
+                # still ends here, or it would hold its media and table slots for good.
+                log.info("call %s: no BYE sent: %s", self.call_id, exc)
         self.finish()
 
     # -- events from the transaction layer ----------------------------------------------

@@ -13,7 +13,7 @@ import random
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sipmessage import Address, Request, Response
 
@@ -23,6 +23,7 @@ from ..sdp import NegotiatedAudio, SdpError, negotiate, parse_sdp, reachable
 from ..tasks import BackgroundTasks
 from .admission import RETRY_AFTER, CallLimits, LogLimiter, valid_extension
 from .calls import CallState, SipCall, session_timer_headers
+from .limits import ExemptAddresses, FloodLimiter, GuardSettings, Verdict
 from .messages import (
     ALLOW,
     header_tokens,
@@ -97,6 +98,7 @@ class EndpointConfig:
     max_calls: int = 0  # calls in progress at most (sip.conf maxcalls); 0: no limit
     max_calls_per_ip: int = 0  # calls in progress from one address at most; 0: no limit
     max_transactions: int = DEFAULT_MAX_TRANSACTIONS  # open server transactions per transport
+    guard: GuardSettings = field(default_factory=GuardSettings)  # flood and connection limits
 
 
 class SipEndpoint:
@@ -119,24 +121,41 @@ class SipEndpoint:
         # Requests received, by method (unknown methods as OTHER), for monitoring.
         self.requests_received: Counter[str] = Counter()
         self.contact_host = f"{host_reference(config.host)}:{config.port}"
+        guard = config.guard
+        self.exempt = ExemptAddresses(guard.flood_exempt)
+        self.register_flood = FloodLimiter(
+            guard.register_rate, guard.register_burst, guard.flood_block, guard.flood_replies
+        )
+        self.request_flood = FloodLimiter(
+            guard.request_rate, guard.request_burst, guard.flood_block, guard.flood_replies
+        )
+        self._flood_log = LogLimiter()
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         config = self.config
         self.udp = UdpTransport(self._process_events, config.max_transactions)
+        self.udp.layer.screen = self._screen
         await self.udp.start(config.host, config.port)
         self.transports.append(self.udp)
         config.port = self.udp.port
         self.contact_host = f"{host_reference(self.udp.host)}:{self.udp.port}"
         if config.tcp:
-            tcp = StreamTransport(self._process_events, None, config.max_transactions)
+            tcp = self._stream_transport(None)
             await tcp.start(config.tcp_host or config.host, config.tcp_port or self.udp.port)
             self.transports.append(tcp)
         if config.tls_context is not None:
-            tls = StreamTransport(self._process_events, config.tls_context, config.max_transactions)
+            tls = self._stream_transport(config.tls_context)
             await tls.start(config.tls_host or config.host, config.tls_port)
             self.transports.append(tls)
+
+    def _stream_transport(self, tls: ssl.SSLContext | None) -> StreamTransport:
+        transport = StreamTransport(
+            self._process_events, tls, self.config.max_transactions, self.config.guard, self.exempt
+        )
+        transport.layer.screen = self._screen
+        return transport
 
     async def stop(self, grace: float = 5.0) -> None:
         """Hang up every call, give applications `grace` seconds to store, then close."""
@@ -184,6 +203,36 @@ class SipEndpoint:
         self.calls.pop(call.dialog_key, None)
         self._calls_by_invite.pop(id(call.invite), None)
 
+    # -- floods -------------------------------------------------------------------------
+
+    def _screen(self, request: Request, source: Addr, now: float) -> tuple[Verdict, int]:
+        """The flood limits, asked by the transaction layer before a request costs anything.
+
+        REGISTERs have a bucket per source address, every other request outside a call we
+        know has another; configured peers and `floodexempt` networks have none.
+        """
+        ip = source[0]
+        if ip in self.exempt:
+            return Verdict.ALLOW, 0
+        if request.method == "REGISTER":
+            limiter, what = self.register_flood, "REGISTER"
+        else:
+            try:
+                in_call = self._dialog_of(request) is not None
+            except (KeyError, ValueError):
+                in_call = False
+            if in_call:
+                return Verdict.ALLOW, 0
+            limiter, what = self.request_flood, "request"
+        verdict = limiter.check(ip, now)
+        if verdict is Verdict.LIMITED and self._flood_log.should_log(now):
+            log.warning(
+                "SIP %s flood from %s (over %g a second): answered 503 Retry-After %d, then"
+                " ignored while it goes on (%d more such lines suppressed)",
+                what, ip, limiter.rate, limiter.retry_after, self._flood_log.take_suppressed(),
+            )  # fmt: skip
+        return verdict, limiter.retry_after
+
     # -- events -------------------------------------------------------------------------
 
     def _process_events(self, transport: SipTransport) -> None:
@@ -192,7 +241,11 @@ class SipEndpoint:
             if isinstance(event, RequestReceived):
                 method = event.request.method
                 self.requests_received[method if method in COUNTED_METHODS else "OTHER"] += 1
-                self._on_request(transport, event.request, event.transaction)
+                try:
+                    self._on_request(transport, event.request, event.transaction)
+                except Exception:  # noqa: BLE001 - one request's bug must not hold its slot
+                    log.exception("error handling %s %s", method, event.request.uri)
+                    self._answer_failed(transport, event.transaction)
             elif isinstance(event, CancelReceived):
                 self.requests_received["CANCEL"] += 1
                 # The layer has answered the CANCEL and sent the 487 already.
@@ -268,6 +321,16 @@ class SipEndpoint:
         else:
             self.respond(transport, tx, make_response(request, 501, headers=[("Allow", ALLOW)]))
 
+    def _answer_failed(self, transport: SipTransport, tx: ServerTransaction) -> None:
+        """500 for a request whose handler raised before answering: the transaction then
+        expires like any other instead of keeping its slot in the table for good."""
+        if tx.final_code:
+            return
+        try:
+            self._refuse(transport, tx, 500)
+        except Exception:  # noqa: BLE001 - nothing routable: the layer's timer drops it
+            log.debug("no 500 for a failed %s", tx.request.method, exc_info=True)
+
     def _dialog_of(self, request: Request) -> SipCall | None:
         key = (
             request.headers["Call-ID"],
@@ -291,7 +354,15 @@ class SipEndpoint:
 
     def _on_invite(self, transport: SipTransport, request: Request, tx: ServerTransaction) -> None:
         """A new call: the checks that cost nothing come first, then its task starts."""
-        info = self._caller_info(request)
+        try:
+            Address.parse(request.headers["From"])
+        except ValueError:
+            # We could never address a BYE to it (RFC 3261 8.2: From is mandatory and ours
+            # to echo), so no call starts.
+            response = make_response(request, 400, "Bad From", to_tag=new_tag())
+            self.respond(transport, tx, response)
+            return
+        info = self._caller_info(request, tx.source)
         uri_user = request.uri.user or "s"
         unsafe = next((e for e in (uri_user, info.exten) if not valid_extension(e)), None)
         if unsafe is not None:
@@ -345,6 +416,9 @@ class SipEndpoint:
                 return
             if policy is not None:
                 await self._call(transport, request, tx, negotiated, info, policy, media_reachable)
+        except Exception:  # noqa: BLE001 - logged here, not as "Task exception never retrieved"
+            log.exception("call %s failed", info.call_id)
+            self._answer_failed(transport, tx)
         finally:
             self.limits.ended(tx.source[0])
 
@@ -397,6 +471,7 @@ class SipEndpoint:
             media.close()  # cancelled while we were opening the socket
             return
         call = SipCall(self, transport, tx, negotiated, media, info, policy.dtmfmode)
+        transport.authenticated(tx.source)  # a call it carries: no tcpauthtimeout on it
         self.calls[call.dialog_key] = call
         self._calls_by_invite[id(tx)] = call
 
@@ -423,7 +498,7 @@ class SipEndpoint:
         finally:
             call.application_finished()
 
-    def _caller_info(self, request: Request) -> CallerInfo:
+    def _caller_info(self, request: Request, source: Addr) -> CallerInfo:
         """Who calls and for whom; a forwarded call is routed by the diverting number."""
         exten = request.uri.user or "s"
         name, number = "", ""
@@ -444,6 +519,9 @@ class SipEndpoint:
             redirecting_from=redirect.number if redirect else "",
             redirect_reason=redirect.reason if redirect else "",
             headers={key.lower(): request.headers[key] for key in request.headers.keys()},
+            source_address=f"[{source[0]}]:{source[1]}"
+            if ":" in source[0]
+            else f"{source[0]}:{source[1]}",
         )
 
     def _read_offer(self, request: Request) -> tuple[NegotiatedAudio, bool]:

@@ -6,6 +6,7 @@ build responses. Those rules (RFC 3261 sections 8.2.6, 18.3 and 20) live here.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 
@@ -95,7 +96,7 @@ def parse_message(data: bytes) -> Request | Response:
     try:
         message = Message.parse(_normalise_head(data))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise MessageError(str(exc) or "unparseable message") from exc
+        raise MessageError(str(exc) or "unparseable message", _with_placeholder_uri(data)) from exc
     except Exception as exc:  # noqa: BLE001 - the parser may raise anything on hostile input
         raise MessageError(f"unparseable message ({type(exc).__name__})") from exc
     if len(data) > MAX_MESSAGE_SIZE:
@@ -125,6 +126,24 @@ def parse_message(data: bytes) -> Request | Response:
     if isinstance(message, Request) and cseq.method != message.method:
         raise MessageError("CSeq method does not match the request method", message)
     return message
+
+
+# A request line whose URI the parser refused: the method, the URI, the version.
+_REQUEST_LINE = re.compile(rb"([A-Za-z]{1,32}) [^ \r\n]{1,8192} (SIP/2\.0\r?\n)")
+
+
+def _with_placeholder_uri(data: bytes) -> Request | None:
+    """The request with its Request-URI replaced, when only the URI kept it from parsing
+    (raw UTF-8, NUL, a bad escape): enough to answer it 400 instead of dropping it."""
+    match = _REQUEST_LINE.match(data)
+    if match is None:
+        return None
+    line = match.group(1) + b" sip:invalid.invalid " + match.group(2)
+    try:
+        message = Message.parse(_normalise_head(line + data[match.end() :]))
+    except Exception:  # noqa: BLE001 - any other fault: nothing to answer
+        return None
+    return message if isinstance(message, Request) else None
 
 
 def top_via(message: Message) -> Via:
@@ -308,8 +327,21 @@ def response_address(request: Request, source: tuple[str, int]) -> tuple[str, in
     via = top_via(request)
     if "rport" in via.parameters:
         return source
-    host = via.parameters.get("received") or via.host
-    return (_unbracket(host), via.port or 5060)
+    host = _unbracket(via.parameters.get("received") or via.host)
+    port = via.port or 5060
+    if not 0 < port < 65536 or not _is_ip_literal(host):
+        # A port no socket has (a fuzzed Via: 559199999999999999999) or a name we would have
+        # to resolve: the packet's source is the only address we can answer.
+        return source
+    return (host, port)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 _RPORT_PARAM = re.compile(r";[ \t]*rport(?:[ \t]*=[ \t]*[0-9]*)?(?=[ \t]*(?:;|$))", re.IGNORECASE)

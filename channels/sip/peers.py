@@ -13,9 +13,14 @@ The options that act on a call (`transport`, `dtmfmode`, `callerid`, `language`,
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from storage.identifiers import box_name_problem
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "Acl",
@@ -192,8 +197,15 @@ def parse_mailboxes(value: str) -> list[tuple[str, str]]:
         if not item:
             continue
         mailbox, _, context = item.partition("@")
-        if mailbox.strip():
-            boxes.append((mailbox.strip(), context.strip() or "default"))
+        mailbox, context = mailbox.strip(), context.strip() or "default"
+        if not mailbox:
+            continue
+        problem = box_name_problem(mailbox) or box_name_problem(context)
+        if problem is not None:
+            # From sip.conf or a sippeers row: such a name would form a `dir` out of the spool.
+            _log.warning("peer mailbox %r ignored: not a valid mailbox@context (%s)", item, problem)
+            continue
+        boxes.append((mailbox, context))
     return boxes
 
 

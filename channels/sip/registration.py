@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from storage.realtime import Realtime
 
 from ..tasks import BackgroundTasks
 from .auth import AuthResult, FailureLimiter, NonceManager, challenge, parse_credentials, verify
+from .limits import GuardSettings, UserLockout
 from .messages import SERVER_NAME, host_reference, make_response, new_call_id, new_tag
 from .peers import Peer
 from .registrar import (
@@ -46,6 +48,13 @@ WRITE_BACK_WAIT = 2.0
 # how many such names are remembered (PeerDirectory).
 NEGATIVE_TTL = 5.0
 NEGATIVE_MAX = 10_000
+
+
+def _mark_authenticated(transport: object, source: tuple[str, int]) -> None:
+    """Tell a stream transport that the connection from `source` authenticated."""
+    mark = getattr(transport, "authenticated", None)
+    if mark is not None:
+        mark(source)
 
 
 @dataclass
@@ -83,6 +92,16 @@ class PeerDirectory:
     oldest forgotten first. A failed query (database down) is not remembered.
     """
 
+    @property
+    def static(self) -> dict[str, Peer]:
+        return self._static
+
+    @static.setter
+    def static(self, peers: dict[str, Peer]) -> None:
+        self._static = peers
+        if getattr(self, "on_static", None) is not None:
+            self.on_static(peers)  # type: ignore[misc]
+
     def __init__(
         self,
         static: dict[str, Peer],
@@ -98,6 +117,10 @@ class PeerDirectory:
         self.realtime = realtime
         self.options = options
         self.defaults = defaults or {}
+        # Told the static peers at each change and each realtime peer loaded: the flood
+        # limits exempt the fixed hosts of configured peers (Registrations sets it).
+        self.on_static: Callable[[dict[str, Peer]], None] | None = None
+        self.on_loaded: Callable[[Peer], None] | None = None
         self.cache: dict[str, CachedPeer] = {}
         self.negative_ttl = negative_ttl
         self.negative_max = negative_max
@@ -128,11 +151,14 @@ class PeerDirectory:
             self._remember_unknown(name, now)
             return None
         try:
-            return Peer.from_options(name, row, realtime=True, defaults=self.defaults)
+            peer = Peer.from_options(name, row, realtime=True, defaults=self.defaults)
         except ValueError as exc:
             log.warning("realtime peer %s is unusable: %s", name, exc)
             self._remember_unknown(name, now)
             return None
+        if self.on_loaded is not None:
+            self.on_loaded(peer)
+        return peer
 
     def _remember_unknown(self, name: str, now: float) -> None:
         if self.negative_ttl <= 0 or self.negative_max <= 0:
@@ -177,9 +203,29 @@ class Registrations:
     on_registered: Callable[[Peer, Binding], None] | None = None
     registrar: Registrar = field(default_factory=Registrar)
     nonces: NonceManager = field(default_factory=lambda: NonceManager(secrets.token_bytes(32)))
-    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    limiter: FailureLimiter | None = None  # None: from the endpoint's GuardSettings
+    user_lockout: UserLockout | None = None  # likewise
     qualifying: dict[str, QualifyState] = field(default_factory=dict)
     _tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
+
+    def __post_init__(self) -> None:
+        config = getattr(self.endpoint, "config", None)
+        guard = getattr(config, "guard", None) or GuardSettings()
+        if self.limiter is None:
+            self.limiter = FailureLimiter(
+                guard.auth_failures_per_ip, guard.auth_window, guard.auth_lockout
+            )
+        if self.user_lockout is None:
+            self.user_lockout = UserLockout(
+                guard.auth_failures_per_user, guard.auth_window, guard.auth_lockout
+            )
+        exempt = getattr(self.endpoint, "exempt", None)
+        if exempt is not None:
+            self.peers.on_static = lambda peers: exempt.set_peers(
+                p.host for p in peers.values() if not p.dynamic
+            )
+            self.peers.on_static(self.peers.static)
+            self.peers.on_loaded = lambda peer: None if peer.dynamic else exempt.learn(peer.host)
 
     def start(self) -> None:
         self._tasks.spawn(self._housekeeping())
@@ -203,6 +249,7 @@ class Registrations:
         endpoint = self.endpoint
         source_ip = tx.source[0]
         now = self.now()
+        assert self.limiter is not None and self.user_lockout is not None
         if self.limiter.blocked(source_ip, now):
             endpoint.respond(transport, tx, make_response(request, 403, "Too many failed attempts"))
             return None
@@ -212,6 +259,7 @@ class Registrations:
             endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
             return None
         if peer is not None and not peer.requires_auth:
+            _mark_authenticated(transport, tx.source)
             return peer
         headers = request.headers.getlist("Authorization")
         if not headers:
@@ -221,6 +269,20 @@ class Registrations:
             credentials = self._credentials_for_our_realm(headers)
         except ValueError:
             endpoint.respond(transport, tx, make_response(request, 400, "Bad Authorization"))
+            return None
+        locked_for = self.user_lockout.locked(user, source_ip, now)
+        if locked_for is not None:
+            # Not checked at all while locked; 503 so that the owner's phone tries again
+            # once the lock is over, not 403, which would make it give up.
+            retry = str(max(1, math.ceil(locked_for)))
+            endpoint.respond(
+                transport,
+                tx,
+                make_response(
+                    request, 503, "Too many failed attempts", to_tag=new_tag(),
+                    headers=[("Retry-After", retry)],
+                ),
+            )  # fmt: skip
             return None
         if peer is None:
             result = AuthResult.FAILED
@@ -241,9 +303,18 @@ class Registrations:
         if result is AuthResult.FAILED or peer is None:
             self.limiter.failed(source_ip, now)
             log.info("%s from %s for %s: wrong credentials", request.method, source_ip, user)
+            if self.user_lockout.failed(user, source_ip, now):
+                log.warning(
+                    "digest authentication for %r locked for %g s: %d failures within %g s"
+                    " (the last from %s); addresses it authenticated from are not locked",
+                    user, self.user_lockout.lockout, self.user_lockout.max_failures,
+                    self.user_lockout.window, source_ip,
+                )  # fmt: skip
             endpoint.respond(transport, tx, make_response(request, 403, to_tag=new_tag()))
             return None
         self.limiter.succeeded(source_ip)
+        self.user_lockout.succeeded(user, source_ip, now)
+        _mark_authenticated(transport, tx.source)
         return peer
 
     def transport_allowed(

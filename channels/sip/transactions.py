@@ -18,11 +18,13 @@ import heapq
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipmessage import Request, Response
 
 from .admission import LogLimiter
+from .limits import Verdict
 from .messages import (
     MessageError,
     cseq_of,
@@ -49,6 +51,9 @@ DEFAULT_MAX_TRANSACTIONS = 10000
 OVERLOAD_RETRY_AFTER = 10
 
 Addr = tuple[str, int]
+# Asked about each new request (not a retransmission, ACK or CANCEL) before a transaction
+# is made for it: ALLOW, a 503 with Retry-After (LIMITED, REFUSE: the int) or DROP.
+Screen = Callable[[Request, Addr, float], tuple[Verdict, int]]
 
 
 class ServerState(enum.Enum):
@@ -181,6 +186,8 @@ class TransactionLayer:
         self._timers: list[_Timer] = []
         self._seq = itertools.count()
         self.malformed_count = 0
+        self.abandoned_count = 0  # non-INVITE requests the user agent never answered
+        self.screen: Screen | None = None
 
     # -- input -------------------------------------------------------------------------
 
@@ -233,6 +240,13 @@ class TransactionLayer:
         if request.method == "CANCEL":
             self._receive_cancel(request, source, branch, sent_by, now)
             return
+        if self.screen is not None:
+            verdict, retry_after = self.screen(request, source, now)
+            if verdict is Verdict.DROP:
+                return
+            if verdict is not Verdict.ALLOW:
+                self._refuse_stateless(request, source, retry_after)
+                return
         if len(self._server) >= self.max_transactions:
             self._refuse_overloaded(request, source, now)
             return
@@ -248,6 +262,10 @@ class TransactionLayer:
         if is_invite:
             # Answer at once so the caller stops retransmitting while the application runs.
             self.respond(tx, make_response(request, 100), now)
+        else:
+            # A request the user agent never answers (a bug, a lost task) must not keep its
+            # slot for good: its client gave up after timer F (64*T1), so do we.
+            self._schedule(now + 64 * T1, "Z", tx)
         self._events.append(RequestReceived(request, tx))
 
     def _refuse_overloaded(self, request: Request, source: Addr, now: float) -> None:
@@ -260,8 +278,11 @@ class TransactionLayer:
                 len(self._server),
                 self._overload_log.take_suppressed(),
             )
+        self._refuse_stateless(request, source, OVERLOAD_RETRY_AFTER)
+
+    def _refuse_stateless(self, request: Request, source: Addr, retry_after: int) -> None:
         response = make_response(
-            request, 503, to_tag=new_tag(), headers=[("Retry-After", str(OVERLOAD_RETRY_AFTER))]
+            request, 503, to_tag=new_tag(), headers=[("Retry-After", str(retry_after))]
         )
         self._outgoing.append((serialize(response), self._reply_address(request, source)))
 
@@ -459,6 +480,10 @@ class TransactionLayer:
                 self._events.append(AckTimeout(tx))
             self._terminate_server(tx)
         elif kind in ("I", "J"):
+            self._terminate_server(tx)
+        elif kind == "Z" and tx.state in (ServerState.TRYING, ServerState.PROCEEDING):
+            self.abandoned_count += 1
+            log.info("%s from %s:%s never answered: forgotten", tx.request.method, *tx.source)
             self._terminate_server(tx)
 
     def _terminate_server(self, tx: ServerTransaction) -> None:

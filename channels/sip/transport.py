@@ -2,8 +2,10 @@
 
 UDP is one datagram socket. TCP (and TLS, the same with an SSL context) is a listening
 socket plus connections, each with a `StreamFramer` that cuts the byte stream into
-messages by Content-Length; a connection is named by its remote address, which is how the
-transaction layer addresses its answers. Idle connections are closed.
+messages by Content-Length (which bounds a message's size); a connection is named by its
+remote address, which is how the transaction layer addresses its answers. Connections are
+bounded (`ConnectionLimits`: in total, per address, unauthenticated) and closed when idle
+(`tcpidletimeout`) or still unauthenticated after `tcpauthtimeout` seconds.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import socket
 import ssl
 from collections.abc import Callable
 
+from .admission import LogLimiter
+from .limits import ConnectionLimits, ExemptAddresses, GuardSettings
 from .stream import FramingError, StreamFramer
 from .transactions import DEFAULT_MAX_TRANSACTIONS, TransactionLayer
 
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
-IDLE_TIMEOUT = 300.0  # seconds without traffic before we close a connection
+IDLE_TIMEOUT = 300.0  # seconds without traffic before we close a connection (default)
 
 
 def parse_bind_address(value: str) -> tuple[str, int | None]:
@@ -108,7 +112,12 @@ class SipTransport:
 
     def flush(self) -> None:
         for data, addr in self.layer.datagrams_to_send():
-            self.send(data, addr)
+            try:
+                self.send(data, addr)
+            except (OSError, ValueError, OverflowError) as exc:
+                # An address the socket refuses must not cost the other datagrams or the
+                # timer below (without it no transaction would expire).
+                log.info("cannot send %s to %s:%s: %s", self.name, *addr, exc)
         when = self.layer.get_timer()
         if when is not None and when != self._timer_when:
             if self._timer is not None:
@@ -132,6 +141,10 @@ class SipTransport:
     def connected(self, addr: Addr) -> bool:
         """Whether a message to `addr` goes out on what the peer opened (always, for UDP)."""
         return True
+
+    def authenticated(self, addr: Addr) -> None:
+        """A request from `addr` authenticated (or started a call): nothing for UDP; a
+        stream connection is no longer subject to tcpauthtimeout and tcpauthlimit."""
 
     def close(self) -> None:
         if self._timer is not None:
@@ -166,6 +179,9 @@ class UdpTransport(SipTransport, asyncio.DatagramProtocol):
         log.debug("SIP UDP socket error: %s", exc)
 
     def send(self, data: bytes, addr: Addr) -> None:
+        if not 0 < addr[1] < 65536:
+            # asyncio's transport would close itself on the OverflowError (uvloop raises it).
+            raise ValueError(f"port {addr[1]} is out of range")
         if self.transport is not None:
             self.transport.sendto(data, addr)
 
@@ -176,22 +192,30 @@ class UdpTransport(SipTransport, asyncio.DatagramProtocol):
 
 
 class _StreamConnection(asyncio.Protocol):
-    def __init__(self, owner: StreamTransport) -> None:
+    def __init__(self, owner: StreamTransport, outbound: bool = False) -> None:
         self.owner = owner
+        self.outbound = outbound  # we opened it (to send a NOTIFY...): trusted
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.remote: Addr | None = None
         self.last_activity = 0.0
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = (peer[0], peer[1])
         self.last_activity = self.owner.now()
+        if not self.owner.admit(self):
+            self.refused = True
+            transport.abort()  # type: ignore[attr-defined]
+            return
         self.owner.connections[self.remote] = self
 
     def data_received(self, data: bytes) -> None:
         assert self.remote is not None and self.transport is not None
+        if self.refused:
+            return
         self.last_activity = self.owner.now()
         try:
             result = self.framer.feed(data)
@@ -210,6 +234,7 @@ class _StreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.remote is not None and self.owner.connections.get(self.remote) is self:
             del self.owner.connections[self.remote]
+            self.owner.limits.closed(self.remote)
 
 
 class StreamTransport(SipTransport):
@@ -220,10 +245,22 @@ class StreamTransport(SipTransport):
         on_events: Callable[[SipTransport], None],
         ssl_context: ssl.SSLContext | None = None,
         max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
+        guard: GuardSettings | None = None,
+        exempt: ExemptAddresses | None = None,
     ) -> None:
         super().__init__(True, on_events, max_transactions)
         self.name = "TLS" if ssl_context is not None else "TCP"
         self.ssl_context = ssl_context
+        guard = guard or GuardSettings()
+        self.limits = ConnectionLimits(
+            guard.tcp_max_connections,
+            guard.tcp_max_per_ip,
+            guard.tcp_auth_limit,
+            guard.tcp_auth_timeout,
+        )
+        self.idle_timeout = guard.tcp_idle_timeout or IDLE_TIMEOUT
+        self.exempt = exempt or ExemptAddresses()
+        self._refusal_log = LogLimiter()
         self.connections: dict[Addr, _StreamConnection] = {}
         self.server: asyncio.base_events.Server | None = None
         self._idle_task: asyncio.Task[None] | None = None
@@ -240,6 +277,38 @@ class StreamTransport(SipTransport):
 
     def connected(self, addr: Addr) -> bool:
         return addr in self.connections
+
+    def admit(self, connection: _StreamConnection) -> bool:
+        """Count a new connection, or refuse it (logged at most every 10 s) past a limit."""
+        assert connection.remote is not None
+        ip = connection.remote[0]
+        trusted = connection.outbound or ip in self.exempt
+        if not connection.outbound:
+            reason = self.limits.refusal(ip, exempt=trusted)
+            if reason is not None:
+                self.limits.refused += 1
+                if self._refusal_log.should_log(self.now()):
+                    log.warning(
+                        "%s connection from %s:%s refused: %s (%d more since the last such line)",
+                        self.name, *connection.remote, reason, self._refusal_log.take_suppressed(),
+                    )  # fmt: skip
+                return False
+        if not trusted:
+            oldest = self.limits.evict_for_new()
+            if oldest is not None:
+                victim = self.connections.get(oldest)  # type: ignore[call-overload]
+                log.info(
+                    "%s: %d unauthenticated connections (tcpauthlimit): closing the oldest, %s:%s",
+                    self.name, self.limits.unauthenticated, *oldest,  # type: ignore[misc]
+                )  # fmt: skip
+                if victim is not None and victim.transport is not None:
+                    victim.transport.close()
+                self.limits.closed(oldest)
+        self.limits.opened(connection.remote, ip, self.now(), authenticated=trusted)
+        return True
+
+    def authenticated(self, addr: Addr) -> None:
+        self.limits.authenticated(addr)
 
     def send(self, data: bytes, addr: Addr) -> None:
         connection = self.connections.get(addr)
@@ -260,7 +329,10 @@ class StreamTransport(SipTransport):
         try:
             await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _StreamConnection(self), addr[0], addr[1], ssl=self.ssl_context
+                    lambda: _StreamConnection(self, outbound=True),
+                    addr[0],
+                    addr[1],
+                    ssl=self.ssl_context,
                 ),
                 timeout=5,
             )
@@ -272,12 +344,25 @@ class StreamTransport(SipTransport):
             self.send(data, addr)
 
     async def _close_idle(self) -> None:
+        """Close idle connections, and those unauthenticated past tcpauthtimeout."""
+        timeouts = [self.idle_timeout, self.limits.auth_timeout]
+        period = max(0.05, min(t for t in timeouts if t > 0) / 4)
         while True:
-            await asyncio.sleep(IDLE_TIMEOUT / 4)
+            await asyncio.sleep(period)
             now = self.now()
             for connection in list(self.connections.values()):
-                if now - connection.last_activity > IDLE_TIMEOUT and connection.transport:
+                if now - connection.last_activity > self.idle_timeout and connection.transport:
+                    log.info("closing idle %s connection from %s:%s", self.name, *connection.remote)
                     connection.transport.close()
+            for key in self.limits.overdue(now):
+                connection = self.connections.get(key)  # type: ignore[call-overload]
+                if connection is not None and connection.transport is not None:
+                    log.info(
+                        "closing %s connection from %s:%s: not authenticated within %g s"
+                        " (tcpauthtimeout)", self.name, *key, self.limits.auth_timeout,
+                    )  # fmt: skip
+                    connection.transport.close()
+                    self.limits.closed(key)  # counted no more, whenever the close completes
 
     def close(self) -> None:
         super().close()

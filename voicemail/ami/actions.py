@@ -132,7 +132,8 @@ def _mailbox(action: Message) -> tuple[str, str] | None:
     return (box, context or "default") if box else None
 
 
-async def mailbox_count(ami: AmiServer, session: AmiSession, action: Message) -> bytes:
+async def _counts(ami: AmiServer, action: Message) -> tuple[str, str, int, int, int] | bytes:
+    """(mailbox, context, new, old, urgent) of the action's Mailbox, or the error response."""
     found = _mailbox(action)
     if found is None or ami.server.store is None:
         return protocol.error(action, "Mailbox not specified")
@@ -141,6 +142,14 @@ async def mailbox_count(ami: AmiServer, session: AmiSession, action: Message) ->
         inbox, old, urgent = await ami.server.store.counts(context, box)
     except DatabaseError as exc:
         return protocol.error(action, f"cannot count messages: {exc}")
+    return box, context, inbox, old, urgent
+
+
+async def mailbox_count(ami: AmiServer, session: AmiSession, action: Message) -> bytes:
+    counted = await _counts(ami, action)
+    if isinstance(counted, bytes):
+        return counted
+    box, context, inbox, old, urgent = counted
     return protocol.response(
         action,
         message="Mailbox Message Count",
@@ -154,18 +163,14 @@ async def mailbox_count(ami: AmiServer, session: AmiSession, action: Message) ->
 
 
 async def mailbox_status(ami: AmiServer, session: AmiSession, action: Message) -> bytes:
-    found = _mailbox(action)
-    if found is None or ami.server.store is None:
-        return protocol.error(action, "Mailbox not specified")
-    box, context = found
-    try:
-        new, _old = await ami.server.store.mwi_counts([(context, box)])
-    except DatabaseError as exc:
-        return protocol.error(action, f"cannot count messages: {exc}")
+    counted = await _counts(ami, action)
+    if isinstance(counted, bytes):
+        return counted
+    box, context, inbox, _old, urgent = counted
     return protocol.response(
         action,
         message="Mailbox Status",
-        fields=[("Mailbox", f"{box}@{context}"), ("Waiting", 1 if new else 0)],
+        fields=[("Mailbox", f"{box}@{context}"), ("Waiting", 1 if inbox + urgent else 0)],
     )
 
 
@@ -218,7 +223,7 @@ async def voicemail_refresh(ami: AmiServer, session: AmiSession, action: Message
             if not context or box.context == context
         ]
     for box, box_context in targets:
-        server._mailbox_changed(box, box_context)
+        server.mailbox_changed(box, box_context)
     return protocol.response(action)
 
 

@@ -31,6 +31,7 @@ class Command:
     handler: Handler
     usage: str
     summary: str
+    secret_args: tuple[int, ...] = ()  # arguments never logged (a PIN)
 
 
 class Commands:
@@ -39,10 +40,28 @@ class Commands:
     def __init__(self) -> None:
         self._table: dict[tuple[str, ...], Command] = {}
 
-    def register(self, usage: str, handler: Handler, summary: str) -> None:
-        """`usage` is the command words then argument placeholders: "sip show peer <name>"."""
+    def register(
+        self, usage: str, handler: Handler, summary: str, *, secret_args: tuple[int, ...] = ()
+    ) -> None:
+        """`usage` is the command words then argument placeholders: "sip show peer <name>".
+        `secret_args`: the positions of arguments that loggable() masks (a PIN)."""
         words = tuple(word for word in usage.split() if not word.startswith(("<", "[")))
-        self._table[words] = Command(words, handler, usage, summary)
+        self._table[words] = Command(words, handler, usage, summary, secret_args)
+
+    def loggable(self, line: str) -> str:
+        """The command line as it may be logged: secret arguments replaced by `****`."""
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = line.split()
+        found = self.find(words)
+        if found is None or not found[0].secret_args:
+            return line
+        command, arguments = found
+        shown = [
+            "****" if index in command.secret_args else word for index, word in enumerate(arguments)
+        ]
+        return " ".join([*command.words, *shown])
 
     def find(self, words: list[str]) -> tuple[Command, list[str]] | None:
         lowered = [word.lower() for word in words]

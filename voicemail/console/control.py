@@ -111,11 +111,11 @@ class ControlServer:
         if not isinstance(request.get("command"), str):
             return {"ok": False, "output": 'bad request: no "command" or "complete"'}
         command = request["command"]
-        log.info("console: %s", command)
+        log.info("console: %s", self.commands.loggable(command))
         try:
             result = await self.commands.run(command)
         except Exception as exc:  # a bug in a handler must not kill the console
-            log.exception("console command %r failed", command)
+            log.exception("console command %r failed", self.commands.loggable(command))
             return {"ok": False, "output": f"internal error: {exc}"}
         return {"ok": result.ok, "output": result.output}
 

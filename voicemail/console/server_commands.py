@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from storage.odbc import DatabaseError
 
 from ..logconfig import LEVELS, set_level
+from ..login_admin import register_console_commands as register_login_commands
 from ..operator_messages import register_console_commands as register_message_commands
 from ..server_reload import ReloadResult
 from .commands import CommandError
@@ -395,6 +396,7 @@ def register_server_commands(server: VoicemailServer) -> ServerCommands:
     handlers = ServerCommands(server)
     register = server.commands.register
     register_message_commands(server.commands, server)  # voicemail messages list / delete
+    register_login_commands(server.commands, server)  # voicemail unlock / show logins / passwd
     register("reload", handlers.reload, "re-read every configuration file")
     register("voicemail reload", handlers.reload, "re-read the configuration (all of it)")
     register("dialplan reload", handlers.reload, "re-read the configuration (all of it)")

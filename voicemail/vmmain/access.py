@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+from channels.channel import CallerInfo
 from storage.audioformats import detect_format, encode
 from storage.messages import (
     MailboxFull,
@@ -19,9 +20,11 @@ from storage.odbc import DatabaseError
 from storage.outbox import Outbox
 
 from ..app_voicemail import stored_audio_pcm
+from ..login_guard import LoginAttempt, LoginGuard, LoginOutcome
 from ..mailboxes import MailboxDirectory
 from ..notifications import message_items, queue_close_events
 from ..password_writer import run_externpasscheck
+from ..pins import is_hashed, needs_rehash, verify_pin_evenly, verify_unknown
 from .events import OLD, FolderEdits, MailboxInfo, MessageSummary, folder_name
 from .newuser import SETUP_GREETINGS, needs_setup
 from .options import MenuSettings
@@ -36,12 +39,18 @@ class MailboxAccess:
     """MessageStore and MailboxDirectory calls in the shapes the core asks for."""
 
     def __init__(
-        self, store: MessageStore, mailboxes: MailboxDirectory, general: dict[str, str]
+        self,
+        store: MessageStore,
+        mailboxes: MailboxDirectory,
+        general: dict[str, str],
+        guard: LoginGuard | None = None,
     ) -> None:
         self.store = store
         self.mailboxes = mailboxes
         self.general = general
         self.outbox: Outbox | None = None  # where the read/deleted webhook events go
+        # Lockout and audit of PIN attempts (the default checks each one, remembers nothing).
+        self.guard = guard or LoginGuard()
 
     async def find(self, mailbox: str, context: str) -> MailboxInfo | None:
         box = await self.mailboxes.find(mailbox, context)
@@ -56,6 +65,40 @@ class MailboxAccess:
             settings,
             tz=box.option("tz"),
         )
+
+    async def check_pin(
+        self, info: MailboxInfo | None, entered: str, caller: CallerInfo
+    ) -> LoginOutcome:
+        """An entered PIN through the login guard. The hash is checked in a thread (argon2
+        is slow on purpose); an unknown mailbox costs the same work and is WRONG, so timing
+        does not tell which mailboxes exist. After a good login a clear-text PIN is stored
+        hashed (pinhash=yes); a failure to do so is logged and does not fail the login."""
+        if info is None:
+            await asyncio.to_thread(verify_unknown, entered)
+            return LoginOutcome.WRONG
+        settings = self._settings(info)
+        stored = info.password
+
+        async def verify() -> bool:
+            return await asyncio.to_thread(verify_pin_evenly, stored, entered)
+
+        who = LoginAttempt(info.mailbox, info.context, caller.caller_id_num, caller.source_address)
+        outcome = await self.guard.attempt(
+            who,
+            verify,
+            maxfailedlogins=settings.maxfailedlogins,
+            lockoutsecs=settings.lockoutsecs,
+        )
+        if outcome is LoginOutcome.OK and needs_rehash(stored, pinhash=settings.pinhash):
+            if settings.externpass:
+                log.info(
+                    "mailbox %s@%s: clear-text PIN kept (externpass stores PINs)",
+                    info.mailbox,
+                    info.context,
+                )
+            else:
+                await self.mailboxes.rehash_password(info.mailbox, info.context, stored, entered)
+        return outcome
 
     async def counts(self, info: MailboxInfo) -> tuple[int, int, int]:
         """(new, old, urgent)."""
@@ -302,22 +345,30 @@ class MailboxAccess:
     def _settings(self, info: MailboxInfo) -> MenuSettings:
         return info.settings or MenuSettings.from_options(self.general)
 
+    async def is_new_user(self, info: MailboxInfo) -> bool:
+        """newuser.needs_setup, in a thread (a hashed PIN costs an argon2 verification)."""
+        settings = replace(self._settings(info), pin_locked=info.password.startswith("-"))
+        if not (settings.forcename or settings.forcegreetings):
+            return False
+        return await asyncio.to_thread(needs_setup, info, settings)
+
     async def setup_greetings(self, info: MailboxInfo) -> frozenset[str]:
-        """The greetings a new user already has (looked up only when the setup will run)."""
-        if not needs_setup(info, self._settings(info)):
-            return frozenset()
+        """The greetings a new user already has (asked only when the setup will run)."""
         found = set()
         for kind, _, _ in SETUP_GREETINGS:
             if await self.store.retrieve_greeting(info.context, info.mailbox, kind) is not None:
                 found.add(kind)
         return frozenset(found)
 
-    async def check_password(self, info: MailboxInfo, new: str) -> bool:
-        """externpasscheck's verdict on a new PIN (`info.password` is the current one)."""
+    async def check_password(self, info: MailboxInfo, new: str, old: str | None = None) -> bool:
+        """externpasscheck's verdict on a new PIN. `old` is the current PIN as the caller
+        entered it (None: the stored one, or "" when that is a hash: it is not the PIN)."""
         command = self._settings(info).externpasscheck
         if not command:
             return True
-        return await run_externpasscheck(command, info.mailbox, info.context, info.password, new)
+        if old is None:
+            old = "" if is_hashed(info.password) else info.password
+        return await run_externpasscheck(command, info.mailbox, info.context, old, new)
 
     async def change_password(self, info: MailboxInfo, new: str) -> bool:
         """Store a new PIN where the mailbox lives; False (logged) when it could not be."""
@@ -328,4 +379,5 @@ class MailboxAccess:
             new,
             externpass=settings.externpass,
             externpassnotify=settings.externpassnotify,
+            pinhash=settings.pinhash,
         )

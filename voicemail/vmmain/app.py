@@ -7,6 +7,7 @@ import logging
 from channels.channel import Channel
 
 from ..goto import Goto
+from ..login_guard import LoginGuard
 from ..mailboxes import MailboxDirectory
 from ..sounds import SoundLibrary
 from .access import MailboxAccess
@@ -33,10 +34,12 @@ class VoiceMailMainApp:
         mailbox_changed: MailboxChanged | None = None,
         max_record_seconds: float = 600,
         leave_message: LeaveMessageHook | None = None,
+        guard: LoginGuard | None = None,
     ) -> None:
         self.max_record_seconds = max_record_seconds
         self.leave_message = leave_message  # reply and compose: VoiceMail() leaves the message
-        self.access = MailboxAccess(store, mailboxes, general or {})  # type: ignore[arg-type]
+        # `guard`: the lockout and audit of PIN attempts (None: every attempt checked, no memory).
+        self.access = MailboxAccess(store, mailboxes, general or {}, guard)  # type: ignore[arg-type]
         self.sounds = sounds
         self.audio_format = audio_format
         self.custom_sayer = sayer

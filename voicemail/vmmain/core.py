@@ -4,19 +4,26 @@
 pure (no I/O, no clock). Whatever happens -- exit, failed login, database error, hang-up in
 any state, an event that makes no sense -- it ends with the open folder's pending edits in a
 `Close` (if any) and then `Finish`, and asks for nothing after that.
+
+Login departs from Asterisk in two ways (issue 11): the PIN is checked by the driver through
+the login guard (CheckPin -> PinChecked: lockout across calls, audit), and a mailbox whose
+stored PIN is empty is entered without one only with `emptypin=yes` or the `s` option; else
+it is asked for a PIN like any mailbox and none matches.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Generator
 from dataclasses import replace
 
+from ..login_guard import LoginOutcome
+from ..pins import is_empty
 from .events import (
     EXPECTS,
     Action,
     Authenticated,
+    CheckPin,
     Close,
     Collect,
     Digits,
@@ -27,10 +34,11 @@ from .events import (
     MailboxFound,
     MailboxInfo,
     MailboxOpened,
+    PinChecked,
     Play,
 )
 from .menu import MainMenu, SessionFailed
-from .newuser import NewUserSetup, SetupEnd, needs_setup
+from .newuser import NewUserSetup, SetupEnd
 from .options import MainArgs, MenuSettings
 from .options_menu import OptionsFailed
 
@@ -42,15 +50,9 @@ LOGIN_FIRST = 10.0  # seconds for the first digit of a mailbox or PIN
 LOGIN_BETWEEN = 2.0  # seconds between digits
 
 
-def pin_matches(stored: str, entered: str) -> bool:
-    """The stored password (a leading '-' means 'not changeable' and is not part of it)
-    against what was entered, in constant time."""
-    expected = stored[1:] if stored.startswith("-") else stored
-    return hmac.compare_digest(expected.encode(), entered.encode())
-
-
-def _needs_pin(info: MailboxInfo | None) -> bool:
-    return info is None or info.password not in ("", "-")
+def _empty_pin_allowed(info: MailboxInfo, session: MenuSettings) -> bool:
+    """An empty stored PIN lets the caller in without a PIN only with `emptypin=yes`."""
+    return (info.settings or session).emptypin
 
 
 class GotoA(Exception):
@@ -130,11 +132,15 @@ class VoiceMailMain:
             return False
         self.mailbox = info
         self.state = "OPENING"
-        settings = replace(info.settings or self.settings, pin_locked=info.password.startswith("-"))
+        settings = replace(
+            info.settings or self.settings,
+            pin_locked=info.password.startswith("-"),
+            mailbox=info.mailbox,
+        )
         event = yield Authenticated(info)
         if not isinstance(event, MailboxOpened):
             raise SessionFailed(getattr(event, "reason", "cannot open mailbox"))
-        if needs_setup(info, settings):
+        if event.new_user:
             end = yield from self._new_user(settings, event.greetings)
             if end is SetupEnd.LEFT:
                 self.state = "GOODBYE"
@@ -207,14 +213,36 @@ class VoiceMailMain:
                 if args.prefix:
                     entered = args.mailbox + entered
                 info = yield from self._find(entered)
-            pin = ""
-            if _needs_pin(info):
-                self.state = "LOGIN_PIN"
-                pin = yield from self._collect("vm-password")
-                if pin.startswith("*"):
-                    raise GotoA()
-            if info is not None and pin_matches(info.password, pin):
+            if info is not None and is_empty(info.password):
+                if args.skip_password or _empty_pin_allowed(info, self.settings):
+                    return info  # Asterisk: no PIN asked
+                log.warning(
+                    "VoiceMailMain: mailbox %s@%s has an empty PIN: login refused (it needs "
+                    "emptypin=yes, or VoiceMailMain's s option in the dial plan)",
+                    info.mailbox,
+                    info.context,
+                )
+            # An empty-PIN mailbox that may not be entered is asked for a PIN like any other
+            # (and never matches), so the caller cannot tell it apart from a wrong PIN.
+            self.state = "LOGIN_PIN"
+            pin = yield from self._collect("vm-password")
+            if pin.startswith("*"):
+                raise GotoA()
+            self.state = "LOGIN_CHECK"
+            checked = yield CheckPin(info, pin)
+            if not isinstance(checked, PinChecked):
+                raise SessionFailed(getattr(checked, "reason", "PIN check failed"))
+            if checked.outcome is LoginOutcome.OK and info is not None:
                 return info
+            if checked.outcome is LoginOutcome.LOCKED:
+                # What a caller hears after the last wrong PIN: no word of a lockout.
+                log.info(
+                    "VoiceMailMain: mailbox %s@%s is locked out; login refused",
+                    info.mailbox if info else "(unknown)",
+                    args.context,
+                )
+                yield Play(("vm-incorrect",), interrupt="")
+                break
             attempts += 1
             log.info(
                 "VoiceMailMain: login failed for mailbox %s@%s (attempt %d of %d)",

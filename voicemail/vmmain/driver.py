@@ -8,7 +8,6 @@ performed: the database work of the close does not need the caller.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,6 +16,7 @@ from channels.channel import Channel, ChannelHungUp, StopReason
 from storage.audioformats import TranscodeError, encode
 
 from ..app_voicemail import stored_audio_pcm
+from ..login_guard import LoginOutcome
 from ..sounds import SoundLibrary, SoundNotFound
 from .access import STORE_ERRORS, MailboxAccess
 from .core import VoiceMailMain
@@ -27,6 +27,7 @@ from .events import (
     Authenticated,
     ChangePassword,
     CheckPassword,
+    CheckPin,
     Close,
     Collect,
     CopyMessage,
@@ -48,6 +49,7 @@ from .events import (
     OpenFolder,
     PasswordChanged,
     PasswordChecked,
+    PinChecked,
     Play,
     PlayMessage,
     PlayName,
@@ -108,6 +110,9 @@ class MenuDriver:
         self.language = channel.info.language
         self.mailbox: MailboxInfo | None = None
         self.changed = False
+        # The PIN the caller logged in with, then the one they changed it to: what
+        # externpasscheck is told is the old PIN (the stored one may be a hash). Never logged.
+        self._pin: str | None = None
 
     async def run(self, session: VoiceMailMain) -> Finish:
         """Drive the session to its Finish; never raises ChannelHungUp."""
@@ -316,6 +321,11 @@ class MenuDriver:
     async def _store_action(self, action: Action) -> Event:
         if isinstance(action, FindMailbox):
             return MailboxFound(await self.access.find(action.mailbox, action.context))
+        if isinstance(action, CheckPin):
+            outcome = await self.access.check_pin(action.info, action.entered, self.channel.info)
+            if outcome is LoginOutcome.OK:
+                self._pin = action.entered
+            return PinChecked(outcome)
         if isinstance(action, Authenticated):
             info = action.info
             self.mailbox = info
@@ -324,8 +334,9 @@ class MenuDriver:
             log.info("VoiceMailMain: %s@%s logged in", info.mailbox, info.context)
             new, old, urgent = await self.access.counts(info)
             temp = await self.access.has_temp_greeting(info)
-            greetings = await self.access.setup_greetings(info)
-            return MailboxOpened(new, old, urgent, temp, greetings)
+            new_user = await self.access.is_new_user(info)
+            greetings = await self.access.setup_greetings(info) if new_user else frozenset()
+            return MailboxOpened(new, old, urgent, temp, greetings, new_user)
         assert self.mailbox is not None, f"{action!r} before login"
         info = self.mailbox
         maxmsg = info.settings.maxmsg if info.settings else None
@@ -364,11 +375,12 @@ class MenuDriver:
             )
             return Stored()
         if isinstance(action, CheckPassword):
-            return PasswordChecked(await self.access.check_password(info, action.new))
+            valid = await self.access.check_password(info, action.new, self._pin)
+            return PasswordChecked(valid)
         if isinstance(action, ChangePassword):
             ok = await self.access.change_password(info, action.new)
             if ok:  # what externpasscheck is told is the old PIN from now on
-                self.mailbox = dataclasses.replace(info, password=action.new)
+                self._pin = action.new
             return PasswordChanged(ok)
         raise TypeError(f"unknown action {action!r}")
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from storage.messagerows import FOLDERS
 
+from ..login_guard import LoginOutcome
 from .options import MenuSettings
 
 # Every key interrupts a prompt; the key becomes the next command (Asterisk's play_and_wait).
@@ -136,9 +137,10 @@ class Timeout:
 
 @dataclass(frozen=True)
 class Digits:
-    """What a Collect read (terminator not included; may be empty)."""
+    """What a Collect read (terminator not included; may be empty). Not in its repr: it may
+    be a PIN, and the core logs an event that answers the wrong action."""
 
-    text: str
+    text: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,9 @@ class MailboxOpened:
     temp_greeting: bool = False
     # Greeting kinds that exist (greet, unavail, busy), looked up only for a new user's setup.
     greetings: frozenset[str] = frozenset()
+    # The PIN is the mailbox number and forcename/forcegreetings is set (newuser.needs_setup,
+    # worked out by the driver: with a hashed PIN it is an argon2 verification).
+    new_user: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,13 @@ class PasswordChanged:
     ok: bool
 
 
+@dataclass(frozen=True)
+class PinChecked:
+    """The login guard's verdict on an entered PIN: OK, WRONG or LOCKED (not checked)."""
+
+    outcome: LoginOutcome
+
+
 Event = (
     PromptDone
     | Digit
@@ -245,6 +257,7 @@ Event = (
     | MessageLeft
     | PasswordChecked
     | PasswordChanged
+    | PinChecked
 )
 
 
@@ -415,6 +428,16 @@ class ChangePassword:
     new: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class CheckPin:
+    """Check an entered PIN through the login guard (lockout, audit) -> PinChecked or
+    StoreFailed. `info` None: no such mailbox (the same work is done, the answer is WRONG).
+    The PIN is never logged."""
+
+    info: MailboxInfo | None
+    entered: str = field(repr=False)
+
+
 Action = (
     Play
     | WaitDigit
@@ -436,6 +459,7 @@ Action = (
     | LeaveMessage
     | CheckPassword
     | ChangePassword
+    | CheckPin
 )
 
 # What each action may be answered with (HungUp is always possible).
@@ -459,4 +483,5 @@ EXPECTS: dict[type, tuple[type, ...]] = {
     LeaveMessage: (MessageLeft,),
     CheckPassword: (PasswordChecked, StoreFailed),
     ChangePassword: (PasswordChanged, StoreFailed),
+    CheckPin: (PinChecked, StoreFailed),
 }

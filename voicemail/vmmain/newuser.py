@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from enum import Enum
 
+from ..pins import is_hashed, verify_pin
 from .events import Action, Event, MailboxInfo, Play
 from .options import MenuSettings
 from .options_menu import OptionsMenu
@@ -34,11 +35,15 @@ class SetupEnd(Enum):
 
 
 def needs_setup(info: MailboxInfo, settings: MenuSettings) -> bool:
-    """Asterisk's test: password equals the mailbox number (strcasecmp) and forcename or
-    forcegreetings."""
-    return (settings.forcename or settings.forcegreetings) and (
-        info.password.lower() == info.mailbox.lower()
-    )
+    """Asterisk's test: the PIN is the mailbox number (strcasecmp) and forcename or
+    forcegreetings. The stored PIN may be a hash, so this can cost an argon2 verification:
+    the driver runs it in a thread and tells the core (MailboxOpened.new_user)."""
+    if not (settings.forcename or settings.forcegreetings):
+        return False
+    stored = info.password  # a '-' prefix is part of it here, as in Asterisk
+    if is_hashed(stored) and not stored.startswith("-"):
+        return verify_pin(stored, info.mailbox)
+    return stored.lower() == info.mailbox.lower()
 
 
 def missing_greetings(settings: MenuSettings, existing: frozenset[str]) -> list[tuple[str, str]]:

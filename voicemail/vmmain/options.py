@@ -24,17 +24,32 @@ SETTING_DEFAULTS = {
     "sendvoicemail": "no",
     "maxsilence": "0",
     "silencethreshold": "128",
-    "minpassword": "0",
+    "minpassword": "4",
     "forcename": "no",
     "forcegreetings": "no",
     "externpass": "",
     "externpassnotify": "",
     "externpasscheck": "",
+    "pinhash": "yes",
+    "emptypin": "no",
+    "maxfailedlogins": "5",
+    "lockoutsecs": "60",
 }
 
 # Read from [general] only, as Asterisk does: a mailbox line or a realtime column must not name
-# a command to run (externpass*) or lower the PIN rules of its own mailbox.
-GENERAL_ONLY = frozenset({"minpassword", "externpass", "externpassnotify", "externpasscheck"})
+# a command to run (externpass*) or lower the PIN rules or the lockout of its own mailbox.
+# (`emptypin` is per mailbox on purpose: the mailbox says that it needs no PIN.)
+GENERAL_ONLY = frozenset(
+    {
+        "minpassword",
+        "externpass",
+        "externpassnotify",
+        "externpasscheck",
+        "pinhash",
+        "maxfailedlogins",
+        "lockoutsecs",
+    }
+)
 
 
 class BadArguments(ValueError):
@@ -136,13 +151,18 @@ class MenuSettings:
     sendvoicemail: bool = False  # advanced option 5: compose a message
     maxsilence: int = 0  # seconds of silence that end a forward's introduction (0: off)
     silencethreshold: int = 128
-    minpassword: int = 0  # shortest new PIN
+    minpassword: int = 4  # shortest new PIN (Asterisk: 0)
     forcename: bool = False  # a new user (PIN = mailbox number) must record a name
     forcegreetings: bool = False  # ... and the unavailable and busy greetings
     externpass: str = ""  # command that stores a new PIN instead of us
     externpassnotify: str = ""  # command told of a new PIN after we stored it
     externpasscheck: str = ""  # command that must print VALID for a new PIN
     pin_locked: bool = False  # the stored PIN starts with '-': not changeable (set at login)
+    mailbox: str = ""  # the logged-in mailbox's number (set at login): a new PIN may not be it
+    pinhash: bool = True  # new PINs (and clear ones at login) are stored as argon2id hashes
+    emptypin: bool = False  # an empty stored PIN lets the caller in without one (Asterisk: yes)
+    maxfailedlogins: int = 5  # wrong PINs, across calls, before the mailbox is locked
+    lockoutsecs: float = 60.0  # the first lockout's length (the login guard doubles it)
 
     @classmethod
     def from_options(cls, *layers: dict[str, str]) -> MenuSettings:
@@ -186,4 +206,8 @@ class MenuSettings:
             externpass=merged["externpass"].strip(),
             externpassnotify=merged["externpassnotify"].strip(),
             externpasscheck=merged["externpasscheck"].strip(),
+            pinhash=_yes(merged["pinhash"]),
+            emptypin=_yes(merged["emptypin"]),
+            maxfailedlogins=max(1, number("maxfailedlogins")),
+            lockoutsecs=float(max(1, number("lockoutsecs"))),
         )

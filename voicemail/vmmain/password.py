@@ -1,9 +1,10 @@
 """Changing the PIN (AV@20 vm_options key 5 and the end of vm_newuser_setup), pure.
 
-The rules of a new PIN are Asterisk's check_password: at least `minpassword` digits, not
-starting with `*`, and, when `externpasscheck` is set, the script's verdict (asked for with a
-CheckPassword action). One departure: an empty PIN is refused even with minpassword=0, since
-an empty stored password means "no PIN asked" at login and would open the mailbox to anyone.
+The rules of a new PIN are pins.pin_problem (at least `minpassword` digits, default 4, and
+digits only; not one repeated digit, a run, the mailbox number or a common PIN), then, when
+`externpasscheck` is set, the script's verdict (asked for with a CheckPassword action). Each
+refusal says why: a prompt of ours for the reason (REASON_PROMPTS, prompts/manifest-en.tsv),
+then Asterisk's vm-invalid-password.
 
 `change_pin` asks for the PIN twice and stores it with a ChangePassword action. Neither the
 entered digits nor the stored PIN are ever logged.
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Generator
 from enum import Enum
 
+from ..pins import pin_problem
 from .events import (
     Action,
     ChangePassword,
@@ -46,15 +48,15 @@ class Outcome(Enum):
     LEFT = "left"  # new user: '#' or nothing entered (Asterisk's '#': goodbye)
 
 
-def pin_problem(new: str, minpassword: int) -> str | None:
-    """Why a new PIN is refused before any script is asked, or None (check_password)."""
-    if not new:
-        return "empty"
-    if len(new) < minpassword:
-        return f"shorter than minpassword={minpassword}"
-    if new.startswith("*"):
-        return "starts with '*'"
-    return None
+# Why a new PIN was refused (pins.pin_problem's reasons) -> the prompt that says so.
+REASON_PROMPTS = {
+    "short": "pin-too-short",
+    "digits": "pin-digits-only",
+    "same": "pin-one-digit",
+    "run": "pin-run",
+    "mailbox": "pin-is-mailbox",
+    "common": "pin-too-common",
+}
 
 
 def _key(event: Event) -> str | None:
@@ -80,15 +82,17 @@ class PinChange:
         self.key = _key((yield Play(tuple(items))))
         return self.key
 
-    def _valid(self, new: str) -> Step:
-        problem = pin_problem(new, self.settings.minpassword)
-        if problem is None and self.settings.externpasscheck:
+    def _problem(self, new: str) -> Step:
+        """Why `new` is refused (a pins.pin_problem reason or "externpasscheck"), or None."""
+        settings = self.settings
+        problem = pin_problem(new, mailbox=settings.mailbox, minpassword=settings.minpassword)
+        if problem is None and settings.externpasscheck:
             answer = yield CheckPassword(new)
             if not (isinstance(answer, PasswordChecked) and answer.valid):
-                problem = "refused by externpasscheck"
+                problem = "externpasscheck"
         if problem is not None:
             log.info("VoiceMailMain: new PIN refused (%s)", problem)
-        return problem is None
+        return problem
 
     def run(self) -> Step:
         """Key 5: one try. New user: up to three. Returns an Outcome."""
@@ -99,7 +103,8 @@ class PinChange:
             new = yield from self._entry("vm-newpassword")
             if self.new_user and not new:
                 return Outcome.LEFT
-            if (yield from self._valid(new)):
+            problem = yield from self._problem(new)
+            if problem is None:
                 self.state = "PIN_AGAIN"
                 again = yield from self._entry("vm-reenterpassword")
                 if self.new_user and not again:
@@ -109,7 +114,8 @@ class PinChange:
                 log.info("VoiceMailMain: the two new PINs differ")
                 key = yield from self._play("vm-mismatch")
             else:
-                key = yield from self._play("vm-invalid-password")
+                reason = REASON_PROMPTS.get(problem)
+                key = yield from self._play(*([reason] if reason else []), "vm-invalid-password")
             tries += 1
             if not self.new_user:
                 # vm_options: "please try again" unless a key cut in; back to the options.
