@@ -49,8 +49,10 @@ BAD_MAILBOXES = [
         {"email": "x@example.com\r\nBcc: evil@example.com"},
         "column email holds control characters",
     ),
-    ("../x", "2004", {}, "column context '../x' is not a valid name"),
 ]
+# A row whose context is no name: a call to it names `../x` itself, which is refused before
+# any query; the row is read (and refused) when every mailbox is listed.
+BAD_CONTEXT_MAILBOX = ("../x", "2004", {}, "column context '../x' is not a valid name")
 BAD_PEERS = [
     ("7002", {"host": "not a host!"}, "column host 'not a host!' is not a host name"),
     ("7003", {"port": 99999}, "column port 99999 is outside 1..65535"),
@@ -134,7 +136,7 @@ def test_malformed_realtime_rows_are_refused_and_the_rest_keeps_serving(
     insert_mailbox(backend, "default", "1000", fullname="Alice Example")
     # NULL columns are no fault: a row with nothing but its key and PIN is a good mailbox.
     insert_mailbox(backend, "default", "2005", fullname=None, email=None, maxmsg=None)
-    for context, mailbox, columns, _why in BAD_MAILBOXES:
+    for context, mailbox, columns, _why in [*BAD_MAILBOXES, BAD_CONTEXT_MAILBOX]:
         insert_mailbox(backend, context, mailbox, **columns)
     add_peer(backend, "7001", secret="pw")
     for name, columns, _why in BAD_PEERS:
@@ -154,6 +156,13 @@ def test_malformed_realtime_rows_are_refused_and_the_rest_keeps_serving(
             logged_line(
                 server, "table voicemail", f"context='{context}'", f"mailbox='{mailbox}'", why
             )
+        context, mailbox, _columns, why = BAD_CONTEXT_MAILBOX
+        outcomes[mailbox] = call_gets_no_greeting(server, mailbox)
+        logged_line(server, f"mailbox '{mailbox}'@'{context}' refused: not a valid")
+        listing = run_cli("-C", str(config), "-rx", "voicemail show users", timeout=60)
+        assert listing.returncode == 0, listing.stdout + listing.stderr
+        assert "Alice Example" in listing.stdout and "../x" not in listing.stdout, listing.stdout
+        logged_line(server, "table voicemail", f"context='{context}'", f"mailbox='{mailbox}'", why)
         # Peers: the good one registers, the bad ones are refused like unknown names.
         register_sipp(
             tmp_path / "reg-good",

@@ -153,6 +153,7 @@ class RecordingGuard(LoginGuard):
     """The stub guard's behaviour, plus what it was asked (or LOCKED without checking)."""
 
     def __init__(self, locked: bool = False) -> None:
+        super().__init__()
         self.locked = locked
         self.calls: list[tuple[LoginAttempt, int, float]] = []
 
