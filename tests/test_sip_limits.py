@@ -9,6 +9,7 @@ from channels.sip.limits import (
     ConnectionLimits,
     ExemptAddresses,
     FloodLimiter,
+    RecentTable,
     TokenBucket,
     UserLockout,
     Verdict,
@@ -65,6 +66,15 @@ def test_flood_that_goes_on_stays_ignored_and_a_quiet_source_is_let_in() -> None
     # Honours Retry-After: quiet for 10 s, then it is served.
     assert not limiter.limited(A, 70.1)
     assert limiter.check(A, 70.1) is Verdict.ALLOW
+
+
+def test_recent_table_forgets_the_least_recently_used_first() -> None:
+    table: RecentTable[list[str]] = RecentTable(2)
+    a = table.use("a", list)
+    table.use("b", list)
+    assert table.use("a", list) is a  # found, not made again, and now the newest
+    table.use("c", list)
+    assert list(table) == ["a", "c"]
 
 
 def test_flood_limiter_remembers_a_bounded_number_of_sources() -> None:

@@ -21,6 +21,8 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .limits import RecentTable
+
 __all__ = [
     "AuthResult",
     "FailureLimiter",
@@ -290,8 +292,7 @@ class FailureLimiter:
         self.max_failures = max_failures
         self.window = window
         self.block = block
-        self.max_tracked = max_tracked
-        self._sources: OrderedDict[str, _Source] = OrderedDict()
+        self._sources: RecentTable[_Source] = RecentTable(max_tracked)
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -303,18 +304,12 @@ class FailureLimiter:
     def failed(self, ip: str, now: float) -> None:
         """Count one failed authentication from `ip`; may start a block."""
         self._forget_idle(now)
-        source = self._sources.get(ip)
-        if source is None:
-            source = _Source(deque(maxlen=self.max_failures))
-            self._sources[ip] = source
-        self._sources.move_to_end(ip)
+        source = self._sources.use(ip, lambda: _Source(deque(maxlen=self.max_failures)))
         source.last_seen = now
         source.failures.append(now)
         if len(source.failures) == self.max_failures and now - source.failures[0] <= self.window:
             source.blocked_until = now + self.block
             source.failures.clear()
-        while len(self._sources) > self.max_tracked:
-            self._sources.popitem(last=False)
 
     def succeeded(self, ip: str) -> None:
         self._sources.pop(ip, None)

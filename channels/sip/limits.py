@@ -24,20 +24,23 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 __all__ = [
     "ConnectionLimits",
     "ExemptAddresses",
     "FloodLimiter",
     "GuardSettings",
+    "RecentTable",
     "TokenBucket",
     "UserLockout",
     "Verdict",
 ]
 
 DEFAULT_MAX_TRACKED = 10_000
+V = TypeVar("V")
 
 
 @dataclass
@@ -64,6 +67,26 @@ class GuardSettings:
     tcp_auth_limit: int = 100  # tcpauthlimit (chan_sip): unauthenticated connections
     tcp_auth_timeout: float = 30.0  # tcpauthtimeout (chan_sip): seconds to authenticate
     tcp_idle_timeout: float = 300.0  # tcpidletimeout: seconds without traffic
+
+
+class RecentTable(OrderedDict[str, V]):
+    """A dict that keeps at most `max_size` keys, forgetting the least recently used first:
+    every table keyed by what the network sends (an address, a user name) is one of these."""
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__()
+        self.max_size = max_size
+
+    def use(self, key: str, make: Callable[[], V]) -> V:
+        """The entry of `key`, made if new, as the most recently used."""
+        value = self.get(key)
+        if value is None:
+            value = self[key] = make()
+            while len(self) > self.max_size:
+                self.popitem(last=False)
+        else:
+            self.move_to_end(key)
+        return value
 
 
 class TokenBucket:
@@ -122,8 +145,7 @@ class FloodLimiter:
         self.burst = burst
         self.block = block
         self.replies = replies
-        self.max_tracked = max_tracked
-        self._sources: OrderedDict[str, _Flood] = OrderedDict()
+        self._sources: RecentTable[_Flood] = RecentTable(max_tracked)
         self.refused = 0  # requests answered 503
         self.dropped = 0  # requests left unanswered
 
@@ -137,14 +159,7 @@ class FloodLimiter:
     def check(self, ip: str, now: float) -> Verdict:
         if self.rate <= 0:
             return Verdict.ALLOW
-        source = self._sources.get(ip)
-        if source is None:
-            source = _Flood(TokenBucket(self.rate, self.burst, now))
-            self._sources[ip] = source
-            while len(self._sources) > self.max_tracked:
-                self._sources.popitem(last=False)
-        else:
-            self._sources.move_to_end(ip)
+        source = self._sources.use(ip, lambda: _Flood(TokenBucket(self.rate, self.burst, now)))
         if now < source.limited_until:
             source.bucket.take(now)  # keeps its clock; tokens do not matter while limited
             source.limited_until = now + self.block
@@ -201,8 +216,7 @@ class UserLockout:
         self.window = window
         self.lockout = lockout
         self.trust_for = trust_for
-        self.max_tracked = max_tracked
-        self._users: OrderedDict[str, _User] = OrderedDict()
+        self._users: RecentTable[_User] = RecentTable(max_tracked)
 
     def __len__(self) -> int:
         return len(self._users)
@@ -239,13 +253,7 @@ class UserLockout:
 
     def _touch(self, name: str, now: float) -> _User:
         self._forget_idle(now)
-        user = self._users.get(name)
-        if user is None:
-            user = _User(deque(maxlen=self.max_failures))
-            self._users[name] = user
-            while len(self._users) > self.max_tracked:
-                self._users.popitem(last=False)
-        self._users.move_to_end(name)
+        user = self._users.use(name, lambda: _User(deque(maxlen=self.max_failures)))
         user.last_seen = now
         return user
 
@@ -291,8 +299,7 @@ class ExemptAddresses:
         self.networks: list[Network] = [parse_network(n) for n in networks]
         self.peers: set[str] = set()
         self.set_peers(peers)
-        self.max_learned = max_learned
-        self._learned: OrderedDict[str, None] = OrderedDict()
+        self._learned: RecentTable[bool] = RecentTable(max_learned)
 
     def set_peers(self, hosts: Iterable[str]) -> None:
         self.peers = {_host_of(h) for h in hosts if is_address(h)}
@@ -300,11 +307,7 @@ class ExemptAddresses:
     def learn(self, host: str) -> None:
         if not is_address(host):
             return  # dynamic, a name, empty
-        key = _host_of(host)
-        self._learned[key] = None
-        self._learned.move_to_end(key)
-        while len(self._learned) > self.max_learned:
-            self._learned.popitem(last=False)
+        self._learned.use(_host_of(host), lambda: True)
 
     def __contains__(self, ip: object) -> bool:
         if not isinstance(ip, str):
