@@ -597,12 +597,6 @@ def run_once(calls: int, rate: int, root: Path, with_capture: bool = False) -> R
         for span, window in (("run", (started, started + wall + 1)), ("plateau", plateau))
     }
     times = response_times(workdir)
-    errors_log = "".join(
-        p.read_text(errors="replace") for p in workdir.glob("calls_*_errors.log")
-    ).splitlines()
-    sipp_errors = [line for line in errors_log if line.strip()][:6]
-    if process.returncode not in (0, 1):
-        sipp_errors.append(f"sipp exit {process.returncode}: {(stdout + stderr)[-600:]}")
     return RunResult(
         calls=calls,
         rate=rate,
@@ -617,15 +611,26 @@ def run_once(calls: int, rate: int, root: Path, with_capture: bool = False) -> R
         bye_ms=summary_ms(times.get(2, [])),
         server_exit=server_exit,
         server_problems=problems_in_log(server.log()),
-        sipp_errors=sipp_errors,
+        sipp_errors=sipp_errors(workdir, process.returncode, stdout + stderr),
         greeting_packets=greeting_packets,
     )
+
+
+def sipp_errors(workdir: Path, exit_code: int, output: str) -> list[str]:
+    """The first lines of sipp's error logs, and its output when it failed to run."""
+    logged = "".join(
+        p.read_text(errors="replace") for p in workdir.glob("calls_*_errors.log")
+    ).splitlines()
+    errors = [line for line in logged if line.strip()][:6]
+    if exit_code not in (0, 1):  # 1: some calls failed, which the counters tell
+        errors.append(f"sipp exit {exit_code}: {output[-600:]}")
+    return errors
 
 
 # -- report ---------------------------------------------------------------------------------
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} %"
 
 
@@ -654,12 +659,12 @@ def markdown(results: list[RunResult]) -> str:
             f"| {s.message_seconds:.1f} / {r.sent_message_seconds:.0f} s "
             f"({100 * s.message_seconds / r.sent_message_seconds:.2f} %) "
             f"| {s.recorded_seconds:.1f} | {s.damaged_frames} "
-            f"| {_pct(r.cpu['server_plateau'])} / {_pct(r.cpu['server_run'])} "
-            f"| {_pct(r.cpu['sipp_plateau'])} | {_pct(r.cpu['postgres_plateau'])} "
-            f"| {_pct(r.cpu['system_plateau'])} | {r.peak_rss_mb:.0f} MB "
+            f"| {percent(r.cpu['server_plateau'])} / {percent(r.cpu['server_run'])} "
+            f"| {percent(r.cpu['sipp_plateau'])} | {percent(r.cpu['postgres_plateau'])} "
+            f"| {percent(r.cpu['system_plateau'])} | {r.peak_rss_mb:.0f} MB "
             f"| {_ms(r.invite_ms)} | {_ms(r.bye_ms)} "
             + (f"| {lag['avg']:.0f} / {lag['max']:.0f} " if lag else "| n/a ")
-            + f"| {_pct(r.cpu['loop_wait_plateau'])} |"
+            + f"| {percent(r.cpu['loop_wait_plateau'])} |"
         )
     details = []
     for r in results:

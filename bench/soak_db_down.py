@@ -44,10 +44,12 @@ from bench.calls import (
     cpu_percent,
     free_udp_port,
     machine,
+    percent,
     problems_in_log,
     proc_status_kb,
     sipp_command,
     sipp_counters,
+    sipp_errors,
     summary_ms,
 )
 from bench.calls import (
@@ -300,12 +302,6 @@ def run_once(args: argparse.Namespace, root: Path) -> RunResult:
     finally:
         proxy.stop()
     empty_after = [t for t, n in watch.counts if t >= back and n == 0]
-    errors_log = "".join(
-        p.read_text(errors="replace") for p in workdir.glob("calls_*_errors.log")
-    ).splitlines()
-    sipp_errors = [line for line in errors_log if line.strip()][:6]
-    if process.returncode not in (0, 1):
-        sipp_errors.append(f"sipp exit {process.returncode}: {(stdout + stderr)[-600:]}")
     samples = sampler.samples
     cut_mono = started + args.cut_at
     ramp = min(args.calls / args.rate, args.cut_at - 2)  # until all calls are up
@@ -337,15 +333,11 @@ def run_once(args: argparse.Namespace, root: Path) -> RunResult:
         peak_rss_mb=peak_rss_kb / 1024,
         server_exit=server_exit,
         server_problems=problems_in_log(log),
-        sipp_errors=sipp_errors,
+        sipp_errors=sipp_errors(workdir, process.returncode, stdout + stderr),
     )
 
 
 # -- report ---------------------------------------------------------------------------------
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} %"
 
 
 def _ms(summary: dict[str, float]) -> str:
@@ -371,7 +363,7 @@ def markdown(r: RunResult) -> str:
         f"| {a.message_seconds:.0f} / {sent:.0f} s ({100 * a.message_seconds / sent:.2f} %) "
         f"| {r.spooled_log} ({r.spooled_peak}) "
         f"| {' / '.join(_ms(r.invite_ms[p]) for p in ('before', 'during', 'after'))} "
-        f"| {' / '.join(_pct(r.cpu[f'server_{p}']) for p in ('before', 'during', 'after'))} "
+        f"| {' / '.join(percent(r.cpu[f'server_{p}']) for p in ('before', 'during', 'after'))} "
         f"| {r.peak_rss_mb:.0f} MB |\n"
     )
     extra = {
@@ -390,7 +382,7 @@ def markdown(r: RunResult) -> str:
         f"the message {a.short_messages}, recording start lag ms {_ms(a.start_lag_ms)}; "
         f"BYE->200 ms {' / '.join(_ms(r.bye_ms[p]) for p in ('before', 'during', 'after'))}; "
         f"server exit {r.server_exit}; "
-        f"machine busy during the outage {_pct(r.cpu['system_during'])} of 200",
+        f"machine busy during the outage {percent(r.cpu['system_during'])} of 200",
     ]
     if a.lost:
         details.append(f"- LOST (completed, no row): {a.lost[:20]}")
