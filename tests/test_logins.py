@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -46,34 +47,44 @@ async def guard_on(pool: OdbcPool, clock: Clock) -> LoginGuard:
     return LoginGuard(LoginStore(pool), clock=clock)
 
 
+def run_with_guard(
+    backend: Backend, scenario: Callable[[LoginGuard, Clock], Awaitable[None]]
+) -> None:
+    """Run `scenario` with a guard on a fresh pool of `backend` and a clock it can move."""
+
+    async def main() -> None:
+        clock = Clock()
+        async with started_pool(backend) as pool:
+            await scenario(await guard_on(pool, clock), clock)
+
+    run(main)
+
+
 def test_five_wrong_pins_lock_the_mailbox_and_the_right_pin_is_then_refused_unchecked(
     backend: Backend,
 ) -> None:
-    async def scenario() -> None:
-        clock = Clock()
-        async with started_pool(backend) as pool:
-            guard = await guard_on(pool, clock)
-            wrong, right = Verifier(False), Verifier(True)
-            for _ in range(4):
-                assert await guard.attempt(WHO, wrong) is LoginOutcome.WRONG
-            assert await guard.logins.check("1234", "default", clock()) is None
-            assert await guard.attempt(WHO, wrong) is LoginOutcome.WRONG  # the 5th locks
-            assert wrong.calls == 5
-            assert await guard.logins.check("1234", "default", clock()) == clock() + 60
-            clock.now += 30
-            assert await guard.attempt(WHO, right) is LoginOutcome.LOCKED
-            assert await guard.attempt(WHO, wrong) is LoginOutcome.LOCKED
-            assert right.calls == 0 and wrong.calls == 5  # no PIN checked while locked
-            # Refused attempts do not extend the lock: it still ends 60 s after it began.
-            assert await guard.logins.check("1234", "default", clock()) == clock() + 30
-            clock.now += 30
-            assert await guard.attempt(WHO, right) is LoginOutcome.OK
-            assert right.calls == 1
-            # Another mailbox was never affected.
-            other = LoginAttempt("5678", "default")
-            assert await guard.attempt(other, right) is LoginOutcome.OK
+    async def scenario(guard: LoginGuard, clock: Clock) -> None:
+        wrong, right = Verifier(False), Verifier(True)
+        for _ in range(4):
+            assert await guard.attempt(WHO, wrong) is LoginOutcome.WRONG
+        assert await guard.logins.check("1234", "default", clock()) is None
+        assert await guard.attempt(WHO, wrong) is LoginOutcome.WRONG  # the 5th locks
+        assert wrong.calls == 5
+        assert await guard.logins.check("1234", "default", clock()) == clock() + 60
+        clock.now += 30
+        assert await guard.attempt(WHO, right) is LoginOutcome.LOCKED
+        assert await guard.attempt(WHO, wrong) is LoginOutcome.LOCKED
+        assert right.calls == 0 and wrong.calls == 5  # no PIN checked while locked
+        # Refused attempts do not extend the lock: it still ends 60 s after it began.
+        assert await guard.logins.check("1234", "default", clock()) == clock() + 30
+        clock.now += 30
+        assert await guard.attempt(WHO, right) is LoginOutcome.OK
+        assert right.calls == 1
+        # Another mailbox was never affected.
+        other = LoginAttempt("5678", "default")
+        assert await guard.attempt(other, right) is LoginOutcome.OK
 
-    run(scenario)
+    run_with_guard(backend, scenario)
     caller = ('"Eve" <666>', "127.0.0.1:5099")
     assert audit(backend) == [
         *[("wrong", *caller)] * 5,
@@ -88,84 +99,72 @@ def test_five_wrong_pins_lock_the_mailbox_and_the_right_pin_is_then_refused_unch
 def test_each_further_lockout_doubles_up_to_a_day_and_a_good_login_resets_it(
     backend: Backend,
 ) -> None:
-    async def scenario() -> None:
-        clock = Clock()
-        async with started_pool(backend) as pool:
-            guard = await guard_on(pool, clock)
-            wrong = Verifier(False)
-            lengths = []
-            for _ in range(14):
-                for _ in range(3):
-                    assert (
-                        await guard.attempt(WHO, wrong, maxfailedlogins=3, lockoutsecs=60)
-                        is LoginOutcome.WRONG
-                    )
-                until = await guard.logins.check("1234", "default", clock())
-                assert until is not None
-                lengths.append(until - clock())
-                clock.now = until  # the lockout is over exactly then
-            assert lengths[:6] == [60, 120, 240, 480, 960, 1920]
-            assert lengths[-1] == MAX_LOCKOUT_SECS and max(lengths) == MAX_LOCKOUT_SECS
-            assert await guard.attempt(WHO, Verifier(True), maxfailedlogins=3) is LoginOutcome.OK
-            assert await guard.logins.state("1234", "default") is None  # failures and lockouts
+    async def scenario(guard: LoginGuard, clock: Clock) -> None:
+        wrong = Verifier(False)
+        lengths = []
+        for _ in range(14):
             for _ in range(3):
-                await guard.attempt(WHO, wrong, maxfailedlogins=3, lockoutsecs=60)
-            # After the reset the next lockout is the first one again.
-            assert await guard.logins.check("1234", "default", clock()) == clock() + 60
+                assert (
+                    await guard.attempt(WHO, wrong, maxfailedlogins=3, lockoutsecs=60)
+                    is LoginOutcome.WRONG
+                )
+            until = await guard.logins.check("1234", "default", clock())
+            assert until is not None
+            lengths.append(until - clock())
+            clock.now = until  # the lockout is over exactly then
+        assert lengths[:6] == [60, 120, 240, 480, 960, 1920]
+        assert lengths[-1] == MAX_LOCKOUT_SECS and max(lengths) == MAX_LOCKOUT_SECS
+        assert await guard.attempt(WHO, Verifier(True), maxfailedlogins=3) is LoginOutcome.OK
+        assert await guard.logins.state("1234", "default") is None  # failures and lockouts
+        for _ in range(3):
+            await guard.attempt(WHO, wrong, maxfailedlogins=3, lockoutsecs=60)
+        # After the reset the next lockout is the first one again.
+        assert await guard.logins.check("1234", "default", clock()) == clock() + 60
 
-    run(scenario)
+    run_with_guard(backend, scenario)
 
 
 def test_a_good_login_resets_the_count_of_wrong_pins(backend: Backend) -> None:
-    async def scenario() -> None:
-        clock = Clock()
-        async with started_pool(backend) as pool:
-            guard = await guard_on(pool, clock)
-            wrong = Verifier(False)
-            for _ in range(4):
-                await guard.attempt(WHO, wrong)
-            assert await guard.logins.state("1234", "default") == (4, 0.0, 0)
-            assert await guard.attempt(WHO, Verifier(True)) is LoginOutcome.OK
-            for _ in range(4):
-                assert await guard.attempt(WHO, wrong) is LoginOutcome.WRONG
-            assert await guard.logins.check("1234", "default", clock()) is None
+    async def scenario(guard: LoginGuard, clock: Clock) -> None:
+        wrong = Verifier(False)
+        for _ in range(4):
+            await guard.attempt(WHO, wrong)
+        assert await guard.logins.state("1234", "default") == (4, 0.0, 0)
+        assert await guard.attempt(WHO, Verifier(True)) is LoginOutcome.OK
+        for _ in range(4):
+            assert await guard.attempt(WHO, wrong) is LoginOutcome.WRONG
+        assert await guard.logins.check("1234", "default", clock()) is None
 
-    run(scenario)
+    run_with_guard(backend, scenario)
 
 
 def test_unlock_clears_the_lockout_and_its_doubling(backend: Backend) -> None:
-    async def scenario() -> None:
-        clock = Clock()
-        async with started_pool(backend) as pool:
-            guard = await guard_on(pool, clock)
-            for _ in range(5):
-                await guard.attempt(WHO, Verifier(False))
-            assert await guard.attempt(WHO, Verifier(True)) is LoginOutcome.LOCKED
-            assert await guard.logins.unlock("1234", "default") is True
-            assert await guard.logins.unlock("1234", "default") is False  # nothing left
-            assert await guard.logins.state("1234", "default") is None
-            assert await guard.attempt(WHO, Verifier(True)) is LoginOutcome.OK
+    async def scenario(guard: LoginGuard, clock: Clock) -> None:
+        for _ in range(5):
+            await guard.attempt(WHO, Verifier(False))
+        assert await guard.attempt(WHO, Verifier(True)) is LoginOutcome.LOCKED
+        assert await guard.logins.unlock("1234", "default") is True
+        assert await guard.logins.unlock("1234", "default") is False  # nothing left
+        assert await guard.logins.state("1234", "default") is None
+        assert await guard.attempt(WHO, Verifier(True)) is LoginOutcome.OK
 
-    run(scenario)
+    run_with_guard(backend, scenario)
 
 
 def test_recent_lists_the_last_audit_rows_newest_first(backend: Backend) -> None:
-    async def scenario() -> None:
-        clock = Clock()
-        async with started_pool(backend) as pool:
-            guard = await guard_on(pool, clock)
-            for n in range(25):
-                clock.now += 1
-                await guard.attempt(
-                    LoginAttempt("1234", "default", str(n), "10.0.0.1:5060"), Verifier(True)
-                )
-            events = await guard.logins.recent("1234", "default", 20)
-            assert [e.caller_id for e in events] == [str(n) for n in range(24, 4, -1)]
-            assert events[0].at == clock() and events[0].outcome == "ok"
-            assert events[0].source == "10.0.0.1:5060"
-            assert await guard.logins.recent("9999", "default") == []
+    async def scenario(guard: LoginGuard, clock: Clock) -> None:
+        for n in range(25):
+            clock.now += 1
+            await guard.attempt(
+                LoginAttempt("1234", "default", str(n), "10.0.0.1:5060"), Verifier(True)
+            )
+        events = await guard.logins.recent("1234", "default", 20)
+        assert [e.caller_id for e in events] == [str(n) for n in range(24, 4, -1)]
+        assert events[0].at == clock() and events[0].outcome == "ok"
+        assert events[0].source == "10.0.0.1:5060"
+        assert await guard.logins.recent("9999", "default") == []
 
-    run(scenario)
+    run_with_guard(backend, scenario)
 
 
 def test_with_the_database_down_every_login_is_refused_as_locked(
