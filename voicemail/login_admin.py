@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from storage.logins import LoginStore
@@ -19,7 +20,7 @@ from storage.odbc import DatabaseError
 
 from . import pins
 from .config_checks import parse_bool
-from .console.commands import CommandError, Commands
+from .console.commands import CommandError, Commands, Handler
 from .mailboxes import Mailbox, MailboxDirectory
 from .operator_messages import OperatorError, parse_mailbox
 
@@ -123,32 +124,24 @@ def register_console_commands(commands: Commands, server: VoicemailServer) -> No
             raise CommandError("the server is not started yet")
         return logins, server.mailboxes
 
-    def one_argument(args: list[str], usage: str) -> str:
-        if len(args) != 1:
-            raise CommandError(f"Usage: {usage}")
-        return args[0]
+    def handler(usage: str, run: Callable[[list[str]], Awaitable[str]]) -> Handler:
+        """A console handler: `run` gets the arguments when there are as many as the
+        `<...>` words of `usage`; an operator or database error becomes the command's error."""
+        wanted = sum(word.startswith("<") for word in usage.split())
 
-    async def unlocking(args: list[str]) -> str:
-        text = one_argument(args, UNLOCK_USAGE)
-        try:
-            return await unlock(*tools(), text)
-        except (OperatorError, DatabaseError) as exc:
-            raise CommandError(str(exc)) from exc
+        async def handle(args: list[str]) -> str:
+            if len(args) != wanted:
+                raise CommandError(f"Usage: {usage}")
+            try:
+                return await run(args)
+            except (OperatorError, DatabaseError) as exc:
+                raise CommandError(str(exc)) from exc
 
-    async def showing(args: list[str]) -> str:
-        text = one_argument(args, SHOW_LOGINS_USAGE)
-        try:
-            return await show_logins(*tools(), text)
-        except (OperatorError, DatabaseError) as exc:
-            raise CommandError(str(exc)) from exc
+        return handle
 
-    async def passwd(args: list[str]) -> str:
-        if len(args) != 2:
-            raise CommandError(f"Usage: {PASSWD_USAGE}")
-        try:
-            return await set_password(tools()[1], args[0], args[1])
-        except (OperatorError, DatabaseError) as exc:
-            raise CommandError(str(exc)) from exc
+    unlocking = handler(UNLOCK_USAGE, lambda args: unlock(*tools(), args[0]))
+    showing = handler(SHOW_LOGINS_USAGE, lambda args: show_logins(*tools(), args[0]))
+    passwd = handler(PASSWD_USAGE, lambda args: set_password(tools()[1], args[0], args[1]))
 
     commands.register(UNLOCK_USAGE, unlocking, "Clear a mailbox's login lockout")
     commands.register(SHOW_LOGINS_USAGE, showing, "List a mailbox's last logins")
