@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,9 +63,12 @@ def write_config(
     extensions: str = DEFAULT_EXTENSIONS,
     general: str = "",
     realtime_voicemail: bool = True,
+    realtime: tuple[str, ...] = (),
     smtp_port: int | None = None,
 ) -> Path:
-    """`smtp_port`: mail goes to an SMTP server on 127.0.0.1 there (tests/mail_server.py)."""
+    """`realtime`: more families of the asterisk database, each mapped to the table of its
+    name ("sippeers", "voicemail.conf=ast_config"). `smtp_port`: mail goes to an SMTP
+    server on 127.0.0.1 there (tests/mail_server.py)."""
     directory.mkdir(parents=True, exist_ok=True)
     if smtp_port is not None:
         general = f"smtphost=127.0.0.1\nsmtpport={smtp_port}\n" + general
@@ -71,8 +76,10 @@ def write_config(
         "[directories]\nastspooldir => /var/spool/asterisk\nastdatadir => /usr/share/asterisk\n"
     )
     (directory / "res_odbc.conf").write_text(backend.res_odbc_section())
+    families = [("voicemail", "voicemail")] if realtime_voicemail else []
+    families += [(f.partition("=")[0], f.partition("=")[2] or f) for f in realtime]
     (directory / "extconfig.conf").write_text(
-        "[settings]\n" + ("voicemail => odbc,asterisk,voicemail\n" if realtime_voicemail else "")
+        "[settings]\n" + "".join(f"{name} => odbc,asterisk,{table}\n" for name, table in families)
     )
     (directory / "voicemail.conf").write_text(
         "[general]\nformat=wav\nodbcstorage=asterisk\nmaxsecs=60\nlocalspool=spool\n"
@@ -159,3 +166,18 @@ def start_server(config_dir: Path, timeout: float = 30) -> RunningServer:
             raise AssertionError("server did not start:\n" + "".join(output))
     host, port = found[0]
     return RunningServer(process, host, port, output)
+
+
+@contextmanager
+def serving(config_dir: Path, secrets: Iterable[str] = ()) -> Iterator[RunningServer]:
+    """A started server, stopped after the block: it must exit 0, with no traceback and
+    none of `secrets` (PINs) in its log."""
+    running = start_server(config_dir)
+    try:
+        yield running
+    finally:
+        assert running.stop() == 0, running.log()
+    log = running.log()
+    assert "Traceback" not in log, log
+    for secret in secrets:
+        assert secret not in log, f"{secret!r} in the server log"

@@ -126,10 +126,13 @@ def call_gets_no_greeting(server: RunningServer, number: str) -> str:
 def test_malformed_realtime_rows_are_refused_and_the_rest_keeps_serving(
     backend: Backend, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path / "etc", backend, mailboxes="", extensions=EXTENSIONS)
-    with (config / "extconfig.conf").open("a") as extconfig:
-        extconfig.write("sippeers => odbc,asterisk,sippeers\n")
-        extconfig.write("extensions => odbc,asterisk,extensions\n")
+    config = write_config(
+        tmp_path / "etc",
+        backend,
+        mailboxes="",
+        extensions=EXTENSIONS,
+        realtime=("sippeers", "extensions"),
+    )
     init = run_cli("db", "init", "-C", str(config))
     assert init.returncode == 0, init.stdout + init.stderr
     create_sippeers(backend)

@@ -17,7 +17,7 @@ import pytest
 from voicemail.pins import stored_form, verify_pin
 
 from .dbbackends import Backend
-from .server import RunningServer, start_server, write_config
+from .server import RunningServer, serving, write_config
 from .softphone import Call, Softphone
 from .test_vmmain_heard_e2e import CANDIDATES, HEADS
 
@@ -44,15 +44,8 @@ def serve(backend: Backend, tmp_path: Path, general: str = "") -> Iterator[Runni
     config = write_config(
         tmp_path / "etc", backend, mailboxes=STATIC, extensions=EXTENSIONS, general=general
     )
-    running = start_server(config)
-    try:
+    with serving(config, secrets=(OLD, NEW, WRONG)) as running:
         yield running
-    finally:
-        assert running.stop() == 0, running.log()
-    log = running.log()
-    assert "Traceback" not in log, log
-    for pin in (OLD, NEW, WRONG):
-        assert pin not in log, f"PIN {pin} in the server log"
 
 
 class Caller:

@@ -20,10 +20,13 @@ EXTENSIONS = "[default]\nswitch => Realtime/default@extensions\n"
 def test_realtime_switch_and_voicemail_conf_from_ast_config_route_a_deposit(
     backend: Backend, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path / "etc", backend, mailboxes="", extensions=EXTENSIONS)
-    with (config / "extconfig.conf").open("a") as extconfig:
-        extconfig.write("extensions => odbc,asterisk,extensions\n")
-        extconfig.write("voicemail.conf => odbc,asterisk,ast_config\n")
+    config = write_config(
+        tmp_path / "etc",
+        backend,
+        mailboxes="",
+        extensions=EXTENSIONS,
+        realtime=("extensions", "voicemail.conf=ast_config"),
+    )
     init = run_cli("db", "init", "-C", str(config))
     assert init.returncode == 0, init.stdout + init.stderr
     assert "extensions on [asterisk]" in init.stdout

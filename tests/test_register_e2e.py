@@ -78,11 +78,9 @@ def start(backend: Backend, tmp_path: Path) -> Iterator[Starter]:
     running: list[RunningServer] = []
 
     def starter(general: str = "", sections: str = "") -> RunningServer:
-        directory = write_config(tmp_path / "etc", backend)
+        directory = write_config(tmp_path / "etc", backend, realtime=("sippeers",))
         with (directory / "sip.conf").open("a") as sip_conf:
             sip_conf.write(general + "\n" + sections)
-        with (directory / "extconfig.conf").open("a") as extconfig:
-            extconfig.write("sippeers => odbc,asterisk,sippeers\n")
         create_sippeers(backend)
         server = start_server(directory)
         running.append(server)

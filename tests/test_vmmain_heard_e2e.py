@@ -28,7 +28,7 @@ from storage.odbc import OdbcPool
 from .audio import test_signal, wav_pcm
 from .dbbackends import Backend
 from .heard import PromptMatch, assert_heard, find_audio, prompts_heard, uses_recorded_prompts
-from .server import RunningServer, start_server, write_config
+from .server import RunningServer, serving, write_config
 from .softphone import Call, Softphone
 
 pytestmark = pytest.mark.timeout(300)
@@ -89,12 +89,8 @@ def serve(backend: Backend, tmp_path: Path, general: str = "") -> Iterator[Runni
     config = write_config(
         tmp_path / "etc", backend, mailboxes=MAILBOXES, extensions=EXTENSIONS, general=general
     )
-    running = start_server(config)
-    try:
+    with serving(config) as running:
         yield running
-    finally:
-        assert running.stop() == 0, running.log()
-    assert "Traceback" not in running.log(), running.log()
 
 
 @pytest.fixture
