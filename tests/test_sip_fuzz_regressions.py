@@ -7,13 +7,20 @@ a Via port out of range, a send the socket refuses, a request nobody answers, a 
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import types
 from collections.abc import Callable, Iterator
 
 import pytest
 import uvloop
 
-from channels.sip.messages import make_response, response_address, stamp_received
+from channels.sip.messages import (
+    _SHARED_PARSER_EXCEPTIONS,
+    make_response,
+    response_address,
+    stamp_received,
+)
 from channels.sip.transactions import T1, RequestReceived, TransactionLayer
 from channels.sip.transport import UdpTransport
 
@@ -167,3 +174,36 @@ def test_invite_whose_from_cannot_be_parsed_gets_400_and_starts_no_call(
         assert phone.hang_up(answer, "good-from").code == 200
     finally:
         phone.close()
+
+
+def test_malformed_headers_leave_no_frames_behind() -> None:
+    """sipmessage raises the same exception objects for every bad Via, From or Content-Type;
+    each raise used to add its frames to that object's traceback, so a flood of bad headers
+    kept every frame and its datagram alive (bench/RESULTS.md, the memory of the datagram
+    fuzz). The layer now lets them go after each message."""
+    layer = TransactionLayer()
+    bad_headers = [
+        ("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-a", "Via: SIP/2.0/UDP ,,;;"),
+        ("From: <sip:fuzz@127.0.0.1>;tag=f1", "From: <sip:fuzz@127.0.0.1"),
+        ("Content-Length: 0", "Content-Type: /\r\nContent-Length: 0"),
+    ]
+
+    def frames() -> int:
+        gc.collect()
+        return sum(isinstance(o, types.FrameType) for o in gc.get_objects())
+
+    def flood(count: int) -> None:
+        for n in range(count):
+            good, bad = bad_headers[n % len(bad_headers)]
+            text = options_from("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-a").decode()
+            text = text.replace("Call-ID: fz-port", f"Call-ID: fz-leak-{n}")
+            layer.receive_datagram(text.replace(good, bad).encode(), SOURCE, n * 1e-3)
+            while layer.next_event() is not None:
+                pass
+
+    flood(300)  # warm up: whatever is made once
+    before = frames()
+    flood(3000)
+    assert frames() - before < 100
+    for exc in _SHARED_PARSER_EXCEPTIONS:
+        assert exc.__traceback__ is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+import sys
 
 from sipmessage import CSeq, Message, Request, Response, Via
 
@@ -46,6 +47,32 @@ MANDATORY_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 
 # Requests whose 1xx/2xx responses create a dialog, so they carry the Record-Route set.
 DIALOG_METHODS = ("INVITE", "SUBSCRIBE", "REFER")
+
+
+def _shared_parser_exceptions() -> tuple[BaseException, ...]:
+    """The exception instances sipmessage keeps at module level and raises again and again
+    (ADDRESS_EXCEPTION, VIA_EXCEPTION, MEDIATYPE_EXCEPTION in 0.7).
+
+    Raising one object again adds the new frames to its `__traceback__`, so every bad header
+    ever parsed would keep its frames, and the strings they hold, alive for good: a flood of
+    malformed requests grew the server by about 1 MB per 1000 (bench/RESULTS.md).
+    """
+    found: list[BaseException] = []
+    for name, module in list(sys.modules.items()):
+        if name == "sipmessage" or name.startswith("sipmessage."):
+            found += [value for value in vars(module).values() if isinstance(value, BaseException)]
+    return tuple(found)
+
+
+_SHARED_PARSER_EXCEPTIONS = _shared_parser_exceptions()
+
+
+def release_parser_tracebacks() -> None:
+    """Drop what sipmessage's shared exceptions hold since the last call; the transaction
+    layer calls it after each message, so what they hold is bounded by one message."""
+    for exc in _SHARED_PARSER_EXCEPTIONS:
+        exc.__traceback__ = None
+        exc.__context__ = None
 
 
 class MessageError(ValueError):

@@ -31,6 +31,7 @@ from .messages import (
     make_response,
     new_tag,
     parse_message,
+    release_parser_tracebacks,
     response_address,
     serialize,
     stamp_received,
@@ -195,6 +196,12 @@ class TransactionLayer:
         """Feed one datagram. Malformed input is answered 400 where possible, else dropped."""
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 CRLF)
+        try:
+            self._receive(data, source, now)
+        finally:
+            release_parser_tracebacks()
+
+    def _receive(self, data: bytes, source: Addr, now: float) -> None:
         try:
             message = parse_message(data)
         except MessageError as exc:
