@@ -55,7 +55,7 @@ def _shared_parser_exceptions() -> tuple[BaseException, ...]:
 
     Raising one object again adds the new frames to its `__traceback__`, so every bad header
     ever parsed would keep its frames, and the strings they hold, alive for good: a flood of
-    malformed requests grew the server by about 1 MB per 1000 (bench/RESULTS.md).
+    malformed requests grew the server without bound (bench/RESULTS.md, the datagram fuzz).
     """
     found: list[BaseException] = []
     for name, module in list(sys.modules.items()):
