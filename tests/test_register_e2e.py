@@ -363,4 +363,6 @@ def test_cached_realtime_peer_is_qualified_and_lastms_written(
         if lastms != 0 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert 200 <= lastms < 2000, server.log()
+    # sipp's pause counts whole milliseconds of its own clock and the server truncates to
+    # whole milliseconds (as Asterisk does), so a 200 ms pause can read as 199 (seen in CI).
+    assert 195 <= lastms < 2000, server.log()
