@@ -14,29 +14,27 @@ bench/README.md; the numbers of record are in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
 import math
-import os
-import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyodbc
 
+from bench.procstats import GreetingCapture, Sampler, cpu_percent, proc_status_kb
+from bench.report import machine, markdown
 from tests import sipp
 from tests.audio import (
+    PAYLOAD_PCMA,
     PAYLOAD_PCMU,
     g711_decode,
     g711_encode,
@@ -44,7 +42,7 @@ from tests.audio import (
     wav_pcm,
     write_rtp_pcap,
 )
-from tests.dbbackends import PG_ADMIN, Backend, fresh_database
+from tests.dbbackends import Backend, fresh_database
 from tests.server import SOUNDS, RunningServer, start_server, write_config
 
 FRAME_BYTES = 320  # 20 ms of 8 kHz 16-bit PCM: one RTP packet of the caller and of the server
@@ -52,7 +50,6 @@ FRAME_SECONDS = 0.020
 MESSAGE_SECONDS = 10.0
 MARGIN_FRAMES = 25  # the caller talks 0.5 s past the longest greeting before its message starts
 BYE_AFTER_MS = 200  # silence between the last RTP packet and the BYE
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 REFERENCE_MAILBOX = "1000"
 
 
@@ -94,7 +91,9 @@ def mailboxes_like_reference(count: int) -> list[str]:
 class Workload:
     mailboxes: list[str]
     filler_frames: int  # caller's RTP before its message: the longest greeting + margin
-    pcap: Path  # filler then message, one continuous RTP stream (PCMU)
+    pcap: Path  # filler then message, one continuous RTP stream (for sipp)
+    g711: Path  # the same stream's payload bytes (for bench.loadgen)
+    payload_type: int  # 0 PCMU, 8 PCMA
     sent_pcm: bytes  # what the server decodes from that stream, sample for sample
 
     @property
@@ -110,18 +109,27 @@ class Workload:
         return (self.filler_frames - greeting_frames(mailbox)) * FRAME_SECONDS
 
 
-def make_workload(directory: Path, calls: int, margin_frames: int = MARGIN_FRAMES) -> Workload:
-    """The mailboxes and the caller's pcap: filler (seed 2) then test_signal(10.0) (seed 1);
+CODECS = {"PCMU": PAYLOAD_PCMU, "PCMA": PAYLOAD_PCMA}
+
+
+def make_workload(
+    directory: Path, calls: int, codec: str = "PCMA", margin_frames: int = MARGIN_FRAMES
+) -> Workload:
+    """The mailboxes and the caller's stream: filler (seed 2) then test_signal(10.0) (seed 1);
     the caller talks `margin_frames` past the longest greeting before its message starts."""
     mailboxes = mailboxes_like_reference(calls)
     filler_frames = max(greeting_frames(m) for m in mailboxes) + margin_frames
     filler = test_signal(filler_frames * FRAME_SECONDS, seed=2)
     message = test_signal(MESSAGE_SECONDS)
     pcm = filler + message
+    payload_type = CODECS[codec]
     pcap = directory / "caller.pcap"
-    write_rtp_pcap(pcap, pcm, PAYLOAD_PCMU)
-    sent = g711_decode(g711_encode(pcm, PAYLOAD_PCMU), PAYLOAD_PCMU)
-    return Workload(mailboxes, filler_frames, pcap, sent)
+    write_rtp_pcap(pcap, pcm, payload_type)
+    encoded = g711_encode(pcm, payload_type)
+    g711 = directory / "caller.g711"
+    g711.write_bytes(encoded)
+    sent = g711_decode(encoded, payload_type)
+    return Workload(mailboxes, filler_frames, pcap, g711, payload_type, sent)
 
 
 def scenario_xml(workload: Workload, after_bye: str = "") -> str:
@@ -129,7 +137,9 @@ def scenario_xml(workload: Workload, after_bye: str = "") -> str:
     `after_bye` (sipp XML)."""
     user = "[field0]"
     plain = '<send retrans="500">'
-    invite = sipp.invite(user, [0, 101]).replace(plain, '<send retrans="500" start_rtd="1">', 1)
+    invite = sipp.invite(user, [workload.payload_type, 101]).replace(
+        plain, '<send retrans="500" start_rtd="1">', 1
+    )
     bye = sipp.bye(user).replace(plain, '<send retrans="500" start_rtd="2">', 1)
     return sipp.scenario(
         "calls",
@@ -144,157 +154,6 @@ def scenario_xml(workload: Workload, after_bye: str = "") -> str:
         sipp.recv(200, extra=' rtd="2"'),
         *([after_bye] if after_bye else []),
     )
-
-
-# -- sampling the processes -----------------------------------------------------------------
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of a process (all its threads), in clock ticks; None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def runqueue_wait_ns(pid: int) -> int | None:
-    """Nanoseconds the process's main thread (its event loop) has waited, runnable, for a CPU."""
-    try:
-        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def proc_status_kb(pid: int, key: str) -> int | None:
-    """A `kB` line of /proc/<pid>/status (VmHWM: peak RSS, VmRSS: RSS now)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def idle_seconds() -> float:
-    """Idle time of all cores together (/proc/uptime), measured on idle entry and exit.
-
-    Not /proc/stat's busy ticks: those are sampled at the timer tick, and processes that wake
-    every 20 ms, as the server and sipp do, can run between ticks and go uncounted.
-    """
-    return float(Path("/proc/uptime").read_text().split()[1])
-
-
-@dataclass
-class Sample:
-    t: float
-    server: int
-    sipp: int
-    postgres: int
-    idle: float
-    rss_kb: int
-    loop_wait: int  # runqueue wait of the server's main thread, in clock ticks
-
-
-class Sampler(threading.Thread):
-    """Once a second: CPU ticks of the server, sipp, this database's PostgreSQL backends, and
-    the whole machine."""
-
-    def __init__(self, server_pid: int, sipp_pid: int, db_user: str) -> None:
-        super().__init__(daemon=True)
-        self.server_pid, self.sipp_pid, self.db_user = server_pid, sipp_pid, db_user
-        self.samples: list[Sample] = []
-        self.stopping = threading.Event()
-        self._pg_first: dict[int, int] = {}
-        self._pg_last: dict[int, int] = {}
-        self._pg_pids: list[int] = []
-
-    def _refresh_backends(self) -> None:
-        try:
-            admin = pyodbc.connect(PG_ADMIN, autocommit=True, timeout=5)
-            try:
-                rows = admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE usename = ?", self.db_user
-                ).fetchall()
-            finally:
-                admin.close()
-            self._pg_pids = [int(r[0]) for r in rows]
-        except pyodbc.Error:
-            pass
-
-    def _postgres_ticks(self) -> int:
-        for pid in self._pg_pids:
-            ticks = cpu_ticks(pid)
-            if ticks is not None:
-                self._pg_first.setdefault(pid, ticks)
-                self._pg_last[pid] = ticks
-        return sum(self._pg_last[p] - self._pg_first[p] for p in self._pg_last)
-
-    def sample(self) -> None:
-        previous = self.samples[-1] if self.samples else None
-        server, sipp_ticks = cpu_ticks(self.server_pid), cpu_ticks(self.sipp_pid)
-        self.samples.append(
-            Sample(
-                t=time.monotonic(),
-                # A process that has exited keeps the ticks it had at the last sample.
-                server=server if server is not None else previous.server if previous else 0,
-                sipp=sipp_ticks if sipp_ticks is not None else previous.sipp if previous else 0,
-                postgres=self._postgres_ticks(),
-                idle=idle_seconds(),
-                rss_kb=proc_status_kb(self.server_pid, "VmRSS") or 0,
-                loop_wait=(runqueue_wait_ns(self.server_pid) or 0) * CLK_TCK // 1_000_000_000,
-            )
-        )
-
-    def run(self) -> None:
-        count = 0
-        while True:
-            if count % 5 == 0:
-                self._refresh_backends()
-            self.sample()
-            count += 1
-            if self.stopping.wait(1.0):
-                self.sample()
-                return
-
-
-def cpu_percent(samples: list[Sample], attr: str, start: float, end: float) -> float | None:
-    """Average CPU of `attr` between the samples nearest to `start` and `end` (100 = one core)."""
-    window = [s for s in samples if start <= s.t <= end]
-    if len(window) < 2:
-        return None
-    first, last = window[0], window[-1]
-    elapsed = last.t - first.t
-    if attr == "system":
-        cores = os.cpu_count() or 1
-        return 100 * (cores * elapsed - (last.idle - first.idle)) / elapsed
-    ticks = getattr(last, attr) - getattr(first, attr)
-    return 100 * ticks / CLK_TCK / elapsed
-
-
-class GreetingCapture:
-    """tcpdump counting the RTP the server sends to sipp's media port (sipp never reads it)."""
-
-    def __init__(self, media_port: int) -> None:
-        self.process = subprocess.Popen(
-            ["tcpdump", "-i", "lo", "-n", "-q", "-B", "16384", "-w", "/dev/null"]
-            + ["udp", "and", "dst", "port", str(media_port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(1.0)  # tcpdump needs a moment before it sees packets
-
-    def stop(self) -> dict[str, int]:
-        self.process.send_signal(signal.SIGINT)
-        _, stderr = self.process.communicate(timeout=10)
-        counts = {}
-        for key in ("captured", "received by filter", "dropped by kernel"):
-            match = re.search(rf"(\d+) packets? {key}", stderr)
-            counts[key] = int(match.group(1)) if match else -1
-        return counts
 
 
 # -- sipp -----------------------------------------------------------------------------------
@@ -506,6 +365,8 @@ def add_realtime_mailboxes(backend: Backend, mailboxes: list[str]) -> None:
 class RunResult:
     calls: int
     rate: int
+    generator: str  # sipp, or bench.loadgen ("raw")
+    codec: str
     sipp_exit: int
     counters: dict[str, int]
     stored: Stored
@@ -545,10 +406,70 @@ def problems_in_log(log: str, limit: int = 8) -> list[str]:
     return [f"{count} x {shape}" for shape, count in ranked[:limit]]
 
 
-def run_once(calls: int, rate: int, root: Path, with_capture: bool = False) -> RunResult:
+def loadgen_command(
+    workdir: Path, workload: Workload, target: str, calls: int, rate: int, media_port: int
+) -> list[str]:
+    """bench.loadgen placing the calls sipp would, with the same RTP and hang-up time."""
+    (workdir / "mailboxes.txt").write_text("\n".join(workload.mailboxes) + "\n")
+    return [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--target",
+        target.removeprefix("sip:"),
+        "--mailboxes",
+        str(workdir / "mailboxes.txt"),
+        "--audio",
+        str(workload.g711),
+        "--payload-type",
+        str(workload.payload_type),
+        "--media-port",
+        str(media_port),
+        "--calls",
+        str(calls),
+        "--rate",
+        str(rate),
+        "--hangup-after",
+        str(workload.caller_rtp_seconds + BYE_AFTER_MS / 1000),
+        "--report",
+        str(workdir / "loadgen.json"),
+    ]
+
+
+def loadgen_results(workdir: Path) -> tuple[dict[str, int], dict[int, list[float]], list[str]]:
+    """bench.loadgen's report as sipp's counters, response times and errors."""
+    path = workdir / "loadgen.json"
+    if not path.exists():
+        return {}, {}, ["bench.loadgen wrote no report"]
+    report = json.loads(path.read_text())
+    counters = {
+        "TotalCallCreated": report["created"],
+        "SuccessfulCall": report["successful"],
+        "Retransmissions": report["retransmissions"],
+        "FailedCall": report["created"] - report["successful"],
+        "OutOfCallMsgs": sum(report["unexpected"].values()),
+        "LateTicks": report["late_ticks"],
+    }
+    errors = [f"failed: {reason} x {n}" for reason, n in report["failed"].items()]
+    errors += [f"unexpected: {what} x {n}" for what, n in report["unexpected"].items()]
+    errors.append(
+        f"{report['rtp_packets']} RTP packets sent, worst tick "
+        f"{report['worst_tick_lag_ms']:.1f} ms late, {report['late_ticks']} ticks > 5 ms late"
+    )
+    return counters, {1: report["invite_ms"], 2: report["bye_ms"]}, errors
+
+
+def run_once(
+    calls: int,
+    rate: int,
+    root: Path,
+    with_capture: bool = False,
+    generator: str = "raw",
+    codec: str = "PCMA",
+) -> RunResult:
     workdir = root / f"n{calls}"
     workdir.mkdir(parents=True)
-    workload = make_workload(workdir, calls)
+    workload = make_workload(workdir, calls, codec)
     (workdir / "calls.xml").write_text(scenario_xml(workload))
     (workdir / "callers.csv").write_text(
         "SEQUENTIAL\n" + "".join(f"{m};\n" for m in workload.mailboxes)
@@ -560,12 +481,19 @@ def run_once(calls: int, rate: int, root: Path, with_capture: bool = False) -> R
         try:
             add_realtime_mailboxes(backend, workload.mailboxes)
             media_port = free_udp_port(30000, span=4)
-            command = sipp_command(workdir, server.target, calls, rate, timeout, media_port)
+            if generator == "sipp":
+                command = sipp_command(workdir, server.target, calls, rate, timeout, media_port)
+            else:
+                command = loadgen_command(workdir, workload, server.target, calls, rate, media_port)
             (workdir / "command.txt").write_text(" ".join(command) + "\n")
             capture = GreetingCapture(media_port) if with_capture else None
             started = time.monotonic()
             process = subprocess.Popen(
-                command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                command,
+                cwd=workdir if generator == "sipp" else Path(__file__).resolve().parent.parent,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             sampler = Sampler(server.process.pid, process.pid, backend.user)
             sampler.start()
@@ -596,12 +524,22 @@ def run_once(calls: int, rate: int, root: Path, with_capture: bool = False) -> R
         for who in ("server", "sipp", "postgres", "system", "loop_wait")
         for span, window in (("run", (started, started + wall + 1)), ("plateau", plateau))
     }
-    times = response_times(workdir)
+    if generator == "sipp":
+        times = response_times(workdir)
+        stat = workdir / "stat.csv"
+        counters = sipp_counters(stat) if stat.exists() else {}
+        errors = sipp_errors(workdir, process.returncode, stdout + stderr)
+    else:
+        counters, times, errors = loadgen_results(workdir)
+        if process.returncode not in (0, 1):
+            errors.append(f"bench.loadgen exit {process.returncode}: {(stdout + stderr)[-600:]}")
     return RunResult(
         calls=calls,
         rate=rate,
+        generator=generator,
+        codec=codec,
         sipp_exit=process.returncode,
-        counters=sipp_counters(workdir / "stat.csv") if (workdir / "stat.csv").exists() else {},
+        counters=counters,
         stored=stored,
         sent_message_seconds=calls * MESSAGE_SECONDS,
         wall_seconds=wall,
@@ -611,7 +549,7 @@ def run_once(calls: int, rate: int, root: Path, with_capture: bool = False) -> R
         bye_ms=summary_ms(times.get(2, [])),
         server_exit=server_exit,
         server_problems=problems_in_log(server.log()),
-        sipp_errors=sipp_errors(workdir, process.returncode, stdout + stderr),
+        sipp_errors=errors,
         greeting_packets=greeting_packets,
     )
 
@@ -627,86 +565,17 @@ def sipp_errors(workdir: Path, exit_code: int, output: str) -> list[str]:
     return errors
 
 
-# -- report ---------------------------------------------------------------------------------
-
-
-def percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} %"
-
-
-def _ms(summary: dict[str, float]) -> str:
-    if not summary:
-        return "n/a"
-    return f"{summary['avg']:.1f} / {summary['p95']:.1f} / {summary['max']:.1f}"
-
-
-def markdown(results: list[RunResult]) -> str:
-    head = (
-        "| N | attempted | succeeded (strict) | rows | message audio stored / sent "
-        "| recorded s | damaged packets | server CPU plateau / run | sipp CPU plateau "
-        "| PostgreSQL CPU plateau | machine busy plateau (of 200) | peak RSS "
-        "| INVITE->200 ms avg / p95 / max | BYE->200 ms avg / p95 / max "
-        "| recording start lag ms avg / max | server loop waiting for a CPU, plateau |\n"
-        "|" + "---|" * 16 + "\n"
-    )
-    rows = []
-    for r in results:
-        c, s = r.counters, r.stored
-        lag = s.start_lag_ms
-        rows.append(
-            f"| {r.calls} | {c.get('TotalCallCreated', 'n/a')} "
-            f"| {c.get('SuccessfulCall', 'n/a')} | {s.rows} "
-            f"| {s.message_seconds:.1f} / {r.sent_message_seconds:.0f} s "
-            f"({100 * s.message_seconds / r.sent_message_seconds:.2f} %) "
-            f"| {s.recorded_seconds:.1f} | {s.damaged_frames} "
-            f"| {percent(r.cpu['server_plateau'])} / {percent(r.cpu['server_run'])} "
-            f"| {percent(r.cpu['sipp_plateau'])} | {percent(r.cpu['postgres_plateau'])} "
-            f"| {percent(r.cpu['system_plateau'])} | {r.peak_rss_mb:.0f} MB "
-            f"| {_ms(r.invite_ms)} | {_ms(r.bye_ms)} "
-            + (f"| {lag['avg']:.0f} / {lag['max']:.0f} " if lag else "| n/a ")
-            + f"| {percent(r.cpu['loop_wait_plateau'])} |"
-        )
-    details = []
-    for r in results:
-        failed = {k: v for k, v in r.counters.items() if k.startswith("Failed") and v}
-        extra = {
-            k: r.counters.get(k, 0)
-            for k in ("Retransmissions", "OutOfCallMsgs", "DeadCallMsgs", "Warnings")
-        }
-        details.append(
-            f"- N={r.calls}: sipp exit {r.sipp_exit}, wall {r.wall_seconds:.0f} s, "
-            f"server exit {r.server_exit}, failures {failed or 'none'}, {extra}, "
-            f"unaligned recordings {r.stored.unaligned}"
-            + (f"; server->caller RTP packets {r.greeting_packets}" if r.greeting_packets else "")
-        )
-        details += [f"  - server log: {line}" for line in r.server_problems]
-        details += [f"  - sipp: {line[:300]}" for line in r.sipp_errors]
-    return head + "\n".join(rows) + "\n\n" + "\n".join(details) + "\n"
-
-
-def source_version() -> str:
-    """The commit measured, and the files outside bench/ that differ from it."""
-    repo = Path(__file__).resolve().parent.parent
-    git = ["git", "-C", str(repo)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    status = subprocess.run([*git, "status", "--short"], capture_output=True, text=True)
-    changed = [line[3:] for line in status.stdout.splitlines() if not line[3:].startswith("bench/")]
-    return f"commit {head.stdout.strip()}" + (f" + changes in {changed}" if changed else "")
-
-
-def machine() -> str:
-    return (
-        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {source_version()}, "
-        f"nproc {os.cpu_count()}, "
-        f"Python {platform.python_version()} ({sys.executable}), {platform.platform()}, "
-        f"sipp {subprocess.run(['sipp', '-v'], capture_output=True, text=True).stdout.split()[1]}"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.calls", description=__doc__)
     parser.add_argument("--calls", type=int, nargs="+", default=[100, 200, 400])
-    parser.add_argument("--rate", type=int, default=50, help="sipp -r, calls per second")
+    parser.add_argument("--rate", type=int, default=50, help="new calls per second (sipp -r)")
+    parser.add_argument(
+        "--generator",
+        choices=["raw", "sipp"],
+        default="raw",
+        help="who places the calls: bench.loadgen (one thread, default) or sipp with pcap play",
+    )
+    parser.add_argument("--codec", choices=sorted(CODECS), default="PCMA")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
@@ -720,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-calls-"))
     try:
         for calls in args.calls:
-            result = run_once(calls, args.rate, tmp, args.capture)
+            result = run_once(calls, args.rate, tmp, args.capture, args.generator, args.codec)
             results.append(result)
             print(markdown([result]), flush=True)
     finally:
