@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from channels.media import MediaClock, RtpSession
+from channels.rtp import G711
 
 from .media_peer import Peer, negotiated, open_session, until
 
@@ -169,5 +170,42 @@ def test_reinvite_moves_the_expected_source_and_hold_keeps_it() -> None:
             session.close()
             old.close()
             new.close()
+
+    run(scenario)
+
+
+def test_audio_heard_after_a_stretch_nobody_listened_to_has_no_gap_and_no_loss() -> None:
+    """While the greeting plays nobody takes the caller's audio and it is not decoded; when the
+    recording starts, the stream picks up from the next packet, with no silence put in and no
+    packet counted lost for the stretch skipped."""
+
+    async def scenario() -> None:
+        caller = Peer()
+        clock = MediaClock()
+        session = await open_session(clock)
+        session.configure(negotiated(caller.port))
+        try:
+            earlier: list[bytes] = []
+            session.on_audio = lambda pcm, _gap: earlier.append(pcm)  # a first recording
+            caller.send_audio(session, loud(100))
+            caller.send_audio(session, loud(200))
+            await until(lambda: len(earlier) == 2)
+            session.on_audio = None  # then a prompt: 400 ms nobody listens to
+            for _ in range(20):
+                caller.send_audio(session, loud(500))
+            await until(lambda: session.packets_received == 22)
+            heard: list[tuple[bytes, int]] = []
+            session.on_audio = lambda pcm, gap: heard.append((pcm, gap))  # a second recording
+            for value in range(1000, 7000, 1000):
+                caller.send_audio(session, loud(value))
+            await until(lambda: len(heard) == 6)
+            pcmu = G711("PCMU")
+            sent = [pcmu.decode(pcmu.encode(loud(v))) for v in range(1000, 7000, 1000)]
+            assert [pcm for pcm, _gap in heard] == sent
+            assert [gap for _pcm, gap in heard] == [0] * 6
+            assert (clock.rtp.lost, clock.rtp.late) == (0, 0)
+        finally:
+            session.close()
+            caller.close()
 
     run(scenario)
