@@ -12,7 +12,6 @@ import logging
 import random
 import socket
 import struct
-from collections import deque
 from collections.abc import Callable
 
 from .inband_dtmf import InbandDtmfDetector
@@ -20,6 +19,7 @@ from .rtp import (
     FRAME_BYTES,
     FRAME_SAMPLES,
     G711,
+    SILENCE_FRAME,
     DtmfReceiver,
     JitterBuffer,
     ReceiveBuffer,
@@ -152,7 +152,10 @@ class RtpSession(asyncio.DatagramProtocol):
         self._sequence = random.getrandbits(16)
         self._timestamp = random.getrandbits(32)
         self._marker = True
-        self._frames: deque[bytes] = deque()
+        # The audio being played and how far: the prompt's own bytes (the sound cache shares
+        # them between calls), not a copy cut into frames (230 KB a greeting, at each call).
+        self._playing = b""
+        self._offset = 0
         self._play_done: asyncio.Future[None] | None = None
         self._dtmf = DtmfReceiver()
         self._buffer = ReceiveBuffer()
@@ -250,18 +253,17 @@ class RtpSession(asyncio.DatagramProtocol):
     # -- sending ------------------------------------------------------------------------
 
     def play(self, pcm: bytes) -> asyncio.Future[None]:
-        """Queue audio; the future resolves when its last frame has been sent."""
+        """Play audio (the last frame padded with silence); the future resolves when its last
+        frame has been sent."""
         self.stop_playing()
-        if len(pcm) % FRAME_BYTES:
-            pcm += b"\x00" * (FRAME_BYTES - len(pcm) % FRAME_BYTES)
-        self._frames.extend(pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES))
+        self._playing, self._offset = pcm, 0
         self._play_done = asyncio.get_running_loop().create_future()
-        if not self._frames:
+        if not pcm:
             self._play_done.set_result(None)
         return self._play_done
 
     def stop_playing(self) -> None:
-        self._frames.clear()
+        self._playing, self._offset = b"", 0
         if self._play_done is not None and not self._play_done.done():
             self._play_done.set_result(None)
         self._play_done = None
@@ -272,14 +274,14 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._tick_count % self._frames_per_packet:
             return
         self._timestamp = (self._timestamp + FRAME_SAMPLES * self._frames_per_packet) & 0xFFFFFFFF
-        if not self._frames:
+        if self._offset >= len(self._playing):
             self._marker = True
             return
-        if self._frames_per_packet == 1:
-            frame = self._frames.popleft()
-        else:
-            count = min(self._frames_per_packet, len(self._frames))
-            frame = b"".join([self._frames.popleft() for _ in range(count)])
+        size = FRAME_BYTES * self._frames_per_packet
+        frame = self._playing[self._offset : self._offset + size]
+        self._offset += size
+        if len(frame) % FRAME_BYTES:  # the end of the audio: silence to a whole frame
+            frame += SILENCE_FRAME[: FRAME_BYTES - len(frame) % FRAME_BYTES]
         sendable = self.transport is not None and self.remote is not None
         if sendable and self._codec is not None and not self._muted:
             header = RTP_HEADER.pack(
@@ -297,7 +299,8 @@ class RtpSession(asyncio.DatagramProtocol):
                 self.packets_sent += 1
             self._sequence = (self._sequence + 1) & 0xFFFF
             self._marker = False
-        if not self._frames and self._play_done is not None and not self._play_done.done():
+        finished = self._offset >= len(self._playing)
+        if finished and self._play_done is not None and not self._play_done.done():
             self._play_done.set_result(None)
 
     # -- receiving ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import uvloop
 
 from channels.channel import StopReason
 from channels.media import MediaClock, RtpSession
+from channels.rtp import G711, RtpPacket
 
 from .media_peer import Peer, channel_for, negotiated, open_session, until
 
@@ -221,3 +222,43 @@ def test_a_closed_session_leaves_the_clock() -> None:
             other.close()
 
     asyncio.run(scenario())
+
+
+# -- what is sent ----------------------------------------------------------------------
+
+
+def packets_heard(pcm: bytes, ptime: int) -> list[bytes]:
+    """The decoded payloads a caller with `ptime` receives for one prompt."""
+
+    async def scenario() -> list[bytes]:
+        caller = Peer()
+        session = await open_session(MediaClock())
+        session.configure(negotiated(caller.port, ptime=ptime))
+        session.start()
+        try:
+            await asyncio.wait_for(session.play(pcm), 10)
+            await asyncio.sleep(0.05)
+            payloads = []
+            while True:
+                try:
+                    data, _ = caller.sock.recvfrom(2048)
+                except BlockingIOError:
+                    return payloads
+                payloads.append(G711("PCMU").decode(RtpPacket.parse(data).payload))
+        finally:
+            session.close()
+            caller.close()
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("ptime", "frames_per_packet"), [(20, [1] * 8), (60, [3, 3, 2])])
+def test_a_prompt_is_sent_whole_in_packets_of_the_ptime_its_end_padded_with_silence(
+    ptime: int, frames_per_packet: list[int]
+) -> None:
+    samples = [(i * 37) % 2000 - 1000 for i in range(160 * 7 + 80)]  # 7.5 frames
+    pcm = struct.pack(f"<{len(samples)}h", *samples)
+    heard = packets_heard(pcm, ptime)
+    assert [len(p) // 320 for p in heard] == frames_per_packet
+    pcmu = G711("PCMU")
+    assert b"".join(heard) == pcmu.decode(pcmu.encode(pcm)) + b"\x00\x00" * 80
