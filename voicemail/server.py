@@ -225,6 +225,17 @@ class VoicemailServer:
             )
 
     async def start(self) -> None:
+        """Open storage, start the tasks and listen; a failure stops what had started (the
+        flusher, the outbox sender, the SIP endpoint...) before it is raised, so that the
+        process can exit: left to asyncio's cancel-at-exit, one of them sometimes never ended
+        (tests/test_startup_checks_e2e.py::test_a_bad_peer_option_stops_start_up_at_its_line)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         # Mistakes in the files themselves first: they need no database to be found.
         tls_context = self._tls_context()
         self.ami = AmiServer.from_config(self)  # manager.conf: a ConfigError at file:line
@@ -339,13 +350,11 @@ class VoicemailServer:
         try:
             await self.control.start()
         except ControlSocketError as exc:
-            await self.stop()  # what started so far, so that the process can exit
             raise StartupError(str(exc)) from exc
         if self.ami is not None:
             try:
                 await self.ami.start()
             except OSError as exc:
-                await self.stop()  # what started so far, so that the process can exit
                 raise StartupError(f"AMI: {exc}") from exc
             self.mailbox_listeners.append(self.ami.mailbox_changed)
             self.reload_listeners.append(self.ami.reloaded)
@@ -354,7 +363,6 @@ class VoicemailServer:
         try:
             await self.metrics.start(http_settings)
         except OSError as exc:
-            await self.stop()  # what started so far, so that the process can exit
             where = f"{http_settings.bindaddr}:{http_settings.bindport}"
             raise StartupError(f"http.conf: cannot listen on {where}: {exc}") from exc
 
