@@ -37,16 +37,11 @@ from bench.calls import (
     BYE_AFTER_MS,
     FRAME_SECONDS,
     MESSAGE_SECONDS,
-    Sampler,
     Workload,
     add_realtime_mailboxes,
     analyse_recording,
-    cpu_percent,
     free_udp_port,
-    machine,
-    percent,
     problems_in_log,
-    proc_status_kb,
     sipp_command,
     sipp_counters,
     sipp_errors,
@@ -58,6 +53,8 @@ from bench.calls import (
 from bench.calls import (
     scenario_xml as calls_scenario,
 )
+from bench.procstats import Sampler, cpu_percent, proc_status_kb
+from bench.report import machine, percent
 from tests.audio import wav_pcm
 from tests.dbbackends import Backend, TcpProxy, fresh_database
 from tests.server import RunningServer, start_server, write_config
@@ -70,7 +67,7 @@ UPSTREAM_PORT = {"postgresql": 5432, "mysql": 3306}
 
 def make_workload(directory: Path, calls: int) -> Workload:
     """bench.calls' workload with a 2 s margin: filler (seed 2), then test_signal(10.0)."""
-    return calls_workload(directory, calls, margin_frames=MARGIN_FRAMES)
+    return calls_workload(directory, calls, "PCMU", margin_frames=MARGIN_FRAMES)
 
 
 def scenario_xml(workload: Workload) -> str:
