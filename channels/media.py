@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import random
 import socket
-import struct
 from collections.abc import Callable
 
 from .inband_dtmf import InbandDtmfDetector
@@ -27,13 +26,13 @@ from .rtp import (
     RtpError,
     RtpPacket,
     is_rtcp,
+    rtp_header,
 )
 from .sdp import NegotiatedAudio
 
 log = logging.getLogger(__name__)
 
 FRAME_SECONDS = 0.020
-RTP_HEADER = struct.Struct("!BBHII")  # version 2, marker and payload type, seq, timestamp, SSRC
 
 # sip.conf dtmfmode values: where a caller's keys come from (shortinfo is info for RTP).
 DTMF_MODES = frozenset({"rfc2833", "inband", "info", "shortinfo", "auto"})
@@ -284,12 +283,8 @@ class RtpSession(asyncio.DatagramProtocol):
             frame += SILENCE_FRAME[: FRAME_BYTES - len(frame) % FRAME_BYTES]
         sendable = self.transport is not None and self.remote is not None
         if sendable and self._codec is not None and not self._muted:
-            header = RTP_HEADER.pack(
-                0x80,
-                (0x80 if self._marker else 0) | self._payload_type,
-                self._sequence,
-                self._timestamp,
-                self._ssrc,
+            header = rtp_header(
+                self._payload_type, self._sequence, self._timestamp, self._ssrc, self._marker
             )
             try:
                 self.transport.sendto(header + self._codec.encode(frame), self.remote)
