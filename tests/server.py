@@ -117,6 +117,18 @@ class RunningServer:
             time.sleep(0.05)
         return self.log()
 
+    def log_from(self, start: str, until: str, timeout: float = 10.0) -> str:
+        """The log from the last `start` on, once `until` follows it (one call's lines)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log()
+            begin = text.rfind(start)
+            if begin >= 0 and until in text[begin:]:
+                return text[begin:]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{start!r} then {until!r} not logged:\n{text[-4000:]}")
+            time.sleep(0.05)
+
     def stop(self, timeout: float = 15) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)

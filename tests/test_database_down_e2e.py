@@ -40,7 +40,7 @@ def test_message_left_while_the_database_is_down_arrives_when_it_returns(
             started = time.monotonic()
             sipp.run_sipp(tmp_path / "sipp", xml, server.target, timeout=90).check()
             call_seconds = time.monotonic() - started
-            assert "in the local spool (database away)" in server.log()
+            server.wait_for_log("in the local spool (database away)")
             assert list((config / "spool").glob("*.vmsg")), "the message is not in the spool"
             proxy.start()  # the database returns
             deadline = time.monotonic() + 30

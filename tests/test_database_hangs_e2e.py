@@ -58,7 +58,7 @@ def test_a_hung_database_does_not_keep_the_caller_waiting_or_lose_the_message(
             invited = logged_at(server, "call 1-")
             greeted = logged_at(server, "for 1000@default: greeting")
             assert (greeted - invited).total_seconds() < 2.0, server.log()
-            assert "in the local spool (database away)" in server.log(), server.log()
+            server.wait_for_log("in the local spool (database away)")
             assert len(list((config / "spool").glob("*.vmsg"))) == 1
             assert rows(backend) == []
             proxy.forward()  # the database answers again, held bytes included

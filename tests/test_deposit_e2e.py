@@ -131,7 +131,7 @@ def test_pound_ends_the_recording_and_the_server_hangs_up(
     assert len(stored) == 1, server.log()
     assert int(stored[0]["duration"]) == 3
     assert_recording_is(stored[0], pcap, 3.0)
-    assert "stopped by digit" in server.log()
+    server.wait_for_log("stopped by digit")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -235,7 +235,7 @@ def test_unknown_mailbox_ends_the_call_with_a_logged_reason(
         sipp.ack_non2xx("1999"),
     )
     sipp.run_sipp(tmp_path / "sipp", xml, server.target, timeout=20).check()
-    assert "No entry in voicemail config file for '1999@default'" in server.log()
+    server.wait_for_log("No entry in voicemail config file for '1999@default'")
     assert rows(backend) == []
 
 

@@ -72,8 +72,8 @@ def run(server: RunningServer, workdir: Path, user: str, *then: str) -> None:
 
 
 def call_log(server: RunningServer, user: str) -> str:
-    text = server.log()
-    return text[text.rfind(f"[{user}@default:1] VoiceMail") :]
+    """The log of the last call to `user`, once VoiceMail has ended (VMSTATUS logged)."""
+    return server.log_from(f"[{user}@default:1] VoiceMail", "VMSTATUS=")
 
 
 def talk_then_silence(directory: Path) -> Path:

@@ -570,7 +570,7 @@ def test_injected_extension_and_ipv6_offer_are_refused_and_calls_go_on(
     deadline = time.monotonic() + 10  # the log reader thread may be a moment behind
     while "not dial plan safe" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "not dial plan safe" in server.log()
+    server.wait_for_log("not dial plan safe")
     pcap = DATA / "signal3s_pcmu.pcap"
     xml = deposit_scenario(
         "1000", pcap, [0, 101], [sipp.pause(3200), sipp.bye("1000"), sipp.recv(200)]

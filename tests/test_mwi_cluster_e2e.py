@@ -164,7 +164,7 @@ def test_phone_on_b_sees_deposits_and_a_menu_delete_on_a(
             *keys.press("7", 1500),
         )
         sipp.run_sipp(tmp_path / "vmmain", xml, a.target, timeout=60).check()
-        assert "closed INBOX (1 deleted, 0 moved to Old)" in a.log()
+        a.wait_for_log("closed INBOX (1 deleted, 0 moved to Old)")
         assert body_of(wait_for_notify(phone, 4, b)) == expected_body(b, 1, 0)
         phone.wait(15).check()
     finally:

@@ -193,7 +193,7 @@ def test_subscribe_after_challenge_gets_200_and_an_immediate_notify_with_the_cou
         references("granted", *notify_variables("n1")),
     )
     sipp.run_sipp(tmp_path / "sipp", xml, server.target, timeout=20).check()
-    assert "peer 6001 subscribed to MWI for [('1000', 'default')]" in server.log()
+    server.wait_for_log("peer 6001 subscribed to MWI for [('1000', 'default')]")
 
 
 @pytest.mark.timeout(90)

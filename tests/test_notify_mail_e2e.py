@@ -193,4 +193,4 @@ def test_a_deposit_mails_each_address_once_with_the_audio_attached(
         .replace("\r\n", "\n")
         .startswith("New 0:03 long  msg in box 1000\nfrom Test Caller, on ")
     )
-    assert "outbox: email for 1000@default" in server.log()
+    server.wait_for_log("outbox: email for 1000@default")

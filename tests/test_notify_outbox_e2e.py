@@ -140,7 +140,7 @@ def test_a_550_answer_is_recorded_and_not_retried(
     assert handler.offered == 1  # the SMTP server saw one attempt
     [again] = outbox(backend)
     assert (again["state"], int(again["attempts"])) == ("failed", 1)
-    assert "failed for good" in server.log()
+    server.wait_for_log("failed for good")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
@@ -168,7 +168,7 @@ def test_delete_yes_removes_the_message_only_after_it_was_mailed(
         assert len(handler.received) == 1
         [mail] = parsed(handler.received)
         assert len(list(mail.iter_attachments())) == 1  # the audio went out before the delete
-        assert "deleted after it was mailed (delete=yes)" in server.log()
+        server.wait_for_log("deleted after it was mailed (delete=yes)")
     finally:
         controller.stop()
 

@@ -199,7 +199,7 @@ def test_trivial_new_pins_are_refused_saying_why(backend: Backend, tmp_path: Pat
                 caller.press(pin + "#")
                 caller.hears(reason, "vm-invalid-password", "vm-pls-try-again")
         assert column(backend, "2000") == before
-        log = server.log()
+        log = server.wait_for_log("new PIN refused (mailbox)")
         for reason in ("run", "same", "mailbox"):
             assert f"new PIN refused ({reason})" in log
         assert "PIN changed" not in log

@@ -61,7 +61,7 @@ def test_reload_adds_a_mailbox_without_dropping_the_call_in_progress(
             extensions.write("exten => 5000,x,Answer()\n")
         assert run_cli("reload", "-C", str(config)).returncode == 0
         wait_for(server, "reload failed, keeping the running configuration")
-        assert "extensions.conf:" in server.log()
+        server.wait_for_log("extensions.conf:")
         deposit(server, "1000", tmp_path / "c").check()
         assert len(rows(backend)) == 3
     finally:
@@ -145,6 +145,6 @@ def test_reload_applies_sip_conf_general_options(backend: Backend, tmp_path: Pat
         wait_for(server, "configuration reloaded")
         wait_for(server, "sip.conf abuse limits (registerrate ... tcpidletimeout, floodexempt) ch")
         sipp.run_sipp(tmp_path / "sipp", refused, server.target, timeout=30).check()
-        assert "not a peer, allowguest=no" in server.log()
+        server.wait_for_log("not a peer, allowguest=no")
     finally:
         assert server.stop() == 0, server.log()

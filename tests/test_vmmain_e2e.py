@@ -159,7 +159,7 @@ def test_wrong_pin_then_listen_delete_save_and_hang_up(
         "Work": [(0, ids[1])],
         "Old": [(0, ids[2])],
     }, server.log()
-    log = server.log()
+    log = server.wait_for_log("1000@default logged in")
     assert "login failed for mailbox 1000@default (attempt 1 of 3)" in log
     assert "1000@default logged in" in log
     for msgnum in (0, 1, 2):
@@ -182,7 +182,7 @@ def test_hang_up_in_the_menu_still_applies_the_delete(
     )
     sipp.run_sipp(tmp_path / "sipp", xml, server.target, timeout=60).check()
     assert folders(backend) == {"INBOX": [(0, ids[1])]}, server.log()
-    assert "closed INBOX (1 deleted, 0 moved to Old)" in server.log()
+    server.wait_for_log("closed INBOX (1 deleted, 0 moved to Old)")
 
 
 def test_three_wrong_pins_hang_up(server: RunningServer, backend: Backend, tmp_path: Path) -> None:
@@ -201,6 +201,6 @@ def test_three_wrong_pins_hang_up(server: RunningServer, backend: Backend, tmp_p
         sipp.answer_request(),
     )
     sipp.run_sipp(tmp_path / "sipp", xml, server.target, timeout=60).check()
-    log = server.log()
+    log = server.wait_for_log("(attempt 3 of 3)")
     assert "(attempt 3 of 3)" in log and "logged in" not in log
     assert len(folders(backend)["INBOX"]) == 1

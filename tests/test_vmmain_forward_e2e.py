@@ -160,7 +160,7 @@ def test_forward_to_an_unknown_extension_then_to_two_mailboxes_as_is(
         assert bytes(rows[0]["recording"]) == original
         assert rows[0]["callerid"] == '"Dave" <5550199>'
     assert len(inbox(backend, "1000")) == 1  # not heard: it stays new
-    log = server.log()
+    log = server.wait_for_log("to 1002@default INBOX")
     assert "to 1001@default INBOX" in log and "to 1002@default INBOX" in log
 
 

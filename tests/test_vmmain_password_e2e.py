@@ -88,7 +88,7 @@ def test_realtime_pin_change_updates_the_row_and_the_next_call_uses_it(
     assert [row["context"] for row in rows] == ["default", "other"], realtime_server.log()
     assert rows[0]["password"].startswith("$argon2id$") and verify_pin(rows[0]["password"], NEW)
     assert rows[1]["password"] == OLD  # the other context's box: not touched
-    log = realtime_server.log()
+    log = realtime_server.wait_for_log("PIN changed (realtime)")
     assert "mailbox 2000@default: PIN changed (realtime)" in log
     assert "login failed" not in log
     keys = Keys()
@@ -120,7 +120,7 @@ def test_voicemail_conf_pin_change_rewrites_one_line_and_works_without_restart(
             b"1000 => 7412963,Alice Example", b"1000 => 3692147,Alice Example"
         )
         assert expected != before and conf.read_bytes() == expected, server.log()
-        assert "mailbox 1000@default: PIN changed (voicemail.conf)" in server.log()
+        server.wait_for_log("mailbox 1000@default: PIN changed (voicemail.conf)")
         keys = Keys()
         run(server, tmp_path / "b", keys, old_then_new(keys, "1000"))
         log = server.log()
@@ -176,7 +176,7 @@ def test_new_user_records_name_and_greetings_then_sets_the_pin(
         line = next(x for x in conf.splitlines() if x.startswith("1000 => "))
         stored = line.removeprefix("1000 => ").removesuffix(",New User")
         assert stored.startswith("$argon2id$") and verify_pin(stored, NEW), line
-        log = server.log()
+        log = server.wait_for_log("PIN changed (voicemail.conf)")
         assert "mailbox 1000@default: PIN changed (voicemail.conf)" in log
         # The next call is an ordinary login: the setup does not come back.
         keys = Keys()
