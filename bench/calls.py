@@ -14,7 +14,6 @@ bench/README.md; the numbers of record are in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import re
@@ -30,131 +29,33 @@ from pathlib import Path
 
 import pyodbc
 
-from bench.procstats import GreetingCapture, Sampler, cpu_percent, proc_status_kb
+from bench.procstats import (
+    GreetingCapture,
+    Sampler,
+    cpu_percent,
+    proc_status_kb,
+    server_metrics,
+)
 from bench.report import machine, markdown
-from tests import sipp
+from bench.rows import add_realtime_mailboxes, add_realtime_peers, create_sippeers, filler_names
+from bench.workload import (
+    BYE_AFTER_MS,
+    CODECS,
+    FRAME_BYTES,
+    FRAME_SECONDS,
+    MESSAGE_SECONDS,
+    Workload,
+    greeting_frames,
+    make_workload,
+    scenario_xml,
+)
 from tests.audio import (
-    PAYLOAD_PCMA,
-    PAYLOAD_PCMU,
-    g711_decode,
-    g711_encode,
-    test_signal,
     wav_pcm,
-    write_rtp_pcap,
 )
 from tests.dbbackends import Backend, fresh_database
-from tests.server import SOUNDS, RunningServer, start_server, write_config
-
-FRAME_BYTES = 320  # 20 ms of 8 kHz 16-bit PCM: one RTP packet of the caller and of the server
-FRAME_SECONDS = 0.020
-MESSAGE_SECONDS = 10.0
-MARGIN_FRAMES = 25  # the caller talks 0.5 s past the longest greeting before its message starts
-BYE_AFTER_MS = 200  # silence between the last RTP packet and the BYE
-REFERENCE_MAILBOX = "1000"
-
-
-# -- the workload ---------------------------------------------------------------------------
-
-
-def prompt_frames(name: str) -> int:
-    """20 ms packets the server sends for one prompt (it pads the last one)."""
-    return math.ceil(len(SOUNDS.load_pcm(name)) / FRAME_BYTES)
-
-
-def greeting_frames(mailbox: str) -> int:
-    """Packets from the answer to the end of the beep, for VoiceMail(mailbox,u) with no greeting
-    recorded: vm-theperson, the digits, vm-isunavail, vm-intro, beep."""
-    names = ["vm-theperson", *(f"digits/{d}" for d in mailbox), "vm-isunavail", "vm-intro"]
-    return sum(prompt_frames(name) for name in [*names, "beep"])
-
-
-def mailboxes_like_reference(count: int) -> list[str]:
-    """`count` four-digit mailboxes whose greetings are as long as 1000's, or nearly.
-
-    One mailbox per caller (maxmsg is 100 per mailbox), with greetings that differ by a few
-    packets at most, so one pcap serves every caller.
-    """
-    digit = {d: prompt_frames(f"digits/{d}") for d in "0123456789"}
-    target = sum(digit[d] for d in REFERENCE_MAILBOX)
-    candidates = (
-        "".join(p)
-        for p in itertools.product("0123456789", repeat=4)
-        if "".join(p) != REFERENCE_MAILBOX
-    )
-    ranked = sorted(candidates, key=lambda m: (abs(sum(digit[d] for d in m) - target), m))
-    if count > len(ranked):
-        raise ValueError(f"at most {len(ranked)} mailboxes")
-    return ranked[:count]
-
-
-@dataclass
-class Workload:
-    mailboxes: list[str]
-    filler_frames: int  # caller's RTP before its message: the longest greeting + margin
-    pcap: Path  # filler then message, one continuous RTP stream (for sipp)
-    g711: Path  # the same stream's payload bytes (for bench.loadgen)
-    payload_type: int  # 0 PCMU, 8 PCMA
-    sent_pcm: bytes  # what the server decodes from that stream, sample for sample
-
-    @property
-    def message_offset(self) -> int:
-        return self.filler_frames * FRAME_BYTES
-
-    @property
-    def caller_rtp_seconds(self) -> float:
-        return self.filler_frames * FRAME_SECONDS + MESSAGE_SECONDS
-
-    def expected_lead_in(self, mailbox: str) -> float:
-        """Seconds of filler an ideal server records before the message (its beep ends then)."""
-        return (self.filler_frames - greeting_frames(mailbox)) * FRAME_SECONDS
-
-
-CODECS = {"PCMU": PAYLOAD_PCMU, "PCMA": PAYLOAD_PCMA}
-
-
-def make_workload(
-    directory: Path, calls: int, codec: str = "PCMA", margin_frames: int = MARGIN_FRAMES
-) -> Workload:
-    """The mailboxes and the caller's stream: filler (seed 2) then test_signal(10.0) (seed 1);
-    the caller talks `margin_frames` past the longest greeting before its message starts."""
-    mailboxes = mailboxes_like_reference(calls)
-    filler_frames = max(greeting_frames(m) for m in mailboxes) + margin_frames
-    filler = test_signal(filler_frames * FRAME_SECONDS, seed=2)
-    message = test_signal(MESSAGE_SECONDS)
-    pcm = filler + message
-    payload_type = CODECS[codec]
-    pcap = directory / "caller.pcap"
-    write_rtp_pcap(pcap, pcm, payload_type)
-    encoded = g711_encode(pcm, payload_type)
-    g711 = directory / "caller.g711"
-    g711.write_bytes(encoded)
-    sent = g711_decode(encoded, payload_type)
-    return Workload(mailboxes, filler_frames, pcap, g711, payload_type, sent)
-
-
-def scenario_xml(workload: Workload, after_bye: str = "") -> str:
-    """INVITE (rtd 1 until the 200), ACK, RTP for greeting + margin + 10 s, BYE (rtd 2), then
-    `after_bye` (sipp XML)."""
-    user = "[field0]"
-    plain = '<send retrans="500">'
-    invite = sipp.invite(user, [workload.payload_type, 101]).replace(
-        plain, '<send retrans="500" start_rtd="1">', 1
-    )
-    bye = sipp.bye(user).replace(plain, '<send retrans="500" start_rtd="2">', 1)
-    return sipp.scenario(
-        "calls",
-        invite,
-        sipp.recv(100, optional=True),
-        sipp.recv(180, optional=True),
-        sipp.recv(200, extra=' rtd="1"'),
-        sipp.ack(user),
-        sipp.play_pcap(workload.pcap),
-        sipp.pause(workload.caller_rtp_seconds * 1000 + BYE_AFTER_MS),
-        bye,
-        sipp.recv(200, extra=' rtd="2"'),
-        *([after_bye] if after_bye else []),
-    )
-
+from tests.mail_server import free_port as free_tcp_port
+from tests.server import RunningServer, start_server, write_config
+from tests.test_metrics_e2e import enable_http
 
 # -- sipp -----------------------------------------------------------------------------------
 
@@ -264,6 +165,7 @@ def summary_ms(values: list[float]) -> dict[str, float]:
         "avg": statistics.fmean(ordered),
         "p50": ordered[len(ordered) // 2],
         "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
         "max": ordered[-1],
     }
 
@@ -346,18 +248,6 @@ def row_count(backend: Backend) -> int:
         connection.close()
 
 
-def add_realtime_mailboxes(backend: Backend, mailboxes: list[str]) -> None:
-    connection = pyodbc.connect(backend.connection_string, autocommit=False)
-    try:
-        connection.cursor().executemany(
-            "INSERT INTO voicemail (context, mailbox, password, fullname) VALUES (?, ?, ?, ?)",
-            [("default", m, "1234", f"Bench {m}") for m in mailboxes],
-        )
-        connection.commit()
-    finally:
-        connection.close()
-
-
 # -- one run --------------------------------------------------------------------------------
 
 
@@ -366,6 +256,9 @@ class RunResult:
     calls: int
     rate: int
     generator: str  # sipp, or bench.loadgen ("raw")
+    realtime_rows: int | None  # filler rows in voicemail and sippeers (None: no sippeers)
+    odbc_connections: int  # res_odbc max_connections
+    server_metrics: dict[str, float]  # from its /metrics after the run (bench.procstats)
     codec: str
     sipp_exit: int
     counters: dict[str, int]
@@ -466,6 +359,8 @@ def run_once(
     with_capture: bool = False,
     generator: str = "raw",
     codec: str = "PCMA",
+    realtime_rows: int | None = None,
+    odbc_connections: int = 4,
 ) -> RunResult:
     workdir = root / f"n{calls}"
     workdir.mkdir(parents=True)
@@ -477,9 +372,23 @@ def run_once(
     call_seconds = workload.caller_rtp_seconds + BYE_AFTER_MS / 1000
     timeout = int(calls / rate + call_seconds + 90)
     with fresh_database("postgresql", workdir) as backend:
-        server: RunningServer = start_server(write_config(workdir / "etc", backend))
+        families: tuple[str, ...] = ()
+        if realtime_rows is not None:  # every caller a realtime peer, and filler rows
+            create_sippeers(backend)
+            families = ("sippeers",)
+        config = write_config(workdir / "etc", backend, realtime=families)
+        (config / "res_odbc.conf").write_text(
+            backend.res_odbc_section(max_connections=odbc_connections)
+        )
+        metrics_port = free_tcp_port()
+        enable_http(config, metrics_port)
+        server: RunningServer = start_server(config)
         try:
             add_realtime_mailboxes(backend, workload.mailboxes)
+            if realtime_rows is not None:
+                add_realtime_mailboxes(backend, filler_names("9", realtime_rows))
+                add_realtime_peers(backend, [f"caller{n}" for n in range(calls)])
+                add_realtime_peers(backend, filler_names("filler", realtime_rows))
             media_port = free_udp_port(30000, span=4)
             if generator == "sipp":
                 command = sipp_command(workdir, server.target, calls, rate, timeout, media_port)
@@ -512,6 +421,7 @@ def run_once(
             (workdir / "sipp.stdout").write_text(stdout + stderr)
             wait_for_rows(backend)
             peak_rss_kb = proc_status_kb(server.process.pid, "VmHWM") or 0
+            metrics = server_metrics(metrics_port)
             stored = stored_messages(backend, workload)
         finally:
             server_exit = server.stop()
@@ -537,6 +447,9 @@ def run_once(
         calls=calls,
         rate=rate,
         generator=generator,
+        realtime_rows=realtime_rows,
+        odbc_connections=odbc_connections,
+        server_metrics=metrics,
         codec=codec,
         sipp_exit=process.returncode,
         counters=counters,
@@ -576,6 +489,15 @@ def main(argv: list[str] | None = None) -> int:
         help="who places the calls: bench.loadgen (one thread, default) or sipp with pcap play",
     )
     parser.add_argument("--codec", choices=sorted(CODECS), default="PCMA")
+    parser.add_argument(
+        "--realtime-rows",
+        type=int,
+        help="every caller a sippeers peer (loadgen's callerN), and this many more rows in "
+        "voicemail and in sippeers that no call uses",
+    )
+    parser.add_argument(
+        "--odbc-connections", type=int, default=4, help="res_odbc.conf max_connections"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
@@ -589,7 +511,16 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-calls-"))
     try:
         for calls in args.calls:
-            result = run_once(calls, args.rate, tmp, args.capture, args.generator, args.codec)
+            result = run_once(
+                calls,
+                args.rate,
+                tmp,
+                args.capture,
+                args.generator,
+                args.codec,
+                args.realtime_rows,
+                args.odbc_connections,
+            )
             results.append(result)
             print(markdown([result]), flush=True)
     finally:

@@ -6,6 +6,7 @@ touched. Shared by bench.calls and bench.soak_db_down.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyodbc
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.dbbackends import PG_ADMIN
 
@@ -168,3 +170,33 @@ class GreetingCapture:
             match = re.search(rf"(\d+) packets? {key}", stderr)
             counts[key] = int(match.group(1)) if match else -1
         return counts
+
+
+def server_metrics(port: int) -> dict[str, float]:
+    """From the server's /metrics: its ODBC work (count, mean ms) and its loop lag samples.
+
+    The histograms' sums and counts since start: the server is fresh for every run.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "voicemail_db_query_seconds_sum":
+                values["db_seconds"] = values.get("db_seconds", 0.0) + sample.value
+            elif sample.name == "voicemail_db_query_seconds_count":
+                values["db_units"] = values.get("db_units", 0.0) + sample.value
+            elif sample.name == "voicemail_loop_lag_seconds_count":
+                values["lag_samples"] = sample.value
+            elif (
+                sample.name == "voicemail_loop_lag_seconds_bucket"
+                and sample.labels["le"] == "0.005"
+            ):
+                values["lag_within_5ms"] = sample.value
+    if values.get("db_units"):
+        values["db_unit_avg_ms"] = 1000 * values["db_seconds"] / values["db_units"]
+    return values

@@ -21,7 +21,18 @@ def percent(value: float | None) -> str:
 def _ms(summary: dict[str, float]) -> str:
     if not summary:
         return "n/a"
-    return f"{summary['avg']:.1f} / {summary['p95']:.1f} / {summary['max']:.1f}"
+    return " / ".join(f"{summary[k]:.1f}" for k in ("avg", "p95", "p99", "max"))
+
+
+def _metrics(values: dict[str, float]) -> str:
+    """The server's ODBC work and loop lag, from its /metrics."""
+    if not values.get("db_units") or not values.get("lag_samples"):
+        return ""
+    late = values["lag_samples"] - values.get("lag_within_5ms", 0)
+    return (
+        f"; ODBC work units {values['db_units']:.0f}, avg {values['db_unit_avg_ms']:.1f} ms; "
+        f"loop lag samples over 5 ms {late:.0f} of {values['lag_samples']:.0f}"
+    )
 
 
 def markdown(results: list[RunResult]) -> str:
@@ -29,7 +40,7 @@ def markdown(results: list[RunResult]) -> str:
         "| N | attempted | succeeded (strict) | rows | message audio stored / sent "
         "| recorded s | damaged packets | server CPU plateau / run | generator CPU plateau "
         "| PostgreSQL CPU plateau | machine busy plateau (of 200) | peak RSS "
-        "| INVITE->200 ms avg / p95 / max | BYE->200 ms avg / p95 / max "
+        "| INVITE->200 ms avg / p95 / p99 / max | BYE->200 ms avg / p95 / p99 / max "
         "| recording start lag ms avg / max | server loop waiting for a CPU, plateau |\n"
         "|" + "---|" * 16 + "\n"
     )
@@ -58,10 +69,14 @@ def markdown(results: list[RunResult]) -> str:
             for k in ("Retransmissions", "OutOfCallMsgs", "DeadCallMsgs", "Warnings", "LateTicks")
         }
         details.append(
-            f"- N={r.calls} ({r.generator}, {r.codec}): generator exit {r.sipp_exit}, "
+            f"- N={r.calls} ({r.generator}, {r.codec}"
+            + (f", realtime rows +{r.realtime_rows}" if r.realtime_rows is not None else "")
+            + f", {r.odbc_connections} ODBC connections"
+            + f"): generator exit {r.sipp_exit}, "
             f"wall {r.wall_seconds:.0f} s, "
             f"server exit {r.server_exit}, failures {failed or 'none'}, {extra}, "
             f"unaligned recordings {r.stored.unaligned}"
+            + _metrics(r.server_metrics)
             + (f"; server->caller RTP packets {r.greeting_packets}" if r.greeting_packets else "")
         )
         details += [f"  - server log: {line}" for line in r.server_problems]

@@ -34,11 +34,6 @@ from pathlib import Path
 import pyodbc
 
 from bench.calls import (
-    BYE_AFTER_MS,
-    FRAME_SECONDS,
-    MESSAGE_SECONDS,
-    Workload,
-    add_realtime_mailboxes,
     analyse_recording,
     free_udp_port,
     problems_in_log,
@@ -47,14 +42,12 @@ from bench.calls import (
     sipp_errors,
     summary_ms,
 )
-from bench.calls import (
-    make_workload as calls_workload,
-)
-from bench.calls import (
-    scenario_xml as calls_scenario,
-)
 from bench.procstats import Sampler, cpu_percent, proc_status_kb
 from bench.report import machine, percent
+from bench.rows import add_realtime_mailboxes
+from bench.workload import BYE_AFTER_MS, FRAME_SECONDS, MESSAGE_SECONDS, Workload
+from bench.workload import make_workload as calls_workload
+from bench.workload import scenario_xml as calls_scenario
 from tests.audio import wav_pcm
 from tests.dbbackends import Backend, TcpProxy, fresh_database
 from tests.server import RunningServer, start_server, write_config
