@@ -49,9 +49,7 @@ from bench.workload import (
     make_workload,
     scenario_xml,
 )
-from tests.audio import (
-    wav_pcm,
-)
+from tests.audio import wav_pcm
 from tests.dbbackends import Backend, fresh_database
 from tests.mail_server import free_port as free_tcp_port
 from tests.server import RunningServer, start_server, write_config
