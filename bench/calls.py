@@ -37,7 +37,7 @@ from bench.procstats import (
     server_metrics,
 )
 from bench.report import machine, markdown
-from bench.rows import add_realtime_mailboxes, add_realtime_peers, create_sippeers, filler_names
+from bench.rows import add_realtime_mailboxes, add_realtime_rows, create_sippeers
 from bench.workload import (
     BYE_AFTER_MS,
     CODECS,
@@ -382,11 +382,10 @@ def run_once(
         enable_http(config, metrics_port)
         server: RunningServer = start_server(config)
         try:
-            add_realtime_mailboxes(backend, workload.mailboxes)
-            if realtime_rows is not None:
-                add_realtime_mailboxes(backend, filler_names("9", realtime_rows))
-                add_realtime_peers(backend, [f"caller{n}" for n in range(calls)])
-                add_realtime_peers(backend, filler_names("filler", realtime_rows))
+            if realtime_rows is None:
+                add_realtime_mailboxes(backend, workload.mailboxes)
+            else:
+                add_realtime_rows(backend, workload.mailboxes, calls, realtime_rows)
             media_port = free_udp_port(30000, span=4)
             if generator == "sipp":
                 command = sipp_command(workdir, server.target, calls, rate, timeout, media_port)

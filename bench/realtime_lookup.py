@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyodbc
 
-from bench.rows import add_realtime_mailboxes, add_realtime_peers, create_sippeers, filler_names
+from bench.rows import add_realtime_rows, create_sippeers
 from tests.dbbackends import fresh_database
 from tests.server import start_server, write_config
 
@@ -40,10 +40,7 @@ def measure(rows: int, queries: int, work: Path) -> list[tuple[str, str, float]]
         create_sippeers(backend)
         server = start_server(write_config(work / "etc", backend, realtime=("sippeers",)))
         try:
-            callers = [str(n) for n in range(1000, 1200)]
-            add_realtime_mailboxes(backend, callers + filler_names("9", rows))
-            add_realtime_peers(backend, [f"caller{n}" for n in range(200)])
-            add_realtime_peers(backend, filler_names("filler", rows))
+            add_realtime_rows(backend, [str(n) for n in range(1000, 1200)], 200, rows)
             connection = pyodbc.connect(backend.connection_string, autocommit=True)
             try:
                 connection.execute("ANALYZE")  # as autovacuum would soon after the inserts

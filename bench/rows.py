@@ -13,7 +13,7 @@ import pyodbc
 from tests.dbbackends import Backend
 from tests.test_register_e2e import create_sippeers
 
-__all__ = ["add_realtime_mailboxes", "add_realtime_peers", "create_sippeers", "filler_names"]
+__all__ = ["add_realtime_mailboxes", "add_realtime_peers", "add_realtime_rows", "create_sippeers"]
 
 
 def _insert(backend: Backend, sql: str, rows: list[tuple[str, ...]]) -> None:
@@ -47,4 +47,12 @@ def add_realtime_peers(backend: Backend, names: list[str]) -> None:
         backend,
         "INSERT INTO sippeers (name, type, host, context) VALUES (?, ?, ?, ?)",
         [(name, "friend", "dynamic", "default") for name in names],
+    )
+
+
+def add_realtime_rows(backend: Backend, mailboxes: list[str], calls: int, filler: int) -> None:
+    """The calls' mailboxes, `calls` peers callerN, and `filler` rows in each table."""
+    add_realtime_mailboxes(backend, mailboxes + filler_names("9", filler))
+    add_realtime_peers(
+        backend, [f"caller{n}" for n in range(calls)] + filler_names("filler", filler)
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,7 @@ pytestmark = pytest.mark.timeout(150)
 
 
 def wait_for(server: RunningServer, text: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in server.log():
-        assert time.monotonic() < deadline, f"{text!r} not in log:\n{server.log()}"
-        time.sleep(0.1)
+    server.wait_for_log(text, timeout)
 
 
 def deposit(server: RunningServer, mailbox: str, workdir: Path) -> sipp.SippResult:
