@@ -66,6 +66,8 @@ class MediaClock:
         self._handle: asyncio.TimerHandle | None = None
         self._next = 0.0
         self._ticks = 0
+        # Called with each tick's lateness in seconds (the metrics' media clock histogram).
+        self.on_lag: Callable[[float], None] | None = None
 
     def add(self, session: RtpSession) -> None:
         self._sessions.add(session)
@@ -86,6 +88,8 @@ class MediaClock:
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if self.on_lag is not None:
+            self.on_lag(max(0.0, now - self._next))
         self._ticks += 1
         self._next += FRAME_SECONDS
         if now - self._next > 0.2:  # the loop stalled; resynchronise instead of bursting

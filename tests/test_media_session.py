@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import struct
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -222,6 +223,31 @@ def test_a_closed_session_leaves_the_clock() -> None:
             other.close()
 
     asyncio.run(scenario())
+
+
+def test_the_clock_reports_how_late_each_tick_ran() -> None:
+    """The media clock lag the metrics show: a loop blocked for 80 ms makes one tick that late."""
+
+    async def scenario() -> list[float]:
+        clock = MediaClock()
+        lags: list[float] = []
+        clock.on_lag = lags.append
+        session = await open_session(clock)
+        session.configure(negotiated(5004, "0.0.0.0"))
+        session.start()
+        try:
+            await asyncio.sleep(0.2)
+            time.sleep(0.08)  # the event loop is held: the next tick runs late
+            await asyncio.sleep(0.2)
+        finally:
+            session.close()
+        return lags
+
+    lags = asyncio.run(scenario())
+    assert 15 <= len(lags) <= 25  # one a 20 ms tick over about 0.48 s
+    assert all(lag >= 0 for lag in lags)
+    assert 0.06 <= max(lags) <= 0.2
+    assert sorted(lags)[len(lags) // 2] < 0.01  # the other ticks ran on time
 
 
 # -- what is sent ----------------------------------------------------------------------

@@ -133,6 +133,7 @@ def test_every_counter_follows_a_known_sequence_of_calls(
         assert v("voicemail_db_query_seconds_count", **{"class": "asterisk"}) > 0
         assert v("voicemail_db_errors_total", **{"class": "asterisk"}) == 0
         assert v("voicemail_loop_lag_seconds_count") > 0
+        assert v("voicemail_media_clock_lag_seconds_count") >= 290  # a tick each 20 ms of a call
         assert ("voicemail_realtime_cache_total", frozenset({("result", "miss")})) in metrics
         assert ("voicemail_mwi_notify_total", frozenset({("result", "ok")})) not in metrics
         assert get(port, "/nothing-here")[0] == 404
