@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import email
 import io
-import logging
 import math
 import warnings
 from email import policy
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from storage import audioformats
-from voicemail.mail.attach import attachment_name, make_attachment
+from voicemail.mail.attach import attachment_name, conversion, converted_attachment
 from voicemail.mail.compose import MessageInfo, Recipient, build_email
 from voicemail.mail.send import SENT, send
 from voicemail.mail.settings import MailSettings
@@ -38,6 +37,13 @@ TONE = 440.0
 # Opus 20 ms; GSM 20 ms.
 FRAME = {"wav": 1, "wav49": 320, "gsm": 160, "mp3": 576, "ogg": 1024, "opus": 160}
 FFMPEG_NAME = {"mp3": "mp3", "ogg": "ogg", "opus": "ogg", "wav": "wav", "wav49": "wav"}
+
+
+def make_attachment(stored: bytes, fmt: str, settings: MailSettings, msgnum: int):
+    """The attachment the mail worker makes for a message stored as `stored` in `fmt`."""
+    attachment, problem = converted_attachment(stored, fmt, *conversion(fmt, settings), msgnum)
+    assert problem == ""
+    return attachment
 
 
 def tone_pcm(seconds: float = SECONDS, amplitude: int = 6000) -> bytes:
@@ -137,27 +143,24 @@ def test_volgain_is_the_sox_v_factor():
     assert abs(ratio - 0.5) < 0.05
 
 
-def test_conversion_failure_sends_the_stored_audio_and_logs_why(caplog):
+def test_conversion_failure_sends_the_stored_audio_and_says_why():
     broken = b"RIFF\x00\x00\x00\x00WAVEjunk"  # not decodable as the stored wav
     settings = MailSettings.from_general({}, {"attachfmt": "mp3"})
-    with caplog.at_level(logging.WARNING, logger="voicemail.mail.attach"):
-        attachment = make_attachment(broken, "wav", settings, 3)
+    attachment, problem = converted_attachment(broken, "wav", *conversion("wav", settings), 3)
     assert attachment.data == broken
     assert attachment.filename == "msg0003.wav"
     assert attachment.mime_type == "audio/x-wav"
-    (record,) = caplog.records
-    assert "converting wav to mp3 failed" in record.getMessage()
-    assert "no data chunk" in record.getMessage()
+    assert "converting wav to mp3 failed" in problem
+    assert "no data chunk" in problem
 
 
-def test_ffmpeg_failure_falls_back_too(caplog, monkeypatch):
+def test_ffmpeg_failure_falls_back_too(monkeypatch):
     monkeypatch.setattr(AudioSegment, "converter", "/nonexistent/ffmpeg")
     stored = audioformats.encode(tone_pcm(0.5), "wav")
     settings = MailSettings.from_general({}, {"attachfmt": "ogg"})
-    with caplog.at_level(logging.WARNING, logger="voicemail.mail.attach"):
-        attachment = make_attachment(stored, "wav", settings, 0)
+    attachment, problem = converted_attachment(stored, "wav", *conversion("wav", settings), 0)
     assert attachment.data == stored and attachment.filename == "msg0000.wav"
-    assert "converting wav to ogg failed" in caplog.records[0].getMessage()
+    assert "converting wav to ogg failed" in problem
 
 
 def test_attachment_names():

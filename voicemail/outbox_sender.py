@@ -35,8 +35,8 @@ from storage.outbox import PENDING, SENT, Backoff, Outbox, OutboxRow
 
 from . import webhook
 from .config_voicemail import VoicemailSettings, mail_settings
-from .mail.attach import make_attachment
-from .mail.compose import MessageInfo, Recipient, build_email, build_pager
+from .mail.compose import MessageInfo, Recipient, build_pager, composed
+from .mail.composer import MailComposer
 from .mail.send import PERMANENT, TEMPORARY, SendResult, send
 from .mail.settings import DEFAULT_SMTPTIMEOUT, MailSettings
 from .mail.variables import Original, callerid_split
@@ -79,6 +79,7 @@ class OutboxSender:
         interval: float = DEFAULT_INTERVAL,
         batch: int = 10,
         concurrency: int = 4,
+        composer: MailComposer | None = None,
     ) -> None:
         """`settings` gives the running voicemail.conf (a reload replaces it)."""
         self.outbox = outbox
@@ -88,6 +89,7 @@ class OutboxSender:
         self.interval = interval
         self.batch = batch
         self.concurrency = concurrency
+        self.composer = composer if composer is not None else MailComposer()
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -124,15 +126,18 @@ class OutboxSender:
         little), give back the rows not tried, and end."""
         self._stopping = True
         self._wake.set()
-        if self._task is None:
-            return
-        if timeout is None:
-            timeout = self._smtp_timeout() + 5.0
-        done, _ = await asyncio.wait({self._task}, timeout=timeout)
-        if not done:
-            log.warning("outbox: a send still in flight after %.0f s is abandoned", timeout)
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=2)
+        try:
+            if self._task is None:
+                return
+            if timeout is None:
+                timeout = self._smtp_timeout() + 5.0
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                log.warning("outbox: a send still in flight after %.0f s is abandoned", timeout)
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=2)
+        finally:
+            self.composer.close()
 
     async def run(self) -> None:
         """Rounds until stopped: claim, send, mark; prune now and then."""
@@ -287,15 +292,13 @@ class OutboxSender:
         recipient = Recipient(row.mailbox, row.context, payload.fullname, email, pager)
         try:
             if row.kind == "pager":
-                message = build_pager(mail, recipient, info)
+                message = composed(build_pager(mail, recipient, info))
             else:
-                attachment = None
+                audio, fmt = None, ""
                 if mail.attach:
-                    fmt = detect_format(stored.recording) or payload.audio_format or "wav"
-                    attachment = await asyncio.to_thread(
-                        make_attachment, stored.recording, fmt, mail, stored.msgnum
-                    )
-                message = build_email(mail, recipient, info, attachment)
+                    audio = stored.recording
+                    fmt = detect_format(audio) or payload.audio_format or "wav"
+                message = await self.composer.email(mail, recipient, info, audio, fmt)
         except ValueError as exc:
             return SendResult(PERMANENT, f"cannot build the mail: {exc}")
         return await send(message, mail)

@@ -2,10 +2,9 @@
 attachment and sending. Self-contained: the deposit wires it in, roughly so:
 
     settings = MailSettings.from_general(general, mailbox.options, zonemessages)
-    attachment = None
-    if settings.attach:
-        attachment = await asyncio.to_thread(make_attachment, audio, stored_fmt, settings, n)
-    mail = build_email(settings, Recipient(...), MessageInfo(...), attachment)
+    audio = stored_audio if settings.attach else None
+    # attachment conversion, MIME and flattening in a worker process (composer.py):
+    mail = await composer.email(settings, Recipient(...), MessageInfo(...), audio, stored_fmt)
     result = await send(mail, settings)          # result.status: sent / temporary / permanent
     if recipient.pager:
         await send(build_pager(settings, Recipient(...), MessageInfo(...)), settings)

@@ -8,7 +8,8 @@ wav, wav49 and gsm by storage/audioformats.py, mp3, ogg (Vorbis) and opus (Opus 
 pydub on ffmpeg. A conversion that fails leaves the mail with the stored audio as it is,
 and the reason is logged.
 
-The functions block (sox and ffmpeg subprocesses): call them with asyncio.to_thread.
+The functions block (sox and ffmpeg subprocesses): the server runs them in worker processes
+(voicemail/mail/converter.py), never on its event loop.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ with warnings.catch_warnings():
 log = logging.getLogger(__name__)
 
 # Asterisk's add_email_attachment: "audio/x-<format>", "application/ogg" for ogg.
-_MIME_TYPES = {
+MIME_TYPES = {
     "wav": "audio/x-wav",
     "wav49": "audio/x-WAV",
     "gsm": "audio/x-gsm",
@@ -60,31 +61,36 @@ def attachment_name(msgnum: int, fmt: str) -> str:
     return f"msg{msgnum:04d}.{extension(fmt)}"
 
 
-def make_attachment(
-    audio: bytes, stored_format: str, settings: MailSettings, msgnum: int
-) -> Attachment:
-    """The attachment for a message stored as `audio` in `stored_format` (see audioformats)."""
+def conversion(stored_format: str, settings: MailSettings) -> tuple[str, float]:
+    """(the attachment's format, the gain to apply: 0.0 for none). The stored format with no
+    gain means the attachment is the blob itself, with nothing to convert."""
     target = settings.attachfmt or stored_format
     gain = settings.volgain if abs(settings.volgain) > _NO_GAIN else 0.0
+    return target, gain
+
+
+def converted_attachment(
+    audio: bytes, stored_format: str, target: str, gain: float, msgnum: int
+) -> tuple[Attachment, str]:
+    """The attachment, and why the stored audio went out unconverted ("" when it did not).
+
+    Plain values in and out, so that a worker process runs it (voicemail/mail/composer.py)
+    and the server logs the problem in its own log."""
     if target == stored_format and not gain:
-        return _attachment(audio, stored_format, msgnum)
+        return _attachment(audio, stored_format, msgnum), ""
     try:
         pcm = audioformats.decode(audio, stored_format)
         if gain:
             pcm = audioop.mul(pcm, 2, gain)
         data = convert(pcm, target)
     except Exception as exc:  # noqa: BLE001 - any failure: the stored audio still goes out
-        log.warning(
-            "attachment msg%04d: converting %s to %s%s failed (%s); attaching the stored %s",
-            msgnum,
-            stored_format,
-            target,
-            f" with volgain {gain:g}" if gain else "",
-            exc,
-            stored_format,
+        problem = (
+            f"attachment msg{msgnum:04d}: converting {stored_format} to {target}"
+            f"{f' with volgain {gain:g}' if gain else ''} failed ({exc}); "
+            f"attaching the stored {stored_format}"
         )
-        return _attachment(audio, stored_format, msgnum)
-    return _attachment(data, target, msgnum)
+        return _attachment(audio, stored_format, msgnum), problem
+    return _attachment(data, target, msgnum), ""
 
 
 def convert(pcm: bytes, fmt: str) -> bytes:
@@ -106,4 +112,4 @@ def convert(pcm: bytes, fmt: str) -> bytes:
 
 
 def _attachment(data: bytes, fmt: str, msgnum: int) -> Attachment:
-    return Attachment(data, attachment_name(msgnum, fmt), _MIME_TYPES[fmt])
+    return Attachment(data, attachment_name(msgnum, fmt), MIME_TYPES[fmt])

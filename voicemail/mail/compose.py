@@ -25,6 +25,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+from aiosmtplib.email import extract_recipients, extract_sender
+
 from . import dates
 from .settings import MailSettings
 from .variables import Original, duration_text, email_variables, substitute
@@ -211,6 +213,27 @@ def _headed(
 def message_bytes(mail: EmailMessage) -> bytes:
     """The mail as sent: CRLF line ends (what Asterisk gives mailcmd, and SMTP wants)."""
     return mail.as_bytes(policy=policy.SMTP)
+
+
+@dataclass(frozen=True)
+class ComposedMail:
+    """A mail as it goes on the wire, with its SMTP envelope: what send() takes."""
+
+    data: bytes  # message_bytes: 7-bit (text 7bit or QP, headers RFC 2047, the audio base64)
+    sender: str
+    recipients: list[str]
+
+
+def composed(mail: EmailMessage) -> ComposedMail:
+    """A built mail flattened, with the envelope aiosmtplib would take from its headers
+    (From; To, Cc)."""
+    sender = extract_sender(mail)
+    if sender is None:
+        raise ValueError("the mail has no From address")
+    recipients = extract_recipients(mail)
+    if not recipients:
+        raise ValueError("the mail has no To address")
+    return ComposedMail(message_bytes(mail), sender, recipients)
 
 
 def strip_control(text: str) -> str:

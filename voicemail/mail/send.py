@@ -22,7 +22,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from .compose import message_bytes
+from .compose import ComposedMail, composed
 from .settings import MailSettings
 
 log = logging.getLogger(__name__)
@@ -47,19 +47,23 @@ class SendResult:
         return self.status == SENT
 
 
-async def send(message: EmailMessage, settings: MailSettings) -> SendResult:
-    """Send to the message's To addresses: pipe to mailcmd when set, else SMTP."""
+async def send(message: EmailMessage | ComposedMail, settings: MailSettings) -> SendResult:
+    """Send to the message's To addresses: pipe to mailcmd when set, else SMTP. A mail built
+    here is flattened here; the outbox's come composed from worker processes (composer.py)."""
+    mail = message if isinstance(message, ComposedMail) else composed(message)
     if settings.mailcmd:
-        return await pipe_to_command(message_bytes(message), settings.mailcmd, settings.smtptimeout)
-    return await _smtp(message, settings)
+        return await pipe_to_command(mail.data, settings.mailcmd, settings.smtptimeout)
+    return await _smtp(mail, settings)
 
 
-async def _smtp(message: EmailMessage, settings: MailSettings) -> SendResult:
+async def _smtp(mail: ComposedMail, settings: MailSettings) -> SendResult:
     where = f"{settings.smtphost}:{settings.smtpport}"
     context = ssl.create_default_context() if settings.smtptls != "no" else None
     try:
         errors, response = await aiosmtplib.send(
-            message,
+            mail.data,
+            sender=mail.sender,
+            recipients=mail.recipients,
             hostname=settings.smtphost,
             port=settings.smtpport,
             username=settings.smtpuser or None,
