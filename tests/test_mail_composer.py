@@ -1,7 +1,7 @@
 """MailComposer: the outbox's mails are made in a spawned worker process at a lower priority
 (attachment conversion, MIME, flattening), arrive over SMTP as the email package would build
-them, log their problems in the server's log, survive a killed worker, and start no worker
-until a mail is made."""
+them, log their problems in the server's log, survive a killed worker, start no worker
+until a mail is made, and end with a killed server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import email
 import logging
 import os
 import signal
+import subprocess
+import sys
+import time
 from email import policy
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +139,49 @@ def test_a_killed_worker_is_replaced_and_the_mail_still_made(caplog) -> None:
 
 def test_no_worker_is_started_before_a_mail_is_made() -> None:
     assert MailComposer()._pool is None  # noqa: SLF001
+
+
+KILLED_SERVER = """
+import asyncio, os, signal, sys
+from storage import audioformats
+from tests.test_mail_composer import BOX, INFO, MP3, worker_pids
+from tests.test_mail_attach import tone_pcm
+from voicemail.mail.composer import MailComposer
+
+async def main():
+    composer = MailComposer()
+    await composer.email(MP3, BOX, INFO, audioformats.encode(tone_pcm(0.5), "wav"), "wav")
+    with open(sys.argv[1], "w") as pid_file:
+        pid_file.write(str(worker_pids(composer)[0]))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_the_worker_ends_when_its_server_is_killed(tmp_path) -> None:
+    """SIGKILL leaves the pool no chance to stop its workers: they must notice on their own."""
+    script = tmp_path / "killed_server.py"
+    script.write_text(KILLED_SERVER)
+    root = Path(__file__).resolve().parent.parent
+    pid_file = tmp_path / "worker.pid"
+    with open(tmp_path / "stderr", "w+") as stderr:  # not a pipe: a live worker would hold it
+        code = subprocess.run(
+            [sys.executable, str(script), str(pid_file)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            timeout=60,
+        ).returncode
+        stderr.seek(0)
+        assert code == -signal.SIGKILL, stderr.read()
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    outlived = Path(f"/proc/{worker}").exists()
+    if outlived:
+        os.kill(worker, signal.SIGKILL)
+    assert not outlived, f"worker {worker} outlived its server"

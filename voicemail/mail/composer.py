@@ -11,7 +11,9 @@ loop's thread the CPU first whenever both want it, and the pool's size bounds ho
 are made at once. The loop only hands the bytes to SMTP.
 
 The workers are spawned (not forked from a process with ODBC and loop threads) on the first
-mail, so a server that mails nothing never starts one.
+mail, so a server that mails nothing never starts one. Spawning imports the parent's main
+module again in the worker: the `voicemail` console script guards its entry point, as a
+program that embeds the composer must.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -50,8 +54,18 @@ def compose_email(
     return composed(build_email(settings, recipient, info, attachment)), problem
 
 
-def _lower_priority(increment: int) -> None:
+def _start_worker(increment: int) -> None:
+    """Lower the worker's priority, and end it with the server: a server killed by SIGKILL
+    (or the OOM killer) cannot stop its pool, and the worker would wait for work forever."""
     os.nice(increment)
+    threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
 
 
 class MailComposer:
@@ -67,7 +81,7 @@ class MailComposer:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_lower_priority,
+                initializer=_start_worker,
                 initargs=(self.nice,),
             )
         return self._pool
