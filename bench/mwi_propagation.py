@@ -85,17 +85,7 @@ async def measure(backend: Backend, workdir: Path, deposits: int, general: str) 
                 raise RuntimeError(f"{result.stdout[-2000:]}{result.stderr[-2000:]}") from None
             for n in range(1, deposits + 1):
                 await asyncio.sleep(random.uniform(0.1, 0.4))
-                await store.store(
-                    context="default",
-                    mailbox="1000",
-                    folder="INBOX",
-                    recording=b"RIFF" + bytes(4000),
-                    callerid='"Bench" <5550000>',
-                    origtime=int(time.time()),
-                    duration=1,
-                    caller_context="default",
-                    msg_id=new_msg_id(),
-                )
+                await bench_deposit(store, "1000")
                 acknowledged, committed = time.time(), hooked[-1]
                 arrived, text = (await wait_notifies(phone, n + 1))[n]
                 if f"\r\nVoice-Message: {n}/0 (0/0)\r\n" not in text:
@@ -109,6 +99,21 @@ async def measure(backend: Backend, workdir: Path, deposits: int, general: str) 
         await pool.close()
         server.stop()
     return latencies
+
+
+async def bench_deposit(store: MessageStore, mailbox: str) -> None:
+    """A one-second message into mailbox@default's INBOX, as a deposit stores it."""
+    await store.store(
+        context="default",
+        mailbox=mailbox,
+        folder="INBOX",
+        recording=b"RIFF" + bytes(4000),
+        callerid='"Bench" <5550000>',
+        origtime=int(time.time()),
+        duration=1,
+        caller_context="default",
+        msg_id=new_msg_id(),
+    )
 
 
 async def wait_notifies(phone: sipp.BackgroundSipp, count: int) -> list[tuple[float, str]]:

@@ -37,6 +37,7 @@ def split_table_name(name: str, what: str = "table name") -> tuple[str | None, s
 
 
 MAX_BOX_NAME = 80  # Asterisk's voicemail table: mailbox and context are varchar(80)
+_NOT_IN_BOX_NAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")  # separators, C0 and C1 controls
 
 
 def box_name_problem(name: object) -> str | None:
@@ -47,12 +48,13 @@ def box_name_problem(name: object) -> str | None:
         return f"it is longer than {MAX_BOX_NAME} characters"
     if name in (".", ".."):
         return "it is a relative path"
-    for char in name:
-        if char in "/\\":
-            return f"it contains {char!r}"
-        if ord(char) < 32 or 127 <= ord(char) < 160:
-            return f"it contains the control character {char!r}"
-    return None
+    bad = _NOT_IN_BOX_NAME.search(name)  # one C scan: the MWI poll checks 30 000 a poll
+    if bad is None:
+        return None
+    char = bad.group()
+    if char in "/\\":
+        return f"it contains {char!r}"
+    return f"it contains the control character {char!r}"
 
 
 def check_box_name(name: str, what: str = "mailbox") -> str:

@@ -46,7 +46,9 @@ from storage.messagerows import (
 if TYPE_CHECKING:
     from storage.outbox import OutboxItem
 
-# Mailboxes per MWI count query: three result columns each.
+# Mailboxes per MWI poll query: three `dir` parameters each (and, where the database's
+# collation makes the poll fall back to _count_dirs, three result columns each: PostgreSQL
+# allows 1664).
 MWI_CHUNK = 250
 
 __all__ = [
@@ -213,20 +215,19 @@ class MessageStore(MessageOperations):
     async def mwi_counts_each(
         self, mailboxes: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[int, int]]:
-        """(new, old) of each distinct (context, mailbox), for the MWI poll: one query per
-        MWI_CHUNK mailboxes, not one per phone (PostgreSQL allows 1664 result columns)."""
+        """(new, old) of each distinct (context, mailbox), for the MWI poll: one grouped query
+        per MWI_CHUNK mailboxes, not one per phone."""
         distinct = list(dict.fromkeys(mailboxes))
         counts: dict[tuple[str, str], tuple[int, int]] = {}
         for start in range(0, len(distinct), MWI_CHUNK):
             chunk = distinct[start : start + MWI_CHUNK]
             dirs = [
-                self._message_dir(context, mailbox, folder)
+                [self._message_dir(context, mailbox, f) for f in ("INBOX", "Urgent", "Old")]
                 for context, mailbox in chunk
-                for folder in ("INBOX", "Urgent", "Old")
             ]
-            counted = await self._count_dirs(dirs)
-            for i, key in enumerate(chunk):
-                counts[key] = (counted[3 * i] + counted[3 * i + 1], counted[3 * i + 2])
+            each = await self._count_each_dir([d for three in dirs for d in three])
+            for key, (inbox, urgent, old) in zip(chunk, dirs, strict=True):
+                counts[key] = (each[inbox] + each[urgent], each[old])
         return counts
 
     async def last_index(self, context: str, mailbox: str, folder: str) -> int:

@@ -233,6 +233,39 @@ def test_counts_of_all_watched_mailboxes_take_one_query_per_chunk(backend: Backe
     run(scenario)
 
 
+def test_the_poll_counts_each_mailbox_as_the_database_compares_its_dir(backend: Backend) -> None:
+    """The poll's grouped counts must agree with the one-mailbox count of a REGISTER or a
+    change event, or a lamp would flip at every poll: also where MariaDB's collation takes
+    `Abc` for `abc` and `café` for `cafe`."""
+
+    async def scenario() -> None:
+        async with started_pool(backend) as pool:
+            await create_tables(pool, storage_tables())
+            a = Server(pool)
+            await deposit(a.store, mailbox="Abc")
+            await deposit(a.store, mailbox="Abc", folder="Old")
+            await deposit(a.store, mailbox="café")
+            await deposit(a.store, mailbox="1000", folder="Urgent")
+            watched_sets = [
+                [("default", "1000"), ("default", "abc")],  # stored in another case
+                [("default", "Abc"), ("default", "ABC"), ("default", "1000")],  # asked in two
+                [("default", "cafe"), ("default", "café"), ("default", "1000")],  # not ASCII
+                [("default", "Abc"), ("default", "1000"), ("default", "1001")],  # grouped
+            ]
+            for watched in watched_sets:
+                each = await a.store.mwi_counts_each(watched)
+                for key in watched:
+                    assert each[key] == await a.store.mwi_counts([key]), (watched, key)
+            grouped = await a.store.mwi_counts_each(watched_sets[-1])
+            assert grouped == {
+                ("default", "Abc"): (1, 1),
+                ("default", "1000"): (1, 0),
+                ("default", "1001"): (0, 0),
+            }
+
+    run(scenario)
+
+
 def test_a_feed_stops_cleanly(backend: Backend) -> None:
     async def scenario() -> None:
         async with two_servers(backend) as (a, b):

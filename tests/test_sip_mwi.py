@@ -327,6 +327,23 @@ def test_rebooted_phone_subscribing_again_replaces_its_old_subscription() -> Non
     assert first.subscription is not second.subscription
 
 
+def test_of_peer_follows_every_way_a_subscription_comes_and_goes() -> None:
+    """The per-peer index must say what a scan of all subscriptions would."""
+    manager = SubscriptionManager()
+    _, first = new_subscription(manager, call_id="a@x")
+    other = manager.subscribe(
+        subscribe_request(call_id="b@x"), ("192.0.2.30", 5060), "udp", "1234", MAILBOXES, T0
+    ).subscription
+    assert manager.of_peer("1234") == [first.subscription, other] and manager.of_peer("x") == []
+    _, again = new_subscription(manager, call_id="c@x")  # same phone again: replaces `first`
+    assert manager.of_peer("1234") == [other, again.subscription]
+    assert other is not None and again.subscription is not None
+    manager.notify_result(other, 481)
+    assert manager.of_peer("1234") == [again.subscription]
+    manager.expire(T0 + 100_000)
+    assert manager.of_peer("1234") == [] and len(manager) == 0
+
+
 def test_notify_answered_481_or_lost_drops_the_subscription() -> None:
     manager = SubscriptionManager()
     _, outcome = new_subscription(manager, call_id="a@x")

@@ -258,6 +258,9 @@ class SubscriptionManager:
         self.max_expires = max_expires
         self.default_expires = default_expires  # RFC 3842 5: one hour
         self._subscriptions: dict[tuple[str, str, str], Subscription] = {}
+        # The same subscriptions by peer name: a REGISTER and the poll ask per peer, and a
+        # scan of all of them per peer is quadratic at 10 000 phones.
+        self._by_peer: dict[str, dict[tuple[str, str, str], Subscription]] = {}
 
     def __len__(self) -> int:
         return len(self._subscriptions)
@@ -354,10 +357,11 @@ class SubscriptionManager:
         if expires == 0:
             subscription.move_to(SubscriptionState.TERMINATED, "timeout")  # a fetch
         else:
-            for old in list(self._subscriptions.values()):
-                if old.peer_name == peer_name and old.source == source:
-                    del self._subscriptions[old.dialog_key]
+            for old in self.of_peer(peer_name):
+                if old.source == source:
+                    self._remove(old)
             self._subscriptions[subscription.dialog_key] = subscription
+            self._by_peer.setdefault(peer_name, {})[subscription.dialog_key] = subscription
         return SubscribeOutcome(
             200,
             headers=[("Expires", str(expires))],
@@ -415,7 +419,7 @@ class SubscriptionManager:
         """End a subscription (e.g. "noresource" when its mailbox is gone); send the result
         its final NOTIFY."""
         subscription.move_to(SubscriptionState.TERMINATED, reason)
-        self._subscriptions.pop(subscription.dialog_key, None)
+        self._remove(subscription)
         return subscription
 
     def expire(self, now: float) -> list[Subscription]:
@@ -437,7 +441,7 @@ class SubscriptionManager:
         if code is None or code in (408, 481):
             if subscription.state != SubscriptionState.TERMINATED:
                 subscription.move_to(SubscriptionState.TERMINATED, "timeout")
-            self._subscriptions.pop(subscription.dialog_key, None)
+            self._remove(subscription)
             return True
         return False
 
@@ -453,6 +457,19 @@ class SubscriptionManager:
 
     def subscriptions(self) -> list[Subscription]:
         return list(self._subscriptions.values())
+
+    def of_peer(self, peer_name: str) -> list[Subscription]:
+        """The subscriptions a peer holds (chan_sip's mwipvt: it then gets no unsolicited
+        NOTIFY)."""
+        return list(self._by_peer.get(peer_name, {}).values())
+
+    def _remove(self, subscription: Subscription) -> None:
+        self._subscriptions.pop(subscription.dialog_key, None)
+        held = self._by_peer.get(subscription.peer_name)
+        if held is not None:
+            held.pop(subscription.dialog_key, None)
+            if not held:
+                del self._by_peer[subscription.peer_name]
 
 
 def _contact_uri(request: Request) -> URI:

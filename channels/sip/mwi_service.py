@@ -165,22 +165,21 @@ class MwiService:
     def peer_registered(self, peer: Peer, binding: Binding) -> None:
         """chan_sip sends MWI on every successful REGISTER (refreshes too): in the peer's
         subscription if it has one, else out of dialog unless `subscribemwi`."""
-        subscriptions = self._subscriptions_of(peer.name)
+        subscriptions = self.subscriptions.of_peer(peer.name)
         if subscriptions:
             for subscription in subscriptions:
                 self._tasks.spawn(self._notify_subscription(subscription, peer, force=True))
         elif peer.mailbox and not peer.subscribemwi:
             self._tasks.spawn(self._notify_peer(peer, binding, force=True))
 
-    def _subscriptions_of(self, peer_name: str) -> list[Subscription]:
-        return [s for s in self.subscriptions.subscriptions() if s.peer_name == peer_name]
-
     def _wants_unsolicited(self, peer: Peer) -> bool:
         """chan_sip sends out-of-dialog NOTIFYs only to a peer without an MWI subscription
         (its mwipvt), and never with subscribemwi=yes; else a subscribed phone would get
         every change twice."""
         return (
-            bool(peer.mailbox) and not peer.subscribemwi and not self._subscriptions_of(peer.name)
+            bool(peer.mailbox)
+            and not peer.subscribemwi
+            and not self.subscriptions.of_peer(peer.name)
         )
 
     async def _notify_peer(
@@ -300,12 +299,16 @@ class MwiService:
             for key, counts in each.items():
                 if key in previous and previous[key] != counts:
                     self.on_poll_change(*key)
+        # Most phones' counts did not move: compare here, not in a coroutine per phone.
         for subscription in subscriptions:
-            peer = await self.registrations.peers.find(subscription.peer_name)
             counts = _sum(each, subscription.mailboxes)
-            await self._notify_subscription(subscription, peer, force=False, counts=counts)
+            if counts != subscription.last_counts:
+                peer = await self.registrations.peers.find(subscription.peer_name)
+                await self._notify_subscription(subscription, peer, force=False, counts=counts)
         for peer, binding in unsolicited:
-            await self._notify_peer(peer, binding, force=False, counts=_sum(each, peer.mailbox))
+            counts = _sum(each, peer.mailbox)
+            if counts != self._sent.get(peer.name):
+                await self._notify_peer(peer, binding, force=False, counts=counts)
 
     async def _poll_one_by_one(self) -> None:
         for subscription in self.subscriptions.subscriptions():
