@@ -61,15 +61,8 @@ async def measure(backend: Backend, workdir: Path, deposits: int, general: str) 
     pool = OdbcPool(backend.connection_class(name="a"), retry_timeout=10)
     await pool.start()
     latencies: list[tuple[float, float]] = []
-    changelog = ChangeLog(pool)
-    hooked: list[float] = []
-
-    def hook(cursor: object, mailboxes: object) -> None:
-        changelog.hook(cursor, mailboxes)  # type: ignore[arg-type]
-        hooked.append(time.time())  # the pool commits right after the unit of work
-
+    store, hooked = committing_store(pool)
     try:
-        store = MessageStore(pool, "voicemessages", SPOOL, on_change=hook)
         phone = sipp.start_sipp(
             workdir / "phone",
             phone_scenario(deposits),
@@ -99,6 +92,19 @@ async def measure(backend: Backend, workdir: Path, deposits: int, general: str) 
         await pool.close()
         server.stop()
     return latencies
+
+
+def committing_store(pool: OdbcPool) -> tuple[MessageStore, list[float]]:
+    """A MessageStore that writes the change log as `voicemail serve` does, and the times
+    (time.time()) its change hook ran: just before the pool commits each unit of work."""
+    changelog = ChangeLog(pool)
+    hooked: list[float] = []
+
+    def hook(cursor: object, mailboxes: object) -> None:
+        changelog.hook(cursor, mailboxes)  # type: ignore[arg-type]
+        hooked.append(time.time())
+
+    return MessageStore(pool, "voicemessages", SPOOL, on_change=hook), hooked
 
 
 async def bench_deposit(store: MessageStore, mailbox: str) -> None:

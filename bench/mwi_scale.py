@@ -39,14 +39,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyodbc
-
-from bench.mwi_propagation import bench_deposit
-from bench.procstats import CLK_TCK, cpu_ticks
-from storage.changelog import ChangeLog
-from storage.messages import MessageStore
+from bench.mwi_propagation import bench_deposit, committing_store, percentile
+from bench.procstats import CLK_TCK, cpu_ticks, postgres_backend_pids, proc_status_kb
 from storage.odbc import OdbcPool
-from tests.dbbackends import PG_ADMIN, Backend, fresh_database
+from tests.dbbackends import Backend, fresh_database
 from tests.server import RunningServer, start_server, write_config
 from tests.sipua import (
     SipParseError,
@@ -61,7 +57,6 @@ from tests.sipua import (
 
 PASSWORD = "bench-mwi-secret"
 FIRST_MAILBOX = 20000
-SPOOL = "/var/spool/asterisk/voicemail/"
 EXPIRES = 3600  # the server's maxexpiry: no phone refreshes during a run
 RETRANSMIT = 1.0
 NOTIFY_WAIT = 10.0  # a NOTIFY later than this is a failure, not a sample
@@ -234,24 +229,12 @@ class Result:
     general: str
 
 
-def postgres_backends(user: str) -> list[int]:
-    admin = pyodbc.connect(PG_ADMIN, autocommit=True, timeout=5)
-    try:
-        rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE usename = ?", user).fetchall()
-    finally:
-        admin.close()
-    return [int(row[0]) for row in rows]
-
-
 def ticks_of(pids: list[int]) -> dict[int, int]:
     return {pid: t for pid in pids if (t := cpu_ticks(pid)) is not None}
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return (proc_status_kb(pid, "VmRSS") or 0) / 1024
 
 
 def start_servers(backend: Backend, workdir: Path, boxes: list[int], general: str):  # noqa: ANN201
@@ -269,14 +252,7 @@ async def deposits(
 ) -> tuple[list[float], list[float]]:
     pool = OdbcPool(backend.connection_class(name="bench"), retry_timeout=10)
     await pool.start()
-    changelog = ChangeLog(pool)
-    committed: list[float] = []
-
-    def hook(cursor: object, mailboxes: object) -> None:
-        changelog.hook(cursor, mailboxes)  # type: ignore[arg-type]
-        committed.append(time.time())  # the pool commits right after the unit of work
-
-    store = MessageStore(pool, "voicemessages", SPOOL, on_change=hook)
+    store, committed = committing_store(pool)
     messages: dict[str, int] = {}
     to_a: list[float] = []
     to_b: list[float] = []
@@ -325,7 +301,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Result:
             registration = time.monotonic() - started
             time.sleep(args.settle)
             at_registration = len(phones.notifies)
-            pids = postgres_backends(backend.user)
+            pids = postgres_backend_pids(backend.user)
             first = ticks_of([a.process.pid, b.process.pid, *pids])
             t0 = time.monotonic()
             time.sleep(args.idle)
@@ -368,9 +344,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Result:
 def summary(values: list[float]) -> str:
     if not values:
         return "-"
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"{statistics.median(ordered):.1f} / {p95:.1f} / {ordered[-1]:.1f}"
+    return f"{statistics.median(values):.1f} / {percentile(values, 0.95):.1f} / {max(values):.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:

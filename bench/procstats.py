@@ -62,6 +62,16 @@ def idle_seconds() -> float:
     return float(Path("/proc/uptime").read_text().split()[1])
 
 
+def postgres_backend_pids(user: str) -> list[int]:
+    """The PostgreSQL backend processes of a database user's connections."""
+    admin = pyodbc.connect(PG_ADMIN, autocommit=True, timeout=5)
+    try:
+        rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE usename = ?", user).fetchall()
+    finally:
+        admin.close()
+    return [int(row[0]) for row in rows]
+
+
 @dataclass
 class Sample:
     t: float
@@ -88,14 +98,7 @@ class Sampler(threading.Thread):
 
     def _refresh_backends(self) -> None:
         try:
-            admin = pyodbc.connect(PG_ADMIN, autocommit=True, timeout=5)
-            try:
-                rows = admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE usename = ?", self.db_user
-                ).fetchall()
-            finally:
-                admin.close()
-            self._pg_pids = [int(r[0]) for r in rows]
+            self._pg_pids = postgres_backend_pids(self.db_user)
         except pyodbc.Error:
             pass
 
