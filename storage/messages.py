@@ -270,7 +270,11 @@ class MessageStore(MessageOperations):
         self, context: str, mailbox: str, folder: str, msgnum: int
     ) -> StoredMessage | None:
         """One message with its audio, or None. A row without msg_id gets one, as in Asterisk."""
-        return await self._retrieve(self._message_dir(context, mailbox, folder), msgnum)
+        message = await self._retrieve(self._message_dir(context, mailbox, folder), msgnum)
+        if message is not None:
+            self.messages_read += 1
+            self.message_bytes_read += len(message.recording)
+        return message
 
     async def retrieve_greeting(
         self, context: str, mailbox: str, kind: str

@@ -79,6 +79,10 @@ class MessageTable:
         self.spool_prefix = spool_prefix if spool_prefix.endswith("/") else spool_prefix + "/"
         self._table = messages_table(table)
         self._columns: frozenset[str] | None = None
+        # Messages (not greetings) read with their audio, and those bytes: /metrics shows
+        # whether a caller's replays are served from memory or fetched again.
+        self.messages_read = 0
+        self.message_bytes_read = 0
         self._compiled: dict[object, CompiledSql] = {}
         self._locks = FolderLocks(
             pool, table, lambda cursor: self._execute(cursor, "write_lock"), lock_timeout

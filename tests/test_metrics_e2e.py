@@ -101,7 +101,8 @@ def test_every_counter_follows_a_known_sequence_of_calls(
         deposit(tmp_path, server.target, "second")
         refused_call(tmp_path, server.target, "1999", 480)  # VoiceMail: no such mailbox
         refused_call(tmp_path, server.target, "nobody", 404)  # no extension: no application
-        assert len(rows(backend)) == 2
+        stored = rows(backend)
+        assert len(stored) == 2
         deadline = time.monotonic() + 30
         metrics = scrape(port)
         while value(metrics, "voicemail_email_sent_total") < 2 and time.monotonic() < deadline:
@@ -135,6 +136,10 @@ def test_every_counter_follows_a_known_sequence_of_calls(
         assert v("voicemail_loop_lag_seconds_count") > 0
         assert v("voicemail_media_clock_lag_seconds_count") >= 290  # a tick each 20 ms of a call
         assert ("voicemail_realtime_cache_total", frozenset({("result", "miss")})) in metrics
+        # Nobody listened: each mail's attachment is what was read, once per message.
+        assert v("voicemail_messages_read_total") == 2
+        recorded = sum(len(bytes(row["recording"])) for row in stored)
+        assert v("voicemail_message_audio_read_bytes_total") == recorded
         assert ("voicemail_mwi_notify_total", frozenset({("result", "ok")})) not in metrics
         assert get(port, "/nothing-here")[0] == 404
     finally:

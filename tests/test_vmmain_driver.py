@@ -244,3 +244,34 @@ def test_greeting_is_recorded_reviewed_and_stored(
             assert greeting is not None and greeting.recording[:4] == b"RIFF"
 
     loop.run_until_complete(scenario())
+
+
+def test_a_replayed_message_is_played_from_memory_and_not_read_again(
+    backend: Backend, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Issue 12: no message's BLOB read more than once per listen. 5 (repeat) plays the held
+    audio; moving to another message lets it go, so 4 back to the first reads it again."""
+
+    async def scenario() -> None:
+        async with started_store(backend) as store:
+            first = encode(b"\x01\x00" * 8000 * 10, "wav")
+            second = encode(b"\x02\x00" * 8000 * 6, "wav")
+            await deposit(store, first)
+            await deposit(store, second)
+            # login, 1 reads, each header skipped by 1, each message played out (None),
+            # then at the message menu: 5 (repeat), 6 (next), 5, 4 (previous)
+            listen = ["1", None]
+            script = [None, "1234", None, "4321", None, "1", *listen, "5", *listen, "6"]
+            script += [*listen, "5", *listen, "4", *listen, HANG_UP]
+            channel = FakeChannel(script)
+            driver = MenuDriver(channel, MailboxAccess(store, directory(), {}), SOUNDS)  # type: ignore[arg-type]
+            await driver.run(_session())
+            heard = [
+                n // SECOND for kind, n, _ in channel.calls
+                if kind == "play" and n in (10 * SECOND, 6 * SECOND)
+            ]  # fmt: skip
+            assert heard == [10, 10, 6, 6, 10]
+            assert store.messages_read == 3  # first, second, first again after 4
+            assert store.message_bytes_read == 2 * len(first) + len(second)
+
+    loop.run_until_complete(scenario())

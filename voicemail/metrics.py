@@ -304,6 +304,17 @@ class _Collector(Collector):
         cache.add_metric(["hit"], realtime.cache_hits if realtime is not None else 0)
         cache.add_metric(["miss"], realtime.cache_misses if realtime is not None else 0)
         yield cache
+        store = server.store
+        read = CounterMetricFamily(
+            "voicemail_messages_read", "Messages read from the database with their audio"
+        )
+        read.add_metric([], store.messages_read if store is not None else 0)
+        yield read
+        read_bytes = CounterMetricFamily(
+            "voicemail_message_audio_read_bytes", "Bytes of message audio read from the database"
+        )
+        read_bytes.add_metric([], store.message_bytes_read if store is not None else 0)
+        yield read_bytes
 
 
 __all__ = ["ServerMetrics"]

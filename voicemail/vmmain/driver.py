@@ -110,6 +110,10 @@ class MenuDriver:
         self.language = channel.info.language
         self.mailbox: MailboxInfo | None = None
         self.changed = False
+        # The message last played, decoded: (folder, msgnum, PCM). Replaying it (5 after it
+        # ends) plays it from memory instead of reading its BLOB again. Forgotten whenever a
+        # folder is opened or closed, since a close renumbers the folder.
+        self._held: tuple[int, int, bytes] | None = None
         # The PIN the caller logged in with, then the one they changed it to: what
         # externpasscheck is told is the old PIN (the stored one may be a hash). Never logged.
         self._pin: str | None = None
@@ -264,13 +268,25 @@ class MenuDriver:
             return HungUp()
         return MessageLeft(status)
 
+    async def _message_pcm(self, folder: int, msgnum: int) -> bytes:
+        """The held audio if it is this message's; else read, decoded, and held instead."""
+        assert self.mailbox is not None
+        if self._held is not None and self._held[:2] == (folder, msgnum):
+            return self._held[2]
+        self._held = None  # the message before is let go before the next is read
+        stored = await self.access.audio(self.mailbox, folder, msgnum)
+        if stored is None:
+            return b""
+        pcm = await stored_audio_pcm(stored, self.audio_format)
+        self._held = (folder, msgnum, pcm)
+        return pcm
+
     async def _play_message(self, action: PlayMessage) -> Event:
         """ast_control_streamfile: # forward, * back by skipms, 0 pause, 2 restart, the
         other keys stop (and are the next command)."""
         assert self.mailbox is not None
         try:
-            stored = await self.access.audio(self.mailbox, action.folder, action.msgnum)
-            pcm = b"" if stored is None else await stored_audio_pcm(stored, self.audio_format)
+            pcm = await self._message_pcm(action.folder, action.msgnum)
         except (*STORE_ERRORS, TranscodeError) as exc:
             log.error(
                 "message %d of %s: cannot play: %s", action.msgnum, folder_name(action.folder), exc
@@ -340,6 +356,8 @@ class MenuDriver:
         assert self.mailbox is not None, f"{action!r} before login"
         info = self.mailbox
         maxmsg = info.settings.maxmsg if info.settings else None
+        if isinstance(action, OpenFolder | Close):
+            self._held = None
         if isinstance(action, OpenFolder):
             return FolderOpened(action.folder, await self.access.open_folder(info, action.folder))
         if isinstance(action, CopyMessage):
