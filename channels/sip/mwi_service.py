@@ -262,8 +262,8 @@ class MwiService:
         for subscription in self.subscriptions.for_mailbox(mailbox, context):
             peer = await self.registrations.peers.find(subscription.peer_name)
             await self._notify_subscription(subscription, peer, force=False)
-        for peer in self.registrations.peers.in_memory():
-            if (mailbox, context) in peer.mailbox and self._wants_unsolicited(peer):
+        for peer in self.registrations.peers.watching(mailbox, context):
+            if self._wants_unsolicited(peer):
                 binding = self.registrations.registrar.binding(peer.name)
                 if binding is not None:
                     await self._notify_peer(peer, binding, force=False)

@@ -99,6 +99,7 @@ class PeerDirectory:
     @static.setter
     def static(self, peers: dict[str, Peer]) -> None:
         self._static = peers
+        self._watchers = None
         if getattr(self, "on_static", None) is not None:
             self.on_static(peers)  # type: ignore[misc]
 
@@ -122,6 +123,9 @@ class PeerDirectory:
         self.on_static: Callable[[dict[str, Peer]], None] | None = None
         self.on_loaded: Callable[[Peer], None] | None = None
         self.cache: dict[str, CachedPeer] = {}
+        # mailbox -> {name: peer} of the peers in memory whose mailbox= lists it; None until
+        # first asked and after the static peers change. Change it only by keep() and drop().
+        self._watchers: dict[tuple[str, str], dict[str, Peer]] | None = None
         self.negative_ttl = negative_ttl
         self.negative_max = negative_max
         self._clock = clock
@@ -176,13 +180,37 @@ class PeerDirectory:
         """rtcachefriends: keep a realtime peer in memory, like a sip.conf friend."""
         if peer.realtime and self.options.rtcachefriends:
             until = now + self.options.rtautoclear if self.options.rtautoclear else None
+            self.drop(peer.name)
             self.cache[peer.name] = CachedPeer(peer, until)
+            if self._watchers is not None:
+                self._index(peer)
 
     def drop(self, name: str) -> None:
-        self.cache.pop(name, None)
+        cached = self.cache.pop(name, None)
+        if cached is not None and self._watchers is not None:
+            for box in cached.peer.mailbox:
+                self._watchers.get(box, {}).pop(name, None)
+            static = self.static.get(name)
+            if static is not None:
+                self._index(static)
 
     def in_memory(self) -> list[Peer]:
         return list(self.static.values()) + [c.peer for c in self.cache.values()]
+
+    def watching(self, mailbox: str, context: str) -> list[Peer]:
+        """The peers in memory whose mailbox= lists mailbox@context: where a change's
+        unsolicited NOTIFYs go. Indexed, since a scan of 10 000 peers for each deposit held
+        the event loop for milliseconds."""
+        if self._watchers is None:
+            self._watchers = {}
+            for peer in self.in_memory():
+                self._index(peer)
+        return list(self._watchers.get((mailbox, context), {}).values())
+
+    def _index(self, peer: Peer) -> None:
+        assert self._watchers is not None
+        for box in peer.mailbox:
+            self._watchers.setdefault(box, {})[peer.name] = peer
 
     async def write_back(self, peer: Peer, fields: dict[str, str]) -> None:
         if not peer.realtime or not self.options.rtupdate or self.realtime is None:
@@ -458,7 +486,7 @@ class Registrations:
                 await self.peers.write_back(peer, realtime_clear())
         for name, cached in list(self.peers.cache.items()):
             if cached.until is not None and cached.until <= now:
-                del self.peers.cache[name]
+                self.peers.drop(name)
 
     def _qualify(self) -> None:
         now = self.now()
