@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 T1 = 0.5  # RFC 3261 timer T1: retransmit every T1, doubling, up to T2
 T2 = 4.0
@@ -73,7 +74,46 @@ class Call:
         self.bye_at = 0.0
 
 
-class LoadGenerator:
+class Dialog(Protocol):
+    """A call of either generator (Call here, bench.listener's Session): the request it is
+    retransmitting, and when."""
+
+    request: bytes
+    sent_at: float
+    retransmit_at: float
+    interval: float
+    to_tag: str
+    remote_media: tuple[str, int] | None
+
+
+class RequestSender:
+    """Requests written from templates and sent from `sip` to `target`, the last one of each
+    dialog kept for retransmission; subclasses say what the headers are."""
+
+    target: tuple[str, int]
+    sip: socket.socket
+
+    def _headers(self, dialog: Any, method: str, cseq: int, branch: str) -> str:  # noqa: ANN401
+        raise NotImplementedError
+
+    def _simple(self, dialog: Dialog, method: str, cseq: int, branch: str) -> bytes:
+        return (self._headers(dialog, method, cseq, branch) + "Content-Length: 0\r\n\r\n").encode()
+
+    def _send_request(self, dialog: Dialog, request: bytes, now: float) -> None:
+        dialog.request, dialog.sent_at, dialog.interval = request, now, T1
+        dialog.retransmit_at = now + T1
+        self.sip.sendto(request, self.target)
+
+    def _accept(self, dialog: Dialog, lines: list[str], body: str, ack_branch: str) -> bool:
+        """The INVITE's 200: learn the To tag and the audio address, and ACK it. False when
+        the answer has no audio address."""
+        dialog.to_tag = to_tag(header(lines, "to", "t") or "")
+        dialog.remote_media = sdp_media(body)
+        self.sip.sendto(self._simple(dialog, "ACK", 1, ack_branch), self.target)
+        return dialog.remote_media is not None
+
+
+class LoadGenerator(RequestSender):
     def __init__(self, args: argparse.Namespace) -> None:
         host, _, port = args.target.rpartition(":")
         self.target = (host, int(port))
@@ -100,46 +140,15 @@ class LoadGenerator:
     # -- messages -------------------------------------------------------------------------
 
     def _headers(self, call: Call, method: str, cseq: int, branch: str) -> str:
-        to_tag = f";tag={call.to_tag}" if call.to_tag else ""
-        host, port = self.target
-        return (
-            f"{method} sip:{call.mailbox}@{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.sip_port};branch={branch};rport\r\n"
-            f"From: <sip:caller{call.index}@127.0.0.1:{self.sip_port}>;tag={call.from_tag}\r\n"
-            f"To: <sip:{call.mailbox}@{host}:{port}>{to_tag}\r\n"
-            f"Call-ID: {call.call_id}\r\n"
-            f"CSeq: {cseq} {method}\r\n"
-            f"Contact: <sip:caller{call.index}@127.0.0.1:{self.sip_port}>\r\n"
-            "Max-Forwards: 70\r\n"
-        )
+        dialog = (call.call_id, call.from_tag, call.to_tag)
+        return request_head(method, call.mailbox, f"caller{call.index}", dialog, cseq, branch,
+                            self.target, self.sip_port)  # fmt: skip
 
     def _invite(self, call: Call) -> bytes:
         codec = CODEC_NAMES[self.payload_type]
-        sdp = (
-            "v=0\r\n"
-            f"o=load {call.index} 1 IN IP4 127.0.0.1\r\n"
-            "s=-\r\n"
-            "c=IN IP4 127.0.0.1\r\n"
-            "t=0 0\r\n"
-            f"m=audio {self.media_port} RTP/AVP {self.payload_type} {TELEPHONE_EVENT}\r\n"
-            f"a=rtpmap:{self.payload_type} {codec}/8000\r\n"
-            f"a=rtpmap:{TELEPHONE_EVENT} telephone-event/8000\r\n"
-            f"a=fmtp:{TELEPHONE_EVENT} 0-16\r\n"
-            "a=ptime:20\r\n"
-            "a=sendrecv\r\n"
-        )
+        sdp = sdp_offer(f"load {call.index}", self.media_port, self.payload_type, codec)
         head = self._headers(call, "INVITE", 1, f"z9hG4bK-i{call.index}")
-        return (
-            head + f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n" + sdp
-        ).encode()
-
-    def _simple(self, call: Call, method: str, cseq: int, branch: str) -> bytes:
-        return (self._headers(call, method, cseq, branch) + "Content-Length: 0\r\n\r\n").encode()
-
-    def _send_request(self, call: Call, request: bytes, now: float) -> None:
-        call.request, call.sent_at, call.interval = request, now, T1
-        call.retransmit_at = now + T1
-        self.sip.sendto(request, self.target)
+        return with_sdp(head, sdp)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -259,10 +268,7 @@ class LoadGenerator:
                 self._fail(call, f"INVITE answered {status}")
                 return
             self.report.invite_ms.append((now - call.sent_at) * 1000)
-            call.to_tag = to_tag(header(lines, "to", "t") or "")
-            call.remote_media = sdp_media(body)
-            self.sip.sendto(self._simple(call, "ACK", 1, f"z9hG4bK-a{call.index}"), self.target)
-            if call.remote_media is None:
+            if not self._accept(call, lines, body, f"z9hG4bK-a{call.index}"):
                 self._fail(call, "200 without an audio address")
                 return
             call.state = "talking"
@@ -286,19 +292,67 @@ class LoadGenerator:
         """A request from the server (a BYE of its own, an OPTIONS): answer 200, fail the call."""
         method = lines[0].split()[0]
         self._unexpected(f"{method} from the server")
-        keep = [
-            line
-            for line in lines[1:]
-            if line.split(":", 1)[0].strip().lower() in ("via", "v", "from", "f", "to", "t",
-                                                         "call-id", "i", "cseq")
-        ]  # fmt: skip
-        reply = "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
-        self.sip.sendto(reply.encode(), self.target)
+        self.sip.sendto(ok_reply(lines), self.target)
         if call is not None and method == "BYE":
             self._fail(call, "the server hung up")
 
     def _unexpected(self, what: str) -> None:
         self.report.unexpected[what] = self.report.unexpected.get(what, 0) + 1
+
+
+def request_head(
+    method: str,
+    callee: str,
+    caller: str,
+    dialog: tuple[str, str, str],
+    cseq: int,
+    branch: str,
+    target: tuple[str, int],
+    sip_port: int,
+) -> str:
+    """A request's headers up to the body's, from 127.0.0.1:sip_port; dialog is (Call-ID,
+    From tag, To tag or "")."""
+    call_id, from_tag, to_tag = dialog
+    host, port = target
+    tag = f";tag={to_tag}" if to_tag else ""
+    return (
+        f"{method} sip:{callee}@{host}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{sip_port};branch={branch};rport\r\n"
+        f"From: <sip:{caller}@127.0.0.1:{sip_port}>;tag={from_tag}\r\n"
+        f"To: <sip:{callee}@{host}:{port}>{tag}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        f"Contact: <sip:{caller}@127.0.0.1:{sip_port}>\r\n"
+        "Max-Forwards: 70\r\n"
+    )
+
+
+def sdp_offer(origin: str, media_port: int, payload_type: int, codec: str) -> str:
+    """An audio offer on 127.0.0.1 with RFC 4733 events beside the codec."""
+    return (
+        f"v=0\r\no={origin} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {media_port} RTP/AVP {payload_type} {TELEPHONE_EVENT}\r\n"
+        f"a=rtpmap:{payload_type} {codec}/8000\r\n"
+        f"a=rtpmap:{TELEPHONE_EVENT} telephone-event/8000\r\n"
+        f"a=fmtp:{TELEPHONE_EVENT} 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+
+
+def with_sdp(head: str, sdp: str) -> bytes:
+    return (
+        head + f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n" + sdp
+    ).encode()
+
+
+def ok_reply(lines: list[str]) -> bytes:
+    """200 OK to a request the server sent (its BYE, an OPTIONS), from the request's lines."""
+    keep = [
+        line
+        for line in lines[1:]
+        if line.split(":", 1)[0].strip().lower()
+        in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
+    ]
+    return ("SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode()
 
 
 def header(lines: list[str], name: str, short: str = "") -> str | None:
