@@ -22,7 +22,7 @@ from .server import StartupError, VoicemailServer
 log = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-LARGE_ALLOCATION = 256 * 1024  # 8 s of 8 kHz PCM: a played message, a BLOB, the driver's text
+LARGE_ALLOCATION = 256 * 1024  # 8 s of 8 kHz PCM: a played message, its BLOB, the driver's copy
 
 
 def map_large_allocations() -> bool:
@@ -30,9 +30,10 @@ def map_large_allocations() -> bool:
     the system when freed; False where there is no glibc.
 
     glibc's default raises that threshold each time such a buffer is freed, after which the
-    1 MB messages that VoiceMailMain reads and decodes in worker threads come from the heaps
-    and stay there: 200 sessions hearing two 1 MB messages took the server to 738 MB, and
-    with a fixed threshold to 342 MB, back to 91 MB after them (bench/RESULTS.md, "Retrievals").
+    1 MB messages that VoiceMailMain reads and decodes in worker threads come from the heaps,
+    where a freed one can stay: 200 sessions hearing two 1 MB messages peaked at 380 and
+    738 MB in two runs without this, and at 342-351 MB in three with it, 91-129 MB after
+    them (bench/RESULTS.md, "Retrievals"); no CPU cost showed.
     """
     name = ctypes.util.find_library("c")
     try:

@@ -124,7 +124,8 @@ class PeerDirectory:
         self.on_loaded: Callable[[Peer], None] | None = None
         self.cache: dict[str, CachedPeer] = {}
         # mailbox -> {name: peer} of the peers in memory whose mailbox= lists it; None until
-        # first asked and after the static peers change. Change it only by keep() and drop().
+        # first asked and after the static peers change; the cache is changed only by keep()
+        # and drop(), which keep it.
         self._watchers: dict[tuple[str, str], dict[str, Peer]] | None = None
         self.negative_ttl = negative_ttl
         self.negative_max = negative_max
