@@ -90,13 +90,12 @@ class SessionResult:
 class Session:
     """Call, log in, listen; `phase` says what the caller waits for next."""
 
-    def __init__(self, index: int, mailbox: str, sip_port: int) -> None:
+    def __init__(self, index: int, mailbox: str) -> None:
         self.index = index
         self.result = SessionResult(mailbox)
         self.call_id = f"listen-{index}-{random.getrandbits(48):012x}"
         self.from_tag = f"{random.getrandbits(32):08x}"
         self.to_tag = ""
-        self.sip_port = sip_port
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rtp.bind(("127.0.0.1", 0))
         self.rtp.setblocking(False)
@@ -359,7 +358,7 @@ class Listeners(RequestSender):
         while started < calls or self.sessions:
             now = time.monotonic()
             while started < calls and start + started / self.rate <= now:
-                session = Session(started, self.mailboxes[started], self.sip_port)
+                session = Session(started, self.mailboxes[started])
                 self.sessions[session.call_id] = session
                 self.selector.register(session.rtp, selectors.EVENT_READ, session)
                 self._send_request(session, self._invite(session), now)
