@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.loadgen import (
+    FRAME_SECONDS,
     T1,
     T2,
     TELEPHONE_EVENT,
@@ -45,7 +46,6 @@ from bench.loadgen import (
 from tests.audio import PAYLOAD_PCMU, g711_encode
 from tests.sipua import event_packets
 
-FRAME_SECONDS = 0.020
 QUIET = 0.6  # the server silent this long: its prompt is over, the caller keys
 KEY_MS = 100  # each key held 100 ms, 60 ms between keys
 KEY_GAP = 0.16

@@ -12,9 +12,9 @@ by RFC 4733 keys, press 1 and hear message 1 to its end, 6 and hear message 2 to
 Reported: for each of the keys 1, 6 and 5, the time from the key to the message's first
 RTP packet and the part of it the server added (the wait less the prompts it played in
 between); whether each message arrived whole and the longest gap between two of its packets;
-the server's CPU and RSS (peak and before the calls) and the generator's CPU; and from the
-server's /metrics the messages read from the database per session, which the target wants at
-one per message: the replay (5) must not fetch again.
+the server's CPU and RSS (before the calls, with every session in, after them, and its peak)
+and the generator's CPU; and from the server's /metrics the messages read from the database
+per session, which the target wants at one per message: the replay (5) must not fetch again.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from pathlib import Path
 
 from bench.calls import free_tcp_port
 from bench.listener import Listeners, SessionResult, message_payloads
-from bench.mwi_propagation import percentile
+from bench.mwi_propagation import SPOOL, percentile
+from bench.mwi_scale import rss_mb
 from bench.procstats import Sampler, cpu_percent, proc_status_kb
 from bench.rows import add_realtime_mailboxes
 from storage.audioformats import encode
@@ -40,12 +41,11 @@ from storage.messages import MessageStore, new_msg_id
 from storage.odbc import OdbcPool
 from tests.dbbackends import Backend, fresh_database
 from tests.server import start_server, write_config
-from tests.test_metrics_e2e import enable_http, get
+from tests.test_metrics_e2e import enable_http, scrape, value
 
 FIRST_MAILBOX = 30000
 PIN = "1234"  # bench.rows.add_realtime_mailboxes
 AMPLITUDES = (6000, 12000)  # message 1 and message 2
-SPOOL = "/var/spool/asterisk/voicemail/"
 EXTENSIONS = "[default]\nexten => 8500,1,VoiceMailMain(@default)\nsame => n,Hangup()\n"
 FRAME_BYTES = 320
 
@@ -118,14 +118,6 @@ async def provision(backend: Backend, mailboxes: list[str], size: int) -> None:
         await pool.close()
 
 
-def server_counter(port: int, name: str) -> float:
-    _, _, body = get(port, "/metrics")
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
-
-
 def key_stats(results: list[SessionResult], key: str, frames: int) -> KeyStats:
     listens = [
         listen for r in results for listen in r.listens if listen.key == key and listen.packets
@@ -167,7 +159,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Result:
         try:
             add_realtime_mailboxes(backend, mailboxes)
             asyncio.run(provision(backend, mailboxes, args.message_bytes))
-            rss_before = (proc_status_kb(server.process.pid, "VmRSS") or 0) / 1024
+            rss_before = rss_mb(server.process.pid)
             payloads = {message_payloads(a)[1]: n + 1 for n, a in enumerate(AMPLITUDES)}
             listeners = Listeners((server.host, server.port), mailboxes, PIN, payloads, args.rate)
             sampler = Sampler(server.process.pid, os.getpid(), backend.user)
@@ -184,6 +176,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Result:
                 if r.failure:
                     failures[r.failure] = failures.get(r.failure, 0) + 1
             frames = args.message_bytes // FRAME_BYTES
+            metrics = scrape(metrics_port)
             return Result(
                 sessions=args.sessions,
                 rate=args.rate,
@@ -191,10 +184,8 @@ def run(args: argparse.Namespace, workdir: Path) -> Result:
                 completed=sum(1 for r in results if not r.failure),
                 failures=failures,
                 keys=[key_stats(results, key, frames) for key in "165"],
-                messages_read=server_counter(metrics_port, "voicemail_messages_read_total"),
-                message_bytes_read=server_counter(
-                    metrics_port, "voicemail_message_audio_read_bytes_total"
-                ),
+                messages_read=value(metrics, "voicemail_messages_read_total"),
+                message_bytes_read=value(metrics, "voicemail_message_audio_read_bytes_total"),
                 server_cpu_percent=_rounded(cpu_percent(sampler.samples, "server", *window)),
                 generator_cpu_percent=_rounded(cpu_percent(sampler.samples, "sipp", *window)),
                 postgres_cpu_percent=_rounded(cpu_percent(sampler.samples, "postgres", *window)),
@@ -207,7 +198,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Result:
                     / 1024,
                     1,
                 ),  # fmt: skip
-                rss_after_mb=round((proc_status_kb(server.process.pid, "VmRSS") or 0) / 1024, 1),
+                rss_after_mb=round(rss_mb(server.process.pid), 1),
                 rss_peak_mb=round((proc_status_kb(server.process.pid, "VmHWM") or 0) / 1024, 1),
                 wall_seconds=round(ended - started, 1),
                 general=args.general,
